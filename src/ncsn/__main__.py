@@ -1,0 +1,5 @@
+import sys
+
+from ncsn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,52 @@
+"""The ``ncsn`` command: parse arguments, dispatch to a command module, turn user errors into
+one-line messages (exit 2).
+
+Each command module exposes ``register(subparsers)``, which adds its parsers and sets
+``func`` (a callable taking the parsed namespace and returning an exit code or None).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ncsn import __version__
+from ncsn.errors import UserError
+
+COMMAND_MODULES = ("toy", "train", "sample", "convert", "evaluate")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with exit code 2 and a hint to --help on bad arguments (argparse's default)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="ncsn",
+        description="Noise Conditional Score Networks: train, sample, inpaint, evaluate.",
+    )
+    parser.add_argument("--version", action="version", version=f"ncsn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"ncsn.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except UserError as err:
+        print(f"ncsn {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ncsn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

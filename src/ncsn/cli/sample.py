@@ -1,0 +1,5 @@
+"""CLI commands (placeholder until its owner fills it in)."""
+
+
+def register(sub) -> None:
+    return None

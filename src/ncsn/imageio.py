@@ -1,0 +1,144 @@
+"""Image grids, PNG folders, ``.npz`` sample files and animated GIFs (numpy + Pillow only).
+
+Images are float tensors or arrays of shape (N, C, H, W) with values in [0, 1]; C is 1 or 3.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ncsn.errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(N, C, H, W) floats in [0, 1] -> (N, H, W, C) uint8 (values clipped, rounded)."""
+    arr = images.detach().cpu().float().numpy() if isinstance(images, torch.Tensor) else images
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.ndim != 4:
+        raise ValueError(f"expected images of shape (N, C, H, W), got {arr.shape}")
+    return np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def make_grid(images: torch.Tensor | np.ndarray, nrow: int | None = None, padding: int = 2,
+              pad_value: float = 1.0) -> np.ndarray:
+    """Tile images into one (H', W', C) uint8 array, ``nrow`` images per row (default: square)."""
+    tiles = to_uint8(images)
+    n, h, w, c = tiles.shape
+    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+    ncol_rows = math.ceil(n / nrow)
+    fill = int(round(pad_value * 255))
+    grid = np.full((ncol_rows * (h + padding) + padding, nrow * (w + padding) + padding, c),
+                   fill, dtype=np.uint8)
+    for k in range(n):
+        r, q = divmod(k, nrow)
+        top, left = padding + r * (h + padding), padding + q * (w + padding)
+        grid[top:top + h, left:left + w] = tiles[k]
+    return grid
+
+
+def _pil(arr: np.ndarray) -> Image.Image:
+    return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+
+
+def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | None = None,
+              scale: int = 1) -> Path:
+    """Write a PNG grid of ``images``; ``scale`` enlarges it with nearest-neighbour pixels."""
+    img = _pil(make_grid(images, nrow))
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def save_gif(frames: Sequence[torch.Tensor | np.ndarray], path: str | Path,
+             nrow: int | None = None, duration_ms: int = 80, scale: int = 1) -> Path:
+    """Write an animated GIF whose frames are grids of each batch in ``frames``."""
+    if not frames:
+        raise ValueError("save_gif needs at least one frame")
+    images = []
+    for frame in frames:
+        img = _pil(make_grid(frame, nrow)).convert("RGB")
+        if scale > 1:
+            img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+        images.append(img)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+    return path
+
+
+def save_pngs(images: torch.Tensor | np.ndarray, folder: str | Path, start: int = 0) -> list[Path]:
+    """Write each image as ``folder/000000.png`` (numbered from ``start``)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, tile in enumerate(to_uint8(images), start=start):
+        p = folder / f"{k:06d}.png"
+        _pil(tile).save(p)
+        paths.append(p)
+    return paths
+
+
+def load_image(path: str | Path, channels: int | None = None) -> np.ndarray:
+    """Read one image file as (C, H, W) float32 in [0, 1]; ``channels`` 1 or 3 converts."""
+    try:
+        img = Image.open(path)
+        img.load()
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read image {path}: {err}") from err
+    if channels == 1:
+        img = img.convert("L")
+    elif channels == 3 or img.mode not in ("L", "RGB"):
+        img = img.convert("RGB")
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly in ``folder`` (sorted); a clear error when there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"image folder {folder} does not exist")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"image folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def save_npz(images: torch.Tensor | np.ndarray, path: str | Path, **extra: np.ndarray) -> Path:
+    """Save samples as ``.npz`` with key ``images``: uint8 (N, H, W, C), the usual sample format."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, images=to_uint8(images), **extra)
+    return path
+
+
+def load_npz_images(path: str | Path) -> np.ndarray:
+    """Read images from an ``.npz`` (key ``images``, or the only array) as (N, C, H, W) in [0, 1].
+
+    Accepts uint8 (N, H, W, C) (the common sample format) or float (N, C, H, W) in [0, 1].
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            key = "images" if "images" in data.files else (data.files[0] if len(data.files) == 1
+                                                           else None)
+            if key is None:
+                raise UserError(f"{path}: no 'images' array (found {', '.join(data.files)})")
+            arr = data[key]
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read {path} as .npz: {err}") from err
+    if arr.ndim != 4:
+        raise UserError(f"{path}: images must be 4-D, got shape {arr.shape}")
+    if arr.dtype == np.uint8:
+        return arr.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    return arr.astype(np.float32)
