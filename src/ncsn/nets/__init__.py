@@ -1,0 +1,9 @@
+"""Score networks (``score(x, sigma) -> Tensor like x``) and the registry that builds them.
+
+``build_network(section, channels=..., image_size=..., sigmas=...)`` builds a network from its
+config section; ``ncsn.nets.io`` saves and loads self-describing model files.
+"""
+
+from ncsn.nets.registry import NETWORKS, build_network, network_class, network_fields
+
+__all__ = ["NETWORKS", "build_network", "network_class", "network_fields"]

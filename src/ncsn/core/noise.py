@@ -1,0 +1,108 @@
+"""Noise schedules: the paper's geometric sigmas and NCSNv2's data-driven choices.
+
+NCSNv2 = Song & Ermon (2020), "Improved Techniques for Training Score-Based Generative Models".
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def geometric_sigmas(sigma_max: float, sigma_min: float, num_levels: int) -> Tensor:
+    """sigma_1 = sigma_max > ... > sigma_L = sigma_min with a constant ratio (paper Sec. 4.1)."""
+    if num_levels < 1:
+        raise ValueError(f"num_levels must be >= 1, got {num_levels}")
+    if not 0 < sigma_min <= sigma_max:
+        raise ValueError(f"need 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
+    if num_levels == 1:
+        return torch.tensor([float(sigma_max)])
+    exps = torch.linspace(math.log(sigma_max), math.log(sigma_min), num_levels, dtype=torch.float64)
+    return exps.exp().float()
+
+
+def ncsnv2_sigma_max(data: Tensor, chunk: int = 1024) -> float:
+    """NCSNv2 Technique 1: sigma_1 = the largest Euclidean distance between two training points."""
+    flat = data.reshape(data.shape[0], -1).double()
+    best = 0.0
+    for start in range(0, flat.shape[0], chunk):
+        dist = torch.cdist(flat[start:start + chunk], flat)
+        best = max(best, float(dist.max()))
+    return best
+
+
+def _std_normal_cdf(z: float) -> float:
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+def ncsnv2_ratio_criterion(gamma: float, dim: int) -> float:
+    """NCSNv2 Technique 2: Phi(sqrt(2D)(gamma-1) + 3 gamma) - Phi(sqrt(2D)(gamma-1) - 3 gamma).
+
+    NCSNv2 picks the geometric ratio gamma = sigma_{i-1}/sigma_i so that this is about 0.5.
+    """
+    centre = math.sqrt(2.0 * dim) * (gamma - 1.0)
+    return _std_normal_cdf(centre + 3.0 * gamma) - _std_normal_cdf(centre - 3.0 * gamma)
+
+
+def ncsnv2_num_levels(dim: int, sigma_max: float, sigma_min: float, target: float = 0.5) -> int:
+    """The number of geometric levels whose ratio gamma meets ``ncsnv2_ratio_criterion = target``.
+
+    The criterion falls as gamma grows, so gamma is found by bisection;
+    L = 1 + log(s1/sL)/log(gamma), rounded to the nearest integer.
+    """
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"target must lie in (0, 1), got {target}")
+    lo, hi = 1.0 + 1e-12, 2.0
+    while ncsnv2_ratio_criterion(hi, dim) > target:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if ncsnv2_ratio_criterion(mid, dim) > target:
+            lo = mid
+        else:
+            hi = mid
+    gamma = 0.5 * (lo + hi)
+    return max(2, round(1.0 + math.log(sigma_max / sigma_min) / math.log(gamma)))
+
+
+def ncsnv2_variance_ratio(step_lr: float, gamma: float, sigma_min: float,
+                          n_steps_each: int) -> float:
+    """NCSNv2 Eq. 4: s_T^2 / sigma_i^2 = a^{2T} (gamma^2 - c) + c after T steps at one level.
+
+    a = 1 - eps / sigma_L^2 and c = 2 eps / (sigma_L^2 - sigma_L^2 a^2), with eps = ``step_lr``
+    in the official convention (a_i = eps sigma_i^2 / sigma_L^2; x + a_i s + sqrt(2 a_i) z).
+    """
+    s2 = sigma_min**2
+    a = 1.0 - step_lr / s2
+    c = 2.0 * step_lr / (s2 - s2 * a * a)
+    return a ** (2 * n_steps_each) * (gamma**2 - c) + c
+
+
+def ncsnv2_step_size(sigmas: Tensor, n_steps_each: int, grid: int = 4000) -> float:
+    """NCSNv2 Technique 4: the step eps (official convention) whose Eq. 4 ratio is closest to 1.
+
+    Searched on a log grid over (0, sigma_L^2) (the ratio is defined for eps < sigma_L^2),
+    then refined.
+    """
+    if sigmas.numel() < 2:
+        raise ValueError("need at least two noise levels to derive a step size")
+    gamma = float(sigmas[0] / sigmas[1])
+    sigma_min = float(sigmas[-1])
+
+    def gap(log_eps: float) -> float:
+        return abs(ncsnv2_variance_ratio(math.exp(log_eps), gamma, sigma_min, n_steps_each) - 1.0)
+
+    hi = math.log(sigma_min**2) - 1e-9
+    lo = hi - math.log(1e8)
+    grid_pts = [lo + (hi - lo) * k / grid for k in range(grid + 1)]
+    k_best = min(range(len(grid_pts)), key=lambda k: gap(grid_pts[k]))
+    a, b = grid_pts[max(k_best - 1, 0)], grid_pts[min(k_best + 1, grid)]
+    for _ in range(100):
+        m1, m2 = a + (b - a) / 3.0, b - (b - a) / 3.0
+        if gap(m1) < gap(m2):
+            b = m2
+        else:
+            a = m1
+    return math.exp(0.5 * (a + b))

@@ -1,0 +1,55 @@
+"""Training-time image transforms (pure functions; every random draw takes a ``torch.Generator``).
+
+Song & Ermon (2019), Section 5 / Appendix B.1: pixels in [0, 1], uniform dequantization
+``x * 255/256 + U/256`` and, for CIFAR-10 and CelebA, random horizontal flips. The optional
+logit transform is the one of the official code: ``y = logit(lam + (1 - 2 lam) x)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images (values 0..255) -> float32 in [0, 1] (``x / 255``)."""
+    if x.dtype != torch.uint8:
+        raise TypeError(f"to_float expects uint8 images, got {x.dtype}")
+    return x.to(torch.float32) / 255.0
+
+
+def uniform_dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform dequantization ``x * 255/256 + U/256``, U ~ U[0, 1) per pixel (paper, App. B.1).
+
+    ``x`` holds floats ``k/255``; the result lies in [k/256, (k+1)/256), i.e. in [0, 1).
+    """
+    noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return x * (255.0 / 256.0) + noise / 256.0
+
+
+def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror each image of the batch (N, C, H, W) left-right with probability 1/2."""
+    flip = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
+    return torch.where(flip.view(-1, *([1] * (x.dim() - 1))), x.flip(-1), x)
+
+
+def logit_transform(x: torch.Tensor, lam: float = 1e-6) -> torch.Tensor:
+    """``logit(lam + (1 - 2 lam) x)``: maps [0, 1] to the real line (finite at 0 and 1)."""
+    y = lam + (1.0 - 2.0 * lam) * x
+    return torch.log(y) - torch.log1p(-y)
+
+
+def inverse_logit_transform(y: torch.Tensor, lam: float = 1e-6) -> torch.Tensor:
+    """Inverse of :func:`logit_transform`: ``(sigmoid(y) - lam) / (1 - 2 lam)``."""
+    return (torch.sigmoid(y) - lam) / (1.0 - 2.0 * lam)
+
+
+def apply_train_transforms(x: torch.Tensor, *, dequantize: bool, hflip: bool, logit: bool,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training transforms on float images in [0, 1], in order: flip, dequantize, logit."""
+    if hflip:
+        x = random_hflip(x, generator)
+    if dequantize:
+        x = uniform_dequantize(x, generator)
+    if logit:
+        x = logit_transform(x)
+    return x

@@ -1,0 +1,135 @@
+"""Self-describing model files: ``<stem>.safetensors`` (weights) + ``<stem>.json`` (spec).
+
+The spec is ``{"network": {"name": ..., hyper-parameters}, "channels": C, "image_size": S,
+"sigmas": [sigma_1, ..., sigma_L], "sampling": {...}}`` ("sampling", optional, holds default
+sampler settings); it is all that is needed to rebuild the network.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from ncsn.errors import UserError
+from ncsn.nets.registry import build_network
+
+SPEC_KEYS = ("network", "channels", "image_size", "sigmas")
+MAX_LISTED = 8
+
+
+def _listing(keys: list[str]) -> str:
+    more = f" (+{len(keys) - MAX_LISTED} more)" if len(keys) > MAX_LISTED else ""
+    return ", ".join(keys[:MAX_LISTED]) + more
+
+
+def load_weights(net: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """Copy ``state`` into ``net`` after checking that keys and shapes match exactly.
+
+    A UserError from ``source`` names the missing, unexpected and wrongly shaped keys.
+    """
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listing(unexpected)}")
+    if wrong:
+        problems.append(f"wrong shapes (file vs network): {_listing(wrong)}")
+    if problems:
+        raise UserError(f"{source} does not fit the configured network; " + "; ".join(problems)
+                        + "; check the network section, channels, image size and noise levels")
+    net.load_state_dict(dict(state), strict=True)
+
+
+def _stem(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+
+
+def save_model(path: str | Path, net: nn.Module, spec: Mapping[str, Any]) -> Path:
+    """Write ``<stem>.safetensors`` and ``<stem>.json``; returns the .safetensors path."""
+    missing = [k for k in SPEC_KEYS if k not in spec]
+    if missing:
+        raise ValueError(f"model spec lacks {', '.join(missing)}")
+    stem = _stem(path)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    sigmas = spec["sigmas"]
+    record = dict(spec)
+    record["sigmas"] = [float(s) for s in (sigmas.tolist() if isinstance(sigmas, Tensor)
+                                            else sigmas)]
+    record["network"] = dict(spec["network"])
+    weights = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
+    weights_path = stem.with_suffix(".safetensors")
+    save_file(weights, str(weights_path), metadata={"format": "pt"})
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    return weights_path
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """The model stem for a .safetensors/.json file, their stem, or a run directory
+    (``model_ema`` preferred over ``model``)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("model_ema", "model"):
+            if (path / f"{name}.safetensors").is_file():
+                return path / name
+        raise UserError(f"run directory {path} holds no model_ema.safetensors or "
+                        "model.safetensors; train first or pass a model file")
+    stem = _stem(path)
+    for suffix in (".safetensors", ".json"):
+        if not stem.with_suffix(suffix).is_file():
+            raise UserError(f"model file {stem.with_suffix(suffix)} not found; a model is a "
+                            ".safetensors file with a .json spec beside it")
+    return stem
+
+
+def read_spec(path: str | Path) -> dict[str, Any]:
+    """Read and check a model's JSON spec (UserError when unreadable or incomplete)."""
+    json_path = _stem(path).with_suffix(".json")
+    try:
+        spec = json.loads(json_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"cannot read model spec {json_path}: {err}") from err
+    if not isinstance(spec, dict):
+        raise UserError(f"model spec {json_path} must be a JSON object")
+    missing = [k for k in SPEC_KEYS if k not in spec]
+    if missing:
+        raise UserError(f"model spec {json_path} lacks {', '.join(missing)}")
+    if not isinstance(spec["network"], dict):
+        raise UserError(f"model spec {json_path}: 'network' must be an object with a 'name'")
+    return spec
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"
+               ) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a network from its model file(s) and load its weights; returns (net, spec).
+
+    ``path``: the .safetensors, the .json, their common stem, or a run directory. The network
+    is in eval mode on ``device``.
+    """
+    stem = resolve_model_path(path)
+    spec = read_spec(stem)
+    try:
+        sigmas = torch.tensor(spec["sigmas"], dtype=torch.float32)
+        channels, image_size = int(spec["channels"]), int(spec["image_size"])
+    except (TypeError, ValueError) as err:
+        raise UserError(f"model spec {stem}.json has bad sigmas/channels/image_size: {err}") from err
+    net = build_network(spec["network"], channels=channels, image_size=image_size, sigmas=sigmas)
+    weights_path = stem.with_suffix(".safetensors")
+    try:
+        state = load_file(str(weights_path))
+    except (OSError, SafetensorError) as err:
+        raise UserError(f"cannot read weights {weights_path}: {err}") from err
+    load_weights(net, state, str(weights_path))
+    return net.to(device).eval(), spec

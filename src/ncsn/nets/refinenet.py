@@ -1,0 +1,109 @@
+"""RefineNet score networks: the paper's CondRefineNetDilated (NCSN, SPEC section 4) and the
+shared body that NCSNv2 reuses.
+
+Layout (names = official state-dict keys): ``begin_conv`` -> stages ``res1..resN`` (two residual
+blocks each) -> RefineNet blocks ``refine1..refineN`` from the deepest stage up -> ``normalizer``
+-> ELU -> ``end_conv``. The input is rescaled to 2x - 1 first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from ncsn.nets.layers import (
+    CondInstanceNorm2dPlus,
+    NormFactory,
+    RefineBlock,
+    ResidualBlock,
+    sigma_to_level,
+)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of two residual blocks: output width ``mult * ngf``; the first block is a
+    ``down`` block when ``down``; both use ``dilation``."""
+
+    mult: int
+    down: bool
+    dilation: int
+
+
+# NCSN (CondRefineNetDilated) and NCSNv2 for 32 px: ngf, 2ngf (mean-pool), 2ngf dil 2, 2ngf dil 4.
+STAGES_4 = (Stage(1, False, 1), Stage(2, True, 1), Stage(2, True, 2), Stage(2, True, 4))
+# NCSNv2 "deeper" for 64 px: one more mean-pool stage and 4ngf in the dilated stages.
+STAGES_5 = (Stage(1, False, 1), Stage(2, True, 1), Stage(2, True, 1), Stage(4, True, 2),
+            Stage(4, True, 4))
+
+
+class RefineNetBody(nn.Module):
+    """Stages of residual blocks followed by RefineNet blocks (deepest first).
+
+    Refine block k fuses stage N+1-k with the previous refine output and outputs the width of the
+    next shallower stage (``ngf`` for the last one). ``norm`` builds the residual blocks' and head's
+    norms; ``refine_norm`` those inside refine blocks (None: no norms); ``pool`` is the chained
+    residual pooling ("avg" for NCSN, "max" for NCSNv2).
+    """
+
+    def __init__(self, *, channels: int, ngf: int, stages: Sequence[Stage], norm: NormFactory,
+                 refine_norm: NormFactory | None, pool: str) -> None:
+        super().__init__()
+        self.num_stages = len(stages)
+        self.begin_conv = nn.Conv2d(channels, ngf, 3, padding=1)
+        widths = [s.mult * ngf for s in stages]
+        in_ch = ngf
+        for k, (stage, out_ch) in enumerate(zip(stages, widths, strict=True), start=1):
+            blocks = [ResidualBlock(in_ch, out_ch, norm, down=stage.down, dilation=stage.dilation),
+                      ResidualBlock(out_ch, out_ch, norm, dilation=stage.dilation)]
+            self.add_module(f"res{k}", nn.ModuleList(blocks))
+            in_ch = out_ch
+        deep_first = widths[::-1]
+        prev: list[int] = []
+        for k, width in enumerate(deep_first, start=1):
+            out = deep_first[k] if k < len(deep_first) else ngf
+            self.add_module(f"refine{k}", RefineBlock([width, *prev], out, refine_norm, pool=pool,
+                                                      end=k == len(deep_first)))
+            prev = [out]
+        self.normalizer = norm(ngf)
+        self.end_conv = nn.Conv2d(ngf, channels, 3, padding=1)
+
+    def forward(self, x: Tensor, y: Tensor | None) -> Tensor:
+        h = self.begin_conv(2.0 * x - 1.0)
+        features = []
+        for k in range(1, self.num_stages + 1):
+            for block in getattr(self, f"res{k}"):
+                h = block(h, y)
+            features.append(h)
+        h_prev: Tensor | None = None
+        for k, feat in enumerate(reversed(features), start=1):
+            xs = [feat] if h_prev is None else [feat, h_prev]
+            h_prev = getattr(self, f"refine{k}")(xs, y, feat.shape[-2:])
+        assert h_prev is not None
+        return self.end_conv(nn.functional.elu(self.normalizer(h_prev, y)))
+
+
+class CondRefineNetDilated(RefineNetBody):
+    """The paper's noise-conditional score network s(x, sigma_i) (NCSN, Song & Ermon 2019, App. B).
+
+    Conditional instance norm++ everywhere (one embedding row per noise level), average pooling
+    in chained residual pooling. ``sigmas`` (L,) is kept as a non-persistent buffer, so the
+    ``state_dict`` keys are exactly the official checkpoint keys; each input sigma is mapped to
+    its level (a ValueError for a sigma the network was not trained on). Any channels/size.
+    """
+
+    def __init__(self, *, channels: int, sigmas: Tensor, ngf: int = 64) -> None:
+        num_levels = int(sigmas.numel())
+
+        def norm(c: int) -> nn.Module:
+            return CondInstanceNorm2dPlus(c, num_levels)
+
+        super().__init__(channels=channels, ngf=ngf, stages=STAGES_4, norm=norm,
+                         refine_norm=norm, pool="avg")
+        self.register_buffer("sigmas", sigmas.detach().clone().float(), persistent=False)
+
+    def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """Score estimate at noise scale ``sigma`` (B,), one of the trained levels."""
+        return super().forward(x, sigma_to_level(sigma, self.sigmas))

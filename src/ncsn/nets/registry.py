@@ -1,0 +1,98 @@
+"""Network registry: build any score network from its config section.
+
+A section is a mapping with ``name`` (a registry name) and that network's hyper-parameters.
+Every network class has a keyword-only constructor
+``Cls(*, channels: int, image_size: int, sigmas: Tensor, **hyper_parameters)``; a class may omit
+any of ``channels``, ``image_size``, ``sigmas`` (only those its signature names are passed).
+Classes are imported lazily from their import path, so a missing module fails only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from torch import Tensor, nn
+
+from ncsn.errors import UserError
+
+NETWORKS: dict[str, str] = {
+    "cond_refinenet": "ncsn.nets.refinenet:CondRefineNetDilated",
+    "ncsnv2": "ncsn.nets.ncsnv2:NCSNv2",
+    "unet_small": "ncsn.nets.unet:UNetSmall",
+    "mlp": "ncsn.nets.mlp:ToyMLP",
+}
+CONTEXT_ARGS = ("channels", "image_size", "sigmas")
+
+
+def network_class(name: str) -> type[nn.Module]:
+    """The class registered as ``name`` (UserError listing the allowed names otherwise)."""
+    if name not in NETWORKS:
+        raise UserError(f"unknown network name {name!r}; allowed: {', '.join(NETWORKS)}")
+    module_name, _, attr = NETWORKS[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name != module_name:
+            raise
+        raise UserError(f"network {name!r} is not available: module {module_name} is missing "
+                        "from this installation") from err
+    return getattr(module, attr)
+
+
+def network_fields(name: str) -> dict[str, Any]:
+    """Hyper-parameters of network ``name`` with their defaults (``inspect.Parameter.empty``
+    for required ones); ``channels``, ``image_size`` and ``sigmas`` are not fields."""
+    params = inspect.signature(network_class(name)).parameters
+    return {p.name: p.default for p in params.values()
+            if p.name not in CONTEXT_ARGS and p.kind == inspect.Parameter.KEYWORD_ONLY}
+
+
+def _check_type(name: str, field: str, value: Any, default: Any) -> None:
+    """Reject a value whose type differs from the default's (ints are accepted for floats)."""
+    if default is inspect.Parameter.empty or default is None:
+        return
+    expected: tuple[type, ...]
+    if isinstance(default, bool):
+        expected = (bool,)
+    elif isinstance(default, int):
+        expected = (int,)
+    elif isinstance(default, float):
+        expected = (int, float)
+    elif isinstance(default, (list, tuple)):
+        expected = (list, tuple)
+    else:
+        expected = (type(default),)
+    if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+        raise UserError(f"network.{field} for {name!r} must be {type(default).__name__} "
+                        f"(like the default {default!r}); got {value!r}")
+
+
+def build_network(section: Mapping[str, Any], *, channels: int, image_size: int,
+                  sigmas: Tensor) -> nn.Module:
+    """Build the network ``section["name"]`` with the section's other keys as hyper-parameters.
+
+    Unknown names and fields, missing required fields and mistyped values raise UserError.
+    """
+    if "name" not in section:
+        raise UserError(f"network section needs a 'name'; allowed: {', '.join(NETWORKS)}")
+    name = section["name"]
+    cls = network_class(name)
+    fields = network_fields(name)
+    given = {k: v for k, v in section.items() if k != "name"}
+    unknown = sorted(set(given) - set(fields))
+    if unknown:
+        allowed = ", ".join(fields) or "(none)"
+        raise UserError(f"unknown field(s) {', '.join(unknown)} for network {name!r}; "
+                        f"allowed fields: {allowed}")
+    missing = [f for f, d in fields.items() if d is inspect.Parameter.empty and f not in given]
+    if missing:
+        raise UserError(f"network {name!r} needs field(s) {', '.join(missing)}")
+    for field, value in given.items():
+        _check_type(name, field, value, fields[field])
+    params = inspect.signature(cls).parameters
+    context = {"channels": channels, "image_size": image_size, "sigmas": sigmas}
+    kwargs = {k: v for k, v in context.items() if k in params}
+    return cls(**kwargs, **given)
