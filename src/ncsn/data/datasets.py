@@ -32,6 +32,7 @@ from ncsn.errors import UserError
 from ncsn.imageio import IMAGE_SUFFIXES
 
 DOWNLOAD_HINT = "or pass --download (config: data.download: true)"
+CELEBA_SIZE = 32  # the paper's CelebA resolution (NCSNv2 uses 64)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ DATASETS: dict[str, DatasetInfo] = {
                     "MNIST IDX files (train 60,000 / test 10,000); downloadable"),
         DatasetInfo("cifar10", 32, 3, ("train", "test"),
                     "CIFAR-10 python batches (train 50,000 / test 10,000); downloadable"),
-        DatasetInfo("celeba", 32, 3, ("train", "valid", "test"),
+        DatasetInfo("celeba", CELEBA_SIZE, 3, ("train", "valid", "test"),
                     "CelebA aligned faces, center crop 140 then resize (162,770 / 19,867 / "
                     "19,962); files placed by hand"),
         DatasetInfo("folder", None, None, ("train", "test", "all"),
@@ -111,11 +112,7 @@ def _cifar10(split: str, root: Path, download: bool) -> np.ndarray:
     names = CIFAR10_BATCHES[split]
     folder = root / "cifar-10-batches-py"
     if all((folder / n).is_file() for n in names):
-        batches = {}
-        for n in names:
-            with open(folder / n, "rb") as fh:
-                batches[n] = read_cifar_batch(fh, str(folder / n))
-        return np.concatenate([batches[n] for n in names])
+        return np.concatenate([_read_batch_file(folder / n) for n in names])
     archive = root / "cifar-10-python.tar.gz"
     hint = f"place cifar-10-python.tar.gz (or its extracted folder cifar-10-batches-py/) in {root}"
     if not archive.is_file():
@@ -123,6 +120,11 @@ def _cifar10(split: str, root: Path, download: bool) -> np.ndarray:
             raise UserError(f"CIFAR-10 not found: {hint} (from {CIFAR10_URL}), {DOWNLOAD_HINT}")
         download_file([CIFAR10_URL], archive, CIFAR10_MD5, place_hint=hint)
     return _cifar10_from_archive(archive, names)
+
+
+def _read_batch_file(path: Path) -> np.ndarray:
+    with open(path, "rb") as fh:
+        return read_cifar_batch(fh, str(path))
 
 
 def _cifar10_from_archive(archive: Path, names: tuple[str, ...]) -> np.ndarray:
@@ -252,12 +254,11 @@ def _folder(split: str, root: Path, image_size: int | None, channels: int | None
 # ---------------------------------------------------------------- public entry point
 
 
-def _check_positive(value: int | None, what: str, allowed: tuple[int, ...] | None = None) -> None:
-    bad = value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                 or value < 1 or (allowed is not None and value not in allowed))
-    if bad:
-        raise UserError(f"{what} must be {'one of ' + str(allowed) if allowed else 'a positive '
-                        'integer'}, got {value!r}")
+def _check_option(value: int | None, what: str, allowed: Callable[[int], bool],
+                  expected: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or not allowed(value)):
+        raise UserError(f"{what} must be {expected}, got {value!r}")
 
 
 def load_dataset(name: str, split: str = "train", *, root: str | Path | None = None,
@@ -276,8 +277,8 @@ def load_dataset(name: str, split: str = "train", *, root: str | Path | None = N
     if split not in info.splits:
         raise UserError(f"data set {name!r} has no split {split!r}; choose one of "
                         f"{', '.join(info.splits)}")
-    _check_positive(image_size, "image_size")
-    _check_positive(channels, "channels", (1, 3))
+    _check_option(image_size, "image_size", lambda v: v >= 1, "a positive integer")
+    _check_option(channels, "channels", lambda v: v in (1, 3), "1 or 3")
     if name == "folder" and root is None:
         raise UserError("data set 'folder' needs the image folder: pass root= "
                         "(config: data.root)")
@@ -287,8 +288,8 @@ def load_dataset(name: str, split: str = "train", *, root: str | Path | None = N
         "mnist5k": lambda: embedded.mnist5k(split),
         "mnist": lambda: _mnist(split, path, download),
         "cifar10": lambda: _cifar10(split, path, download),
-        "celeba": lambda: _celeba(split, path, download, image_size or info.image_size or 32,
-                                  channels or info.channels or 3),
+        "celeba": lambda: _celeba(split, path, download, image_size or CELEBA_SIZE,
+                                  channels or 3),
         "folder": lambda: _folder(split, path, image_size, channels),
     }
     images = loaders[name]()

@@ -8,6 +8,7 @@ download never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -35,7 +36,7 @@ def fetch(url: str, dest: Path) -> None:
     """Stream ``url`` into the (already created, empty) file ``dest``."""
     with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name.split(".part")[0],
+        with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1],
                   leave=False) as bar:
             for block in iter(lambda: response.read(_CHUNK), b""):
                 out.write(block)
@@ -43,7 +44,7 @@ def fetch(url: str, dest: Path) -> None:
 
 
 def download_file(urls: Sequence[str], dest: str | Path, md5: str, *, place_hint: str) -> Path:
-    """Download ``dest`` from the first of ``urls`` that answers and check its ``md5``.
+    """Download ``dest`` from the first of ``urls`` that answers with the right ``md5``.
 
     ``place_hint`` names the files and directory for the offline message
     ("you appear to be offline; place FILES in DIR").
@@ -54,20 +55,23 @@ def download_file(urls: Sequence[str], dest: str | Path, md5: str, *, place_hint
     os.close(fd)
     tmp = Path(tmp_name)
     errors: list[str] = []
+    mismatch = False
     try:
         for url in urls:
             try:
                 fetch(url, tmp)
-            except (urllib.error.URLError, OSError) as err:
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
                 errors.append(f"{url}: {getattr(err, 'reason', err)}")
                 continue
             got = md5sum(tmp)
-            if got != md5:
-                raise UserError(
-                    f"checksum mismatch for {dest.name} downloaded from {url}: md5 {got}, "
-                    f"expected {md5}; nothing was kept. Try again later, or {place_hint}")
-            os.replace(tmp, dest)
-            return dest
+            if got == md5:
+                os.replace(tmp, dest)
+                return dest
+            mismatch = True
+            errors.append(f"{url}: md5 {got}, expected {md5}")
+        if mismatch:
+            raise UserError(f"checksum mismatch for {dest.name} ({'; '.join(errors)}); nothing "
+                            f"was kept. Try again later, or {place_hint}")
         raise UserError(f"could not download {dest.name} ({'; '.join(errors)}); "
                         f"you appear to be offline; {place_hint}")
     finally:

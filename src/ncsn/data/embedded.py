@@ -35,7 +35,9 @@ def _digits8_all() -> np.ndarray:
     except ImportError as err:
         raise _missing("scikit-learn", "digits8") from err
     images = load_digits().images  # (1797, 8, 8) float64, integer values 0..16
-    return np.rint(images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    out = np.rint(images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    out.flags.writeable = False  # cached: callers get copies
+    return out
 
 
 def digits8(split: str) -> np.ndarray:
@@ -59,6 +61,7 @@ def mnist5k_path() -> Path:
 @functools.lru_cache(maxsize=1)
 def _mnist5k_all() -> tuple[np.ndarray, np.ndarray]:
     table = np.loadtxt(mnist5k_path(), delimiter=",", dtype=np.uint8)  # (5000, 785)
+    table.flags.writeable = False  # cached: callers get copies
     return table[:, :-1].reshape(-1, 1, 28, 28), table[:, -1]
 
 

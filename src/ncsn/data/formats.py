@@ -39,7 +39,8 @@ def read_idx_images(path: Path) -> np.ndarray:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as err:
-            raise UserError(f"{path}: corrupt gzip file ({err}); delete it and place it again")
+            raise UserError(f"{path}: corrupt gzip file ({err}); delete it and place it "
+                            "again") from err
     if len(raw) < 16 or struct.unpack(">I", raw[:4])[0] != 2051:
         magic = struct.unpack(">I", raw[:4])[0] if len(raw) >= 4 else None
         raise UserError(f"{path}: not an IDX image file (magic {magic}, expected 2051 = "

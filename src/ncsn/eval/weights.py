@@ -103,8 +103,9 @@ class _TorchScriptTensorReader(pickle.Unpickler):
     """Unpickler for a TorchScript archive's ``data.pkl`` that only rebuilds tensors.
 
     Allowed globals: ``__torch__.*`` module classes (as inert :class:`_ScriptObject`),
-    ``torch.*Storage`` dtype tags, TorchScript's int/float/bool list builders (plain lists), ``torch._utils._rebuild_tensor_v2`` (replaced by our own
-    as_strided view) and ``collections.OrderedDict``. Anything else is refused.
+    ``torch.*Storage`` dtype tags, TorchScript's int/float/bool list builders (plain lists),
+    ``torch._utils._rebuild_tensor_v2`` (replaced by our own as_strided copy) and
+    ``collections.OrderedDict``. Anything else is refused.
     """
 
     def __init__(self, archive: zipfile.ZipFile, prefix: str, data: bytes) -> None:

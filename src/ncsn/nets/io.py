@@ -124,7 +124,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
         sigmas = torch.tensor(spec["sigmas"], dtype=torch.float32)
         channels, image_size = int(spec["channels"]), int(spec["image_size"])
     except (TypeError, ValueError) as err:
-        raise UserError(f"model spec {stem}.json has bad sigmas/channels/image_size: {err}") from err
+        raise UserError(f"model spec {stem}.json has bad sigmas/channels/image_size: "
+                        f"{err}") from err
     net = build_network(spec["network"], channels=channels, image_size=image_size, sigmas=sigmas)
     weights_path = stem.with_suffix(".safetensors")
     try:

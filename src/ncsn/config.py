@@ -1,0 +1,242 @@
+"""Typed experiment configs: YAML validated on load, ``--set key=value`` overrides.
+
+A config has six sections: ``data``, ``model`` (the network section for
+:func:`ncsn.nets.build_network`), ``noise``, ``training``, ``sampling`` and ``eval``.
+Unknown fields and bad values raise :class:`ncsn.errors.UserError` naming the field path,
+e.g. ``training.lr: must be > 0``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ncsn.errors import UserError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Which images to train on and the training transforms (paper, Appendix B.1)."""
+
+    name: str = "mnist5k"
+    root: str | None = None
+    image_size: int | None = Field(default=None, gt=0)
+    channels: Literal[1, 3] | None = None
+    dequantize: bool = True
+    hflip: bool = False
+    logit: bool = False
+    download: bool = False
+
+
+class NoiseConfig(_Section):
+    """Geometric noise levels; ``"auto"`` applies NCSNv2 techniques 1 (sigma_max) and 2 (L)."""
+
+    sigma_max: float | Literal["auto"] = 1.0
+    sigma_min: float = Field(default=0.01, gt=0)
+    num_levels: int | Literal["auto"] = 10
+
+    @field_validator("sigma_max")
+    @classmethod
+    def _positive_sigma(cls, v: float | str) -> float | str:
+        if not isinstance(v, str) and v <= 0:
+            raise ValueError("must be > 0 (or 'auto')")
+        return v
+
+    @field_validator("num_levels")
+    @classmethod
+    def _positive_levels(cls, v: int | str) -> int | str:
+        if not isinstance(v, str) and v < 1:
+            raise ValueError("must be >= 1 (or 'auto')")
+        return v
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NoiseConfig:
+        if not isinstance(self.sigma_max, str) and self.sigma_max < self.sigma_min:
+            raise ValueError(f"sigma_max ({self.sigma_max}) must be >= sigma_min "
+                             f"({self.sigma_min})")
+        return self
+
+
+class TrainingConfig(_Section):
+    """Optimisation (Adam, paper defaults), checkpoints, logging and devices."""
+
+    loss: Literal["dsm", "ssm"] = "dsm"
+    anneal_power: float = 2.0
+    ssm_projection: Literal["gaussian", "rademacher"] = "gaussian"
+    ssm_variance_reduced: bool = True
+    batch_size: int = Field(default=128, gt=0)
+    n_iters: int = Field(default=200_000, gt=0)
+    lr: float = Field(default=1e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = Field(default=1e-8, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    ema_rate: float | None = Field(default=None, ge=0, lt=1)
+    snapshot_freq: int = Field(default=5000, gt=0)
+    keep_last: int = Field(default=3, gt=0)
+    seed: int = 0
+    skip_nonfinite: bool = False
+    log_freq: int = Field(default=50, gt=0)
+    test_freq: int = Field(default=0, ge=0)
+    test_batch_size: int = Field(default=256, gt=0)
+    sample_freq: int = Field(default=0, ge=0)
+    device: str = "auto"
+    compile: bool = False
+    amp: bool = False
+    channels_last: bool = False
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError("both values must lie in [0, 1)")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda") and not v.startswith("cuda:"):
+            raise ValueError("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return v
+
+
+class SamplingConfig(_Section):
+    """Annealed Langevin dynamics (Algorithm 1); ``step_size: auto`` is NCSNv2 technique 4."""
+
+    n_steps_each: int = Field(default=100, gt=0)
+    step_size: float | Literal["auto"] = 2e-5
+    convention: Literal["paper", "official"] = "paper"
+    final_denoise: bool = False
+    num_samples: int = Field(default=64, gt=0)
+
+    @field_validator("step_size")
+    @classmethod
+    def _positive_step(cls, v: float | str) -> float | str:
+        if not isinstance(v, str) and v <= 0:
+            raise ValueError("must be > 0 (or 'auto')")
+        return v
+
+
+class EvalConfig(_Section):
+    """Periodic FID/KID on a small sample set; the best checkpoint by it is kept."""
+
+    every: int = Field(default=0, ge=0)
+    num_samples: int = Field(default=500, gt=1)
+    metric: Literal["fid", "kid"] = "fid"
+    reference: str = "test"
+
+
+class Config(_Section):
+    """A whole experiment."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: dict[str, Any] = Field(default_factory=lambda: {"name": "unet_small"})
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("model")
+    @classmethod
+    def _network(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(v.get("name"), str):
+            raise ValueError("needs 'name' (a network registry name)")
+        return v
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    """One pydantic error as ``path: message`` with plain-language comparison messages."""
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    kind, ctx = err["type"], err.get("ctx") or {}
+    plain = {"greater_than": "must be > {gt}", "greater_than_equal": "must be >= {ge}",
+             "less_than": "must be < {lt}", "less_than_equal": "must be <= {le}",
+             "extra_forbidden": "unknown field", "missing": "required field is missing"}
+    if kind in plain:
+        msg = plain[kind].format(**ctx)
+    else:
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        msg = msg[:1].lower() + msg[1:]
+    return f"{loc}: {msg}"
+
+
+def _check_network_fields(model: Mapping[str, Any]) -> None:
+    """Reject unknown and missing network hyper-parameters with ``model.<field>`` paths."""
+    from ncsn.nets.registry import network_fields
+
+    fields = network_fields(model["name"])
+    unknown = sorted(set(model) - set(fields) - {"name"})
+    if unknown:
+        raise UserError(f"model.{unknown[0]}: unknown field for network {model['name']!r}; "
+                        f"allowed: name, {', '.join(fields)}")
+    missing = [f for f, d in fields.items() if d is inspect.Parameter.empty and f not in model]
+    if missing:
+        raise UserError(f"model.{missing[0]}: required for network {model['name']!r}")
+
+
+def validate_config(raw: Any, source: str = "config") -> Config:
+    """Validate a plain mapping into a :class:`Config` (UserError naming the field path)."""
+    if not isinstance(raw, Mapping):
+        raise UserError(f"{source}: must be a mapping of sections (data, model, noise, ...)")
+    try:
+        config = Config.model_validate(dict(raw))
+    except ValidationError as err:
+        problems = "; ".join(_describe(e) for e in err.errors())
+        raise UserError(f"{source}: {problems}") from None
+    _check_network_fields(config.model)
+    return config
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """``key.sub=value`` overrides (values parsed as YAML) applied to a copy of ``raw``."""
+    out = copy.deepcopy(dict(raw))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r}: expected key=value, e.g. training.lr=2e-4")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise UserError(f"--set {item!r}: value is not valid YAML ({err})") from None
+        parts = key.strip().split(".")
+        node = out
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                where = ".".join(parts[:depth + 1])
+                raise UserError(f"--set {item!r}: {where} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
+    """Read a YAML config, apply ``--set`` overrides and validate it."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise UserError(f"cannot read config {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"config {path} is not valid YAML: {err}") from None
+    return validate_config(apply_overrides(raw, overrides), source=str(path))
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """Plain dict (lists, no tuples) for YAML files and checkpoints."""
+    return config.model_dump(mode="json")
+
+
+def save_config(config: Config, path: str | Path) -> Path:
+    """Write the resolved config as YAML (section order kept)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    return path

