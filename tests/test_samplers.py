@@ -86,3 +86,43 @@ def test_inpainting_never_changes_observed_pixels():
     # During a level, observed pixels hold the same noisy copy y + sigma_i z after every step.
     assert torch.equal(steps[0][full], steps[4][full])
     assert not torch.equal(steps[4][full], steps[5][full])
+
+
+def test_probability_flow_heun_maps_the_prior_onto_a_gaussian():
+    from ncsn.core.noise import karras_sigmas
+    from ncsn.core.samplers import probability_flow_heun
+
+    target = GaussianMixture([1.0], [[1.0, -2.0]], 0.5)
+    sigmas = karras_sigmas(30.0, 0.01, 40)
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.tensor([1.0, -2.0]) + torch.randn(20000, 2, generator=gen, dtype=torch.float64) \
+        * (30.0**2 + 0.25) ** 0.5
+    x = probability_flow_heun(target, x0, sigmas)
+    assert torch.allclose(x.mean(0), torch.tensor([1.0, -2.0], dtype=torch.float64), atol=0.02)
+    assert torch.allclose(x.std(0), torch.tensor([0.5, 0.5], dtype=torch.float64), rtol=0.03)
+
+
+def test_fast_samplers_recover_mixture_weights():
+    from ncsn.core.noise import karras_sigmas
+    from ncsn.core.samplers import predictor_corrector, probability_flow_heun
+
+    mix = paper_mixture()
+    gen = torch.Generator().manual_seed(2)
+    start = torch.randn(4000, 2, generator=gen) * 40.0
+    ode = probability_flow_heun(mix, start, karras_sigmas(40.0, 0.01, 30))
+    pc = predictor_corrector(mix, start, geometric_sigmas(40.0, 0.01, 100), generator=gen)
+    for x in (ode, pc):
+        assert abs(_mode_fraction(x) - 0.2) < 0.03
+        lower = x[x.sum(1) < 0]
+        assert torch.allclose(lower.mean(0), torch.tensor([-5.0, -5.0]), atol=0.15)
+
+
+def test_karras_sigmas_endpoints_and_spacing():
+    from ncsn.core.noise import karras_sigmas
+
+    s = karras_sigmas(80.0, 0.002, 18)
+    assert s[0].item() == pytest.approx(80.0, rel=1e-5) and s[-1].item() == pytest.approx(0.002)
+    assert (s[:-1] > s[1:]).all()
+    # rho = 7: absolute steps shrink towards sigma_min while steps in log sigma grow.
+    steps, ratios = s[:-1] - s[1:], s[:-1] / s[1:]
+    assert (steps[:-1] > steps[1:]).all() and (ratios[:-1] < ratios[1:]).all()

@@ -106,3 +106,15 @@ def ncsnv2_step_size(sigmas: Tensor, n_steps_each: int, grid: int = 4000) -> flo
         else:
             a = m1
     return math.exp(0.5 * (a + b))
+
+
+def karras_sigmas(sigma_max: float, sigma_min: float, num_levels: int, rho: float = 7.0) -> Tensor:
+    """EDM schedule (Karras et al. 2022, Eq. 5): (s_max^(1/rho) + i/(N-1) (s_min^(1/rho) -
+    s_max^(1/rho)))^rho, i = 0..N-1; rho = 7 spends more steps at small sigma."""
+    if num_levels < 2:
+        raise ValueError(f"num_levels must be >= 2, got {num_levels}")
+    if not 0 < sigma_min < sigma_max:
+        raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+    ramp = torch.linspace(0, 1, num_levels, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return ((hi + ramp * (lo - hi)) ** rho).float()

@@ -145,3 +145,65 @@ def inpaint(score: ScoreFn, observed: Tensor, mask: Tensor, sigmas: Tensor | lis
     if final_denoise:
         x = _final_denoise(score, x, levels[-1])
     return torch.where(mask > 0, observed, x)
+
+
+def _batch_norms(t: Tensor) -> Tensor:
+    return t.reshape(t.shape[0], -1).norm(dim=1).mean()
+
+
+@torch.no_grad()
+def predictor_corrector(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float], *,
+                        n_corrector: int = 1, snr: float = 0.16,
+                        generator: torch.Generator | None = None,
+                        callback: Callback | None = None) -> Tensor:
+    """Predictor-corrector sampling of the variance-exploding SDE (Song et al. 2021, Alg. 2-4).
+
+    At each sigma_i: ``n_corrector`` Langevin steps with step 2 (snr ||z|| / ||s||)^2, then the
+    reverse-diffusion predictor x + d s + sqrt(d) z with d = sigma_i^2 - sigma_{i+1}^2
+    towards the next level (sigma_{L+1} = 0; the last predictor step adds no noise, which is the
+    final denoising step). One network evaluation per predictor and per corrector step.
+    """
+    levels = _as_list(sigmas)
+    index = 0
+    for level, sigma in enumerate(levels):
+        sigma_batch = torch.full((x.shape[0],), sigma, device=x.device, dtype=x.dtype)
+        for step in range(n_corrector):
+            grad, z = score(x, sigma_batch), _randn(x, generator)
+            eps = 2.0 * (snr * _batch_norms(z) / _batch_norms(grad).clamp_min(1e-12)) ** 2
+            x = x + eps * grad + torch.sqrt(2.0 * eps) * z
+            if callback is not None:
+                callback({"x": x, "level": level, "step": step, "sigma": sigma, "index": index})
+            index += 1
+        sigma_next = levels[level + 1] if level + 1 < len(levels) else 0.0
+        var = sigma**2 - sigma_next**2
+        x = x + var * score(x, sigma_batch)
+        if sigma_next > 0:
+            x = x + math.sqrt(var) * _randn(x, generator)
+        if callback is not None:
+            callback({"x": x, "level": level, "step": n_corrector, "sigma": sigma, "index": index})
+        index += 1
+    return x
+
+
+@torch.no_grad()
+def probability_flow_heun(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float], *,
+                          callback: Callback | None = None) -> Tensor:
+    """Deterministic sampling: Heun's method on the probability-flow ODE of the VE SDE.
+
+    dx/dsigma = -sigma grad_x log p_sigma(x) (Karras et al. 2022, Alg. 1), integrated from
+    sigmas[0] through each given level and finally to sigma = 0 (an Euler step). ``x`` starts
+    as a draw from N(0, sigmas[0]^2 I) (plus the data mean, if known). 2L - 1 score evaluations.
+    """
+    levels = _as_list(sigmas) + [0.0]
+    for level, (sigma, sigma_next) in enumerate(zip(levels[:-1], levels[1:], strict=True)):
+        sigma_batch = torch.full((x.shape[0],), sigma, device=x.device, dtype=x.dtype)
+        slope = -sigma * score(x, sigma_batch)
+        x_next = x + (sigma_next - sigma) * slope
+        if sigma_next > 0:
+            next_batch = torch.full_like(sigma_batch, sigma_next)
+            slope_next = -sigma_next * score(x_next, next_batch)
+            x_next = x + (sigma_next - sigma) * 0.5 * (slope + slope_next)
+        x = x_next
+        if callback is not None:
+            callback({"x": x, "level": level, "step": 0, "sigma": sigma, "index": level})
+    return x

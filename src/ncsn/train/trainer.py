@@ -1,0 +1,300 @@
+"""The training loop: Adam on DSM or SSM over the noise levels (paper Sec. 4.2), EMA (NCSNv2),
+atomic checkpoints with exact resume, non-finite guard, logs, DDP.
+
+Exact resume: the data order of epoch e is a permutation drawn from a generator seeded with
+(seed, e), and every other draw (flips, dequantization, levels, noise, projections) comes from one
+generator whose state is checkpointed, so step k draws the same numbers whether or not the run
+was interrupted. Each step draws the whole *global* batch on every process and each process
+keeps its slice, so N processes compute the same loss as one process with the same batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from ncsn.config import Config, config_to_dict, save_config
+from ncsn.core.losses import draw_levels, dsm_loss, ssm_loss
+from ncsn.data import apply_train_transforms, to_float
+from ncsn.errors import UserError
+from ncsn.nets import build_network
+from ncsn.nets.io import save_model
+from ncsn.train import checkpoint as ckpt
+from ncsn.train import periodic
+from ncsn.train.distributed import (
+    DistInfo,
+    barrier,
+    init_distributed,
+    local_rank_from_env,
+    mean_over_ranks,
+    select_device,
+    shutdown,
+)
+from ncsn.train.ema import EMA
+from ncsn.train.logs import MetricsLog
+from ncsn.train.setup import (
+    check_resume_config,
+    load_split,
+    prepare_run_dir,
+    resolve_noise,
+    sampling_spec,
+)
+
+EPOCH_SEED_STRIDE = 1_000_003
+
+
+class NonFiniteLossError(UserError):
+    """The loss became NaN or infinite and the config does not skip such steps."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    step: int
+    loss: float | None
+    seconds: float
+    skipped_steps: int
+    best: dict[str, Any] | None
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> Tensor:
+    """Indices of global batch ``step``: epoch e is a permutation seeded by (seed, e); the last
+    incomplete batch of an epoch is dropped."""
+    per_epoch = n // batch_size
+    epoch, pos = divmod(step, per_epoch)
+    gen = torch.Generator().manual_seed(seed * EPOCH_SEED_STRIDE + epoch)
+    return torch.randperm(n, generator=gen)[pos * batch_size:(pos + 1) * batch_size]
+
+
+class Trainer:
+    """One training run in ``run_dir`` (see docs/training.md). Use :meth:`run`."""
+
+    def __init__(self, config: Config, run_dir: str | Path, *, resume: bool = False,
+                 overwrite: bool = False, progress: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        t = config.training
+        self.device = select_device(t.device, local_rank_from_env())
+        if t.amp and self.device.type != "cuda":
+            raise UserError("training.amp (bf16) needs a CUDA device; it is far slower on a CPU; "
+                            "set training.amp=false")
+        self.info: DistInfo = init_distributed(self.device)
+        if self.info.is_main:
+            prepare_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
+        barrier(self.info)
+        if t.batch_size % self.info.world_size:
+            raise UserError(f"training.batch_size ({t.batch_size}) must be divisible by the "
+                            f"number of processes ({self.info.world_size})")
+        self.train_images = load_split(config, "train")
+        if self.train_images.shape[0] < t.batch_size:
+            raise UserError(f"training.batch_size ({t.batch_size}) exceeds the "
+                            f"{self.train_images.shape[0]} training images")
+        self.config, self.sigmas = resolve_noise(config, self.train_images)
+        self.channels, self.image_size = self.train_images.shape[1], self.train_images.shape[-1]
+        self.net = build_network(self.config.model, channels=self.channels,
+                                 image_size=self.image_size, sigmas=self.sigmas).to(self.device)
+        if t.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=t.lr, betas=t.betas,
+                                          eps=t.adam_eps, weight_decay=t.weight_decay)
+        self.ema = EMA(self.net, t.ema_rate) if t.ema_rate else None
+        self.gen = torch.Generator(device=self.device).manual_seed(t.seed)
+        self.step, self.skipped, self.best = 0, 0, None
+        self.sigmas_dev = self.sigmas.to(self.device)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        if resume:
+            self._resume()
+        self.score_fn = self._wrap(self.net)
+        self.log = MetricsLog(self.run_dir, enabled=self.info.is_main)
+        self.periodic = periodic.Periodic(self)
+
+    # ------------------------------------------------------------------ setup helpers
+    def _wrap(self, net: nn.Module) -> nn.Module:
+        wrapped: nn.Module = net
+        if self.info.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped = DistributedDataParallel(net, device_ids=ids)
+        if self.config.training.compile:
+            wrapped = torch.compile(wrapped)
+        return wrapped
+
+    def _resume(self) -> None:
+        found = ckpt.list_checkpoints(self.ckpt_dir)
+        if not found:
+            if self.info.is_main:
+                print(f"--resume: no checkpoint in {self.ckpt_dir}; starting from step 0")
+            return
+        path = found[-1][1]
+        state = ckpt.load_checkpoint(path, map_location="cpu")
+        check_resume_config(state["config"], config_to_dict(self.config), path)
+        try:
+            self.net.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"] if state.get("ema") is not None
+                                         else state["model"])
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise UserError(f"checkpoint {path} was made with a different model config: {err}"
+                            ) from None
+        rng = state["rng"]
+        self.gen.set_state(rng["generator"])
+        torch.set_rng_state(rng["torch"])
+        if torch.cuda.is_available() and rng.get("cuda"):
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.step, self.skipped, self.best = state["step"], state["skipped"], state["best"]
+        if self.info.is_main:
+            print(f"resuming from {path} (step {self.step})")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights, EMA, Adam, step, config, RNGs."""
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        return {"format": 1, "step": self.step, "skipped": self.skipped, "best": self.best,
+                "model": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()},
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "optimizer": self.optimizer.state_dict(), "config": config_to_dict(self.config),
+                "sigmas": self.sigmas.clone(),
+                "rng": {"generator": self.gen.get_state(), "torch": torch.get_rng_state(),
+                        "cuda": cuda}}
+
+    def save_checkpoint(self) -> Path | None:
+        """Write ``checkpoints/ckpt_<step>.pt`` atomically (rank 0) and prune old ones."""
+        if not self.info.is_main:
+            return None
+        path = ckpt.save_atomic(self.state_dict(), self.ckpt_dir / ckpt.checkpoint_name(self.step))
+        ckpt.prune_checkpoints(self.ckpt_dir, self.config.training.keep_last)
+        return path
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The network used for samples and test losses: the EMA copy when EMA is on."""
+        return self.ema.model if self.ema is not None else self.net
+
+    # ------------------------------------------------------------------ one step
+    def _global_batch(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(images, level indices, noise) of the whole global batch for the current step."""
+        t, d = self.config.training, self.config.data
+        idx = batch_indices(self.step, self.train_images.shape[0], t.batch_size, t.seed)
+        x = to_float(self.train_images[idx]).to(self.device)
+        x = apply_train_transforms(x, dequantize=d.dequantize, hflip=d.hflip, logit=d.logit,
+                                   generator=self.gen)
+        levels = draw_levels(x.shape[0], self.sigmas.numel(), self.gen, self.device)
+        noise = torch.randn(x.shape, generator=self.gen, device=self.device)
+        return x, levels, noise
+
+    def _loss(self) -> Tensor:
+        t = self.config.training
+        x, levels, noise = self._global_batch()
+        per_rank = x.shape[0] // self.info.world_size
+        part = slice(self.info.rank * per_rank, (self.info.rank + 1) * per_rank)
+        projections = None
+        if t.loss == "ssm":
+            projections = (torch.randn(x.shape, generator=self.gen, device=self.device)
+                           if t.ssm_projection == "gaussian" else
+                           torch.randint(0, 2, x.shape, generator=self.gen, device=self.device)
+                           * 2.0 - 1.0)[None, part]
+        x, levels, noise = x[part], levels[part], noise[part]
+        if t.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if t.amp else contextlib.nullcontext()
+        with amp:
+            if t.loss == "dsm":
+                return dsm_loss(self.score_fn, x, self.sigmas_dev, levels=levels, noise=noise,
+                                anneal_power=t.anneal_power)
+            return ssm_loss(self.score_fn, x, self.sigmas_dev, levels=levels, noise=noise,
+                            projections=projections, anneal_power=t.anneal_power,
+                            variance_reduced=t.ssm_variance_reduced)
+
+    def _nonfinite(self, value: float) -> None:
+        t = self.config.training
+        if t.skip_nonfinite:
+            self.skipped += 1
+            self.log.write({"step": self.step + 1, "event": "skipped_nonfinite",
+                            "loss": str(value)})
+            return
+        found = ckpt.list_checkpoints(self.ckpt_dir)
+        kept = f"the last good checkpoint is {found[-1][1]}" if found else "no checkpoint yet"
+        raise NonFiniteLossError(
+            f"loss became {value} at step {self.step + 1}; training stopped ({kept}). Try a "
+            f"lower training.lr (now {t.lr:g}), --resume after lowering it, or "
+            "training.skip_nonfinite=true to skip such steps")
+
+    def train_step(self) -> float:
+        """One optimizer step on the global batch; returns the (global) loss value."""
+        self.net.train()
+        loss = self._loss()
+        value = float(mean_over_ranks(loss.detach().float(), self.info))
+        self.optimizer.zero_grad(set_to_none=True)
+        if not math.isfinite(value):
+            self._nonfinite(value)
+        else:
+            loss.backward()
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.net)
+        self.step += 1
+        return value
+
+    # ------------------------------------------------------------------ the loop
+    def _write_models(self) -> None:
+        spec = {"network": self.config.model, "channels": self.channels,
+                "image_size": self.image_size, "sigmas": self.sigmas,
+                "sampling": sampling_spec(self.config, self.sigmas)}
+        save_model(self.run_dir / "model", self.net, spec)
+        if self.ema is not None:
+            save_model(self.run_dir / "model_ema", self.ema.model, spec)
+
+    def run(self) -> TrainResult:
+        """Train up to ``training.n_iters`` steps; write checkpoints, logs and model files."""
+        t = self.config.training
+        start, began = self.step, time.perf_counter()
+        if self.info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.config, self.run_dir / "config.yaml")
+            ckpt.remove_partial_writes(self.ckpt_dir)
+            self.log.write({"event": "resume" if start else "start", "step": start,
+                            "world_size": self.info.world_size, "device": str(self.device)})
+        barrier(self.info)
+        bar = tqdm(total=t.n_iters, initial=start, unit="step", dynamic_ncols=True,
+                   disable=not (self.progress and self.info.is_main), desc="train")
+        value, window = None, (start, time.perf_counter())
+        try:
+            while self.step < t.n_iters:
+                value = self.train_step()
+                bar.update(1)
+                if self.step % t.log_freq == 0 or self.step == t.n_iters:
+                    now = time.perf_counter()
+                    rate = (self.step - window[0]) / max(now - window[1], 1e-9)
+                    window = (self.step, now)
+                    bar.set_postfix(loss=f"{value:.4g}")
+                    self.log.write({"step": self.step, "loss": value, "steps_per_s": rate,
+                                    "elapsed_s": now - began})
+                if self.info.is_main:
+                    self.periodic.after_step()
+                if self.step % t.snapshot_freq == 0 or self.step == t.n_iters:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            self.log.close()
+        if self.info.is_main:
+            self._write_models()
+        barrier(self.info)
+        shutdown(self.info)
+        return TrainResult(self.run_dir, self.step, value, time.perf_counter() - began,
+                           self.skipped, self.best)
+
+
+def train(config: Config, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True) -> TrainResult:
+    """Train ``config`` in ``run_dir`` (resuming from its latest checkpoint with ``resume``)."""
+    return Trainer(config, run_dir, resume=resume, overwrite=overwrite, progress=progress).run()
