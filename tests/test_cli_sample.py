@@ -38,7 +38,7 @@ def test_sample_pngs_grid_and_gif(model, tmp_path):
     grid = Image.open(out / "grid.png")
     assert grid.size == (3 * (SIZE + 2) + 2, 2 * (SIZE + 2) + 2)  # 5 images, 3 per row
     gif = Image.open(tmp_path / "anneal.gif")
-    assert gif.n_frames == 3 * 2 + 2  # initial + every step (6 < 100 frames) + final
+    assert gif.n_frames == 1 + 3 * 2  # initial + every step (6 < 100 frames)
 
 
 def test_sample_npz_is_reproducible_with_seed(model, tmp_path):
@@ -127,3 +127,32 @@ def test_user_mistakes_exit_2_with_one_line(model, tmp_path, capsys, argv, messa
     assert main([*args, "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_inpaint_from_dataset_split(model, tmp_path):
+    pytest.importorskip("sklearn", reason="digits8 needs scikit-learn (the 'data' extra)")
+    out = tmp_path / "out"
+    assert main(["inpaint", str(model), "--dataset", "digits8", "--split", "test", "--start",
+                 "5", "--num-images", "2", "--mask", "lower", "-k", "1", "--format", "npz",
+                 "--out", str(out), "--no-progress"]) == 0
+    from ncsn.data import load_dataset
+
+    expected = load_dataset("digits8", "test", image_size=SIZE, channels=1)[5:7]
+    with np.load(out / "completions.npz") as data:
+        np.testing.assert_array_equal(data["originals"][..., 0], expected[:, 0].numpy())
+        np.testing.assert_array_equal(data["images"][:, :4], data["originals"][:, :4])
+
+
+def test_logit_model_samples_and_inpaints_in_pixel_space(tmp_path):
+    sigmas = geometric_sigmas(1.0, 0.05, 2)
+    section = {"name": "ncsnv2", "ngf": 4}
+    net = build_network(section, channels=1, image_size=SIZE, sigmas=sigmas)
+    save_model(tmp_path / "m", net, {"network": section, "channels": 1, "image_size": SIZE,
+                                     "sigmas": sigmas.tolist(),
+                                     "sampling": {"n_steps_each": 1, "step_size": 1e-3,
+                                                  "logit": True}})
+    save_pngs(torch.rand(1, 1, SIZE, SIZE), tmp_path / "in")
+    assert main(["inpaint", str(tmp_path / "m"), "--images", str(tmp_path / "in"), "-k", "2",
+                 "--format", "npz", "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    with np.load(tmp_path / "o" / "completions.npz") as data:
+        np.testing.assert_array_equal(data["images"][:, :, :4], data["originals"][[0, 0], :, :4])

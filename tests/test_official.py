@@ -265,3 +265,19 @@ def test_cli_wrong_checkpoint_is_one_line_exit_2(tmp_path):
     assert len(lines) == 1 and "Traceback" not in proc.stderr
     assert lines[0].startswith("ncsn convert-official: error: checkpoint ")
     assert "begin_conv.weight (8, 1, 3, 3) vs (64, 1, 3, 3)" in lines[0]
+
+
+def test_cli_converts_with_our_config(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text("data: {name: mnist5k}\nmodel: {name: cond_refinenet, ngf: 8}\n"
+                      "noise: {sigma_max: 1.0, sigma_min: 0.01, num_levels: 10}\n"
+                      "sampling: {n_steps_each: 7, step_size: 3.0e-5, convention: official}\n")
+    ckpt = tmp_path / "checkpoint.pth"
+    write_official_checkpoint(ckpt, random_official_state(8, 1, 10))
+    assert main(["convert-official", str(ckpt), "--out", str(tmp_path / "m"), "--config",
+                 str(config)]) == 0
+    _, spec = load_model(tmp_path / "m")
+    assert spec["image_size"] == 28 and spec["channels"] == 1
+    assert spec["sampling"]["n_steps_each"] == 7 and spec["sampling"]["convention"] == "official"
+    assert main(["convert-official", str(ckpt), "--out", str(tmp_path / "m"), "--config",
+                 str(config), "--ngf", "8"]) == 2

@@ -65,3 +65,12 @@ def test_sigmas_buffer_is_kept_but_not_in_state_dict():
     assert "sigmas" not in net.state_dict()
     torch.testing.assert_close(net.sigmas, SIGMAS)
     assert "sigmas" in dict(net.named_buffers())
+
+
+def test_forward_flops_mnist_match_the_issue():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = CondRefineNetDilated(channels=1, sigmas=SIGMAS, ngf=64)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(torch.rand(1, 1, 28, 28), SIGMAS[:1])
+    assert round(counter.get_total_flops() / 1e9, 2) == 3.79

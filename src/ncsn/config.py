@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,21 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ncsn.errors import UserError
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """Safe YAML that also reads ``1e-3`` (no dot) as a float, like Python does."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with floats such as ``2e-4`` (YAML 1.1 would give a string)."""
+    return yaml.load(text, Loader=_YamlLoader)
 
 
 class _Section(BaseModel):
@@ -89,6 +105,7 @@ class TrainingConfig(_Section):
     test_batch_size: int = Field(default=256, gt=0)
     sample_freq: int = Field(default=0, ge=0)
     device: str = "auto"
+    threads: int = Field(default=0, ge=0)
     compile: bool = False
     amp: bool = False
     channels_last: bool = False
@@ -202,7 +219,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
         if not sep or not key.strip():
             raise UserError(f"--set {item!r}: expected key=value, e.g. training.lr=2e-4")
         try:
-            value = yaml.safe_load(text)
+            value = parse_yaml(text)
         except yaml.YAMLError as err:
             raise UserError(f"--set {item!r}: value is not valid YAML ({err})") from None
         parts = key.strip().split(".")
@@ -221,11 +238,13 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
     """Read a YAML config, apply ``--set`` overrides and validate it."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = parse_yaml(path.read_text()) or {}
     except OSError as err:
         raise UserError(f"cannot read config {path}: {err.strerror}") from None
     except yaml.YAMLError as err:
         raise UserError(f"config {path} is not valid YAML: {err}") from None
+    if not isinstance(raw, Mapping):
+        raise UserError(f"{path}: must be a mapping of sections (data, model, noise, ...)")
     return validate_config(apply_overrides(raw, overrides), source=str(path))
 
 

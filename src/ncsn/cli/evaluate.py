@@ -17,6 +17,8 @@ EVAL_METRICS = ("fid", "kid", "is", "nn")
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None, help="where the data set's files are "
                    "(folder: the image folder)")
+    p.add_argument("--download", action="store_true",
+                   help="download the reference data set when its files are missing")
     p.add_argument("--cache-dir", default=None, help="statistics cache (default "
                    "$NCSN_CACHE_DIR/fid_stats or ~/.cache/ncsn/fid_stats)")
     p.add_argument("--weights", default=None, help="Inception weights: pt_inception-2015-12-05-"
@@ -96,7 +98,8 @@ def run_stats(args: argparse.Namespace) -> int:
     stats, path, hit = dataset_stats(
         args.dataset, args.split, root=args.data_root, image_size=args.image_size,
         channels=args.channels, max_images=args.max_images, cache_dir=args.cache_dir,
-        weights=args.weights, device=args.device, batch_size=args.batch_size, progress=True)
+        weights=args.weights, device=args.device, batch_size=args.batch_size, progress=True,
+        download=args.download)
     took = time.perf_counter() - start
     print(f"{'cached' if hit else 'computed'}: {path} ({stats.num_images:,} images, "
           f"{took:.1f} s)")
@@ -152,7 +155,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         stats, cache, hit = dataset_stats(
             args.reference, args.split, root=args.data_root, image_size=size, channels=channels,
             max_images=args.max_reference, cache_dir=args.cache_dir, weights=args.weights,
-            device=args.device, batch_size=args.batch_size, progress=True)
+            device=args.device, batch_size=args.batch_size, progress=True, download=args.download)
         split = args.split
         ref_desc = (f"{args.reference}/{split} at {size}px, {channels} channel(s); statistics "
                     f"{'from cache' if hit else 'computed'}: {cache}")
@@ -164,7 +167,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         from ncsn.data import load_dataset
 
         train = subset(load_dataset(args.reference, split, root=args.data_root, image_size=size,
-                                    channels=channels), args.max_reference)
+                                    channels=channels, download=args.download),
+                       args.max_reference)
         q = min(args.nn_queries, len(samples))
         results.update(nearest_neighbour_grid(samples[:q], train, args.nn_grid,
                                               sample_features=feats[:q],

@@ -5,6 +5,8 @@ progress bar over Langevin steps, take every random draw from one ``torch.Genera
 ``--seed`` and write a grid PNG plus individual PNGs or one ``.npz`` (streamed to disk).
 Sampler settings default to the model's ``spec["sampling"]`` (keys ``n_steps_each``,
 ``step_size``, ``convention``, ``final_denoise``), then to the paper's (T = 100, eps = 2e-5).
+A model trained on logit-transformed data (``spec["sampling"]["logit"]``) samples in logit space;
+images are mapped back to [0, 1] before they are written.
 """
 
 from __future__ import annotations
@@ -13,16 +15,18 @@ import argparse
 import math
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from ncsn.core.samplers import annealed_langevin, inpaint
+from ncsn.data.transforms import inverse_logit_transform, logit_transform
 from ncsn.errors import UserError
 from ncsn.imageio import list_images, load_image, save_gif, save_grid, save_pngs, to_uint8
 from ncsn.nets.io import load_model
@@ -128,6 +132,11 @@ def sampling_settings(args: argparse.Namespace, spec: dict[str, Any]) -> dict[st
     return settings
 
 
+def _pixels(x: Tensor, logit: bool) -> Tensor:
+    """Model space -> images in [0, 1] on the CPU (inverse logit when the model uses it)."""
+    return (inverse_logit_transform(x) if logit else x).clamp(0.0, 1.0).cpu()
+
+
 def _check_counts(**counts: int) -> None:
     for name, value in counts.items():
         if value < 1:
@@ -144,7 +153,7 @@ class _Output:
 
     def __init__(self, folder: Path, fmt: str, shape: tuple[int, ...], grid_max: int,
                  name: str) -> None:
-        self.folder, self.fmt, self.grid_max = folder, fmt, grid_max
+        self.folder, self.grid_max = folder, grid_max
         self.grid: list[Tensor] = []
         self.kept = 0
         n, c, h, w = shape
@@ -153,7 +162,7 @@ class _Output:
         self.png_dir = folder / name
 
     def add(self, images: Tensor, start: int) -> None:
-        images = images.clamp(0.0, 1.0).cpu()
+        """Write a batch of images in [0, 1] numbered from ``start``."""
         if self.npz is not None:
             self.npz.append(to_uint8(images))
         else:
@@ -176,27 +185,43 @@ def _progress(total: int, desc: str, hide: bool) -> tqdm:
                 disable=True if hide else None)
 
 
-def _setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Tensor, dict[str, Any],
-                                               torch.Generator]:
+@dataclass
+class _Session:
+    """A loaded model with its noise levels, sampler settings and seeded generator."""
+
+    net: nn.Module
+    spec: dict[str, Any]
+    sigmas: Tensor
+    settings: dict[str, Any]
+    generator: torch.Generator
+    logit: bool
+
+    def sampler_kwargs(self) -> dict[str, Any]:
+        return {**self.settings, "generator": self.generator}
+
+
+def _setup(args: argparse.Namespace) -> _Session:
     _check_counts(batch_size=args.batch_size, grid_max=args.grid_max, scale=args.scale)
     try:
         device = torch.device(args.device)
     except RuntimeError as err:
         raise UserError(f"bad --device {args.device!r}: {err}") from err
     net, spec = load_model(args.model, device=device)
-    sigmas = torch.tensor(spec["sigmas"], dtype=torch.float32, device=device)
-    settings = sampling_settings(args, spec)
-    generator = torch.Generator(device=device).manual_seed(args.seed)
-    return net, spec, sigmas, settings, generator
+    return _Session(net=net, spec=spec,
+                    sigmas=torch.tensor(spec["sigmas"], dtype=torch.float32, device=device),
+                    settings=sampling_settings(args, spec),
+                    generator=torch.Generator(device=device).manual_seed(args.seed),
+                    logit=bool((spec.get("sampling") or {}).get("logit", False)))
 
 
 def run_sample(args: argparse.Namespace) -> int:
     """``ncsn sample``: N images in batches -> grid.png + samples/ (PNGs) or samples.npz."""
     _check_counts(num_samples=args.num_samples, gif_frames=args.gif_frames)
-    net, spec, sigmas, settings, generator = _setup(args)
+    run = _setup(args)
+    spec, sigmas, logit = run.spec, run.sigmas, run.logit
     shape = (int(spec["channels"]), int(spec["image_size"]), int(spec["image_size"]))
     out = Path(args.out)
-    total_steps = len(sigmas) * settings["n_steps_each"]
+    total_steps = len(sigmas) * run.settings["n_steps_each"]
     every = max(1, total_steps // args.gif_frames)
     frames: list[Tensor] = []
     writer = _Output(out, args.format, (args.num_samples, *shape), args.grid_max, "samples")
@@ -208,23 +233,24 @@ def run_sample(args: argparse.Namespace) -> int:
             def callback(info: dict[str, Any], record: bool = record) -> None:
                 bar.update(1)
                 if record and info["index"] % every == 0:
-                    frames.append(info["x"][: args.grid_max].clamp(0, 1).cpu())
+                    frames.append(_pixels(info["x"][: args.grid_max], logit))
 
-            x0 = torch.rand((stop - start, *shape), generator=generator, device=sigmas.device)
+            x0 = torch.rand((stop - start, *shape), generator=run.generator,
+                            device=sigmas.device)
             if record:
                 frames.append(x0[: args.grid_max].cpu())
-            x = annealed_langevin(net, x0, sigmas, settings["n_steps_each"],
-                                  settings["step_size"], convention=settings["convention"],
-                                  final_denoise=settings["final_denoise"], generator=generator,
-                                  callback=callback)
-            writer.add(x, start)
-            if record:
-                frames.append(x[: args.grid_max].clamp(0, 1).cpu())
+            if logit:
+                x0 = logit_transform(x0)
+            x = annealed_langevin(run.net, x0, sigmas, **run.sampler_kwargs(), callback=callback)
+            images = _pixels(x, logit)
+            writer.add(images, start)
+            if record and run.settings["final_denoise"]:
+                frames.append(images[: args.grid_max])
     grid = save_grid(torch.cat(writer.grid), out / "grid.png", scale=args.scale)
     written = [str(grid), writer.close()]
     if args.gif is not None:
         written.append(str(save_gif(frames, args.gif, scale=args.scale)))
-    print(f"{args.num_samples} samples ({settings}): wrote {', '.join(written)}")
+    print(f"{args.num_samples} samples ({run.settings}): wrote {', '.join(written)}")
     return 0
 
 
@@ -297,8 +323,8 @@ def run_inpaint(args: argparse.Namespace) -> int:
     Completion j of image i is number i * k + j.
     """
     _check_counts(completions=args.completions)
-    net, spec, sigmas, settings, generator = _setup(args)
-    channels, size = int(spec["channels"]), int(spec["image_size"])
+    run = _setup(args)
+    channels, size = int(run.spec["channels"]), int(run.spec["image_size"])
     images = load_inputs(args, channels, size)
     masks = make_masks(args.mask, images.shape[0], size, fraction=args.fraction, box=args.box,
                        generator=torch.Generator().manual_seed(args.seed))
@@ -307,7 +333,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
     out = Path(args.out)
     writer = _Output(out, args.format, (total, channels, size, size), args.grid_max * k,
                      "completions")
-    steps = len(sigmas) * settings["n_steps_each"]
+    steps = len(run.sigmas) * run.settings["n_steps_each"]
     with _progress(math.ceil(total / args.batch_size) * steps, "inpainting",
                    args.no_progress) as bar:
         def update(info: dict[str, Any]) -> None:
@@ -315,13 +341,12 @@ def run_inpaint(args: argparse.Namespace) -> int:
 
         for start, stop in _batches(total, args.batch_size):
             owner = torch.arange(start, stop) // k
-            observed = images[owner].to(sigmas.device)
-            x = inpaint(net, observed, masks[owner].to(sigmas.device), sigmas,
-                        settings["n_steps_each"], settings["step_size"],
-                        convention=settings["convention"],
-                        final_denoise=settings["final_denoise"], generator=generator,
-                        callback=update)
-            writer.add(x, start)
+            observed, mask = images[owner], masks[owner]
+            device = run.sigmas.device
+            x = inpaint(run.net, (logit_transform(observed) if run.logit else observed).to(device),
+                        mask.to(device), run.sigmas, **run.sampler_kwargs(), callback=update)
+            # observed pixels exactly as given, also after a logit round trip
+            writer.add(torch.where(mask > 0, observed, _pixels(x, run.logit)), start)
     shown = min(n, args.grid_max)
     completions = torch.cat(writer.grid).reshape(shown, k, channels, size, size)
     masked = images[:shown] * masks[:shown] + 0.5 * (1 - masks[:shown])
@@ -329,5 +354,5 @@ def run_inpaint(args: argparse.Namespace) -> int:
     grid = save_grid(rows.reshape(-1, channels, size, size), out / "grid.png", nrow=k + 2,
                      scale=args.scale)
     saved = writer.close(originals=to_uint8(images), masks=masks[:, 0].to(torch.uint8).numpy())
-    print(f"{n} images x {k} completions ({settings}): wrote {grid}, {saved}")
+    print(f"{n} images x {k} completions ({run.settings}): wrote {grid}, {saved}")
     return 0

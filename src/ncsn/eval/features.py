@@ -179,8 +179,8 @@ def dataset_stats(dataset: str, split: str = "train", *, root: str | Path | None
                   image_size: int | None = None, channels: int | None = None,
                   max_images: int | None = None, cache_dir: str | Path | None = None,
                   weights: str | Path | None = None, device: str | torch.device = "cpu",
-                  batch_size: int = 50, force: bool = False, progress: bool = False
-                  ) -> tuple[ReferenceStats, Path, bool]:
+                  batch_size: int = 50, force: bool = False, progress: bool = False,
+                  download: bool = False) -> tuple[ReferenceStats, Path, bool]:
     """Reference statistics of a data set split, from the cache when valid.
 
     Returns (stats, cache file, hit). ``max_images`` takes a fixed random subset (seed 0).
@@ -188,7 +188,7 @@ def dataset_stats(dataset: str, split: str = "train", *, root: str | Path | None
     from ncsn.data import load_dataset
 
     images = subset(load_dataset(dataset, split, root=root, image_size=image_size,
-                                 channels=channels), max_images)
+                                 channels=channels, download=download), max_images)
     n, c, h, _ = images.shape
     meta = {"format": STATS_FORMAT, "extractor": EXTRACTOR_ID, "dataset": dataset,
             "split": split, "image_size": int(h), "channels": int(c), "num_images": int(n),

@@ -23,7 +23,7 @@ from ncsn.errors import UserError
 from ncsn.imageio import list_images, load_image, load_npz_images, save_npz
 
 PAPER_SAMPLING = {"n_steps_each": 100, "step_size": 2e-5, "convention": "paper",
-                  "final_denoise": False}  # Song & Ermon (2019), Section 5: T = 100, eps = 2e-5
+                  "final_denoise": False, "logit": False}  # paper Section 5: T = 100, eps = 2e-5
 SHARD_SEED_STRIDE = 1_000_003
 
 
@@ -77,8 +77,12 @@ def generate_samples(model: str | Path, out_dir: str | Path, num_samples: int, *
                      overrides: dict[str, Any] | None = None,
                      progress: bool = False) -> torch.Tensor:
     """Draw ``num_samples`` images with annealed Langevin dynamics (paper Algorithm 1) from a
-    saved model, in resumable shards under ``out_dir``; returns them clamped to [0, 1]."""
+    saved model, in resumable shards under ``out_dir``; returns them clamped to [0, 1].
+
+    Chains start from U[0, 1) noise (the paper's initialisation), in logit space when the
+    model's sampling settings say ``logit``."""
     from ncsn.core.samplers import annealed_langevin
+    from ncsn.data import inverse_logit_transform, logit_transform
     from ncsn.nets.io import load_model, resolve_model_path
 
     if num_samples < 1 or shard_size < 1:
@@ -103,11 +107,13 @@ def generate_samples(model: str | Path, out_dir: str | Path, num_samples: int, *
                 shards.append(images[:count])
                 continue
         gen = torch.Generator(device=device).manual_seed(seed * SHARD_SEED_STRIDE + k)
-        x0 = torch.rand((shard_size, *shape), generator=gen, device=device)
-        x = annealed_langevin(net, x0, sigmas, int(settings["n_steps_each"]),
+        x = torch.rand((shard_size, *shape), generator=gen, device=device)
+        if settings["logit"]:  # model trained on logit(lam + (1 - 2 lam) x)
+            x = logit_transform(x)
+        x = annealed_langevin(net, x, sigmas, int(settings["n_steps_each"]),
                               float(settings["step_size"]), convention=settings["convention"],
                               final_denoise=bool(settings["final_denoise"]), generator=gen)
-        images = x.clamp(0, 1).cpu()
+        images = (inverse_logit_transform(x) if settings["logit"] else x).clamp(0, 1).cpu()
         save_npz(images, path)
         shards.append(torch.from_numpy(load_npz_images(path))[:count])
     return torch.cat(shards)

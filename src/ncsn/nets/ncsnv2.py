@@ -40,4 +40,4 @@ class NCSNv2(RefineNetBody):
     def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
         """Score estimate for noise scale ``sigma`` (B,) (any positive value)."""
         sigma = sigma.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
-        return super().forward(x, None) / sigma
+        return self.body(x, None) / sigma

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ncsn.nets.layers import (
@@ -70,7 +71,9 @@ class RefineNetBody(nn.Module):
         self.normalizer = norm(ngf)
         self.end_conv = nn.Conv2d(ngf, channels, 3, padding=1)
 
-    def forward(self, x: Tensor, y: Tensor | None) -> Tensor:
+    def body(self, x: Tensor, y: Tensor | None) -> Tensor:
+        """The network on images ``x`` in [0, 1]; ``y`` are level indices (None: unconditional).
+        Subclasses define ``forward(x, sigma)`` on top of it."""
         h = self.begin_conv(2.0 * x - 1.0)
         features = []
         for k in range(1, self.num_stages + 1):
@@ -82,7 +85,7 @@ class RefineNetBody(nn.Module):
             xs = [feat] if h_prev is None else [feat, h_prev]
             h_prev = getattr(self, f"refine{k}")(xs, y, feat.shape[-2:])
         assert h_prev is not None
-        return self.end_conv(nn.functional.elu(self.normalizer(h_prev, y)))
+        return self.end_conv(F.elu(self.normalizer(h_prev, y)))
 
 
 class CondRefineNetDilated(RefineNetBody):
@@ -106,4 +109,4 @@ class CondRefineNetDilated(RefineNetBody):
 
     def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
         """Score estimate at noise scale ``sigma`` (B,), one of the trained levels."""
-        return super().forward(x, sigma_to_level(sigma, self.sigmas))
+        return self.body(x, sigma_to_level(sigma, self.sigmas))

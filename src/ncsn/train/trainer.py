@@ -85,6 +85,8 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.progress = progress
         t = config.training
+        if t.threads:
+            torch.set_num_threads(t.threads)
         self.device = select_device(t.device, local_rank_from_env())
         if t.amp and self.device.type != "cuda":
             raise UserError("training.amp (bf16) needs a CUDA device; it is far slower on a CPU; "
@@ -102,6 +104,7 @@ class Trainer:
                             f"{self.train_images.shape[0]} training images")
         self.config, self.sigmas = resolve_noise(config, self.train_images)
         self.channels, self.image_size = self.train_images.shape[1], self.train_images.shape[-1]
+        torch.manual_seed(t.seed)  # network initialisation
         self.net = build_network(self.config.model, channels=self.channels,
                                  image_size=self.image_size, sigmas=self.sigmas).to(self.device)
         if t.channels_last:

@@ -1,0 +1,141 @@
+"""Config validation: field-path errors, --set overrides, shipped recipes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ncsn.config import apply_overrides, load_config, save_config, validate_config
+from ncsn.errors import UserError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _error(raw: dict) -> str:
+    with pytest.raises(UserError) as info:
+        validate_config(raw)
+    return str(info.value)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ({"training": {"lr": 0}}, "training.lr: must be > 0"),
+    ({"training": {"lr": -1e-3}}, "training.lr: must be > 0"),
+    ({"training": {"batch_size": 0}}, "training.batch_size: must be > 0"),
+    ({"training": {"ema_rate": 1.0}}, "training.ema_rate: must be < 1"),
+    ({"training": {"weight_decay": -1}}, "training.weight_decay: must be >= 0"),
+    ({"training": {"betas": [0.9, 1.5]}}, "training.betas: both values must lie in [0, 1)"),
+    ({"training": {"loss": "ism"}}, "training.loss: input should be 'dsm' or 'ssm'"),
+    ({"training": {"device": "tpu"}}, "training.device: must be 'auto', 'cpu'"),
+    ({"training": {"bogus": 1}}, "training.bogus: unknown field"),
+    ({"optimizer": {}}, "optimizer: unknown field"),
+    ({"noise": {"sigma_max": 0.001, "sigma_min": 0.01}}, "noise: sigma_max (0.001) must be >="),
+    ({"noise": {"num_levels": 0}}, "noise.num_levels: must be >= 1 (or 'auto')"),
+    ({"noise": {"sigma_min": 0}}, "noise.sigma_min: must be > 0"),
+    ({"sampling": {"step_size": -1}}, "sampling.step_size: must be > 0 (or 'auto')"),
+    ({"sampling": {"convention": "ddpm"}}, "sampling.convention: input should be 'paper'"),
+    ({"data": {"channels": 2}}, "data.channels: input should be 1 or 3"),
+    ({"model": {"ngf": 8}}, "model: needs 'name'"),
+    ({"model": {"name": "unet_small", "width": 8}}, "model.width: unknown field for network"),
+    ({"eval": {"metric": "is"}}, "eval.metric: input should be 'fid' or 'kid'"),
+])
+def test_validation_errors_name_the_field_path(raw: dict, expected: str) -> None:
+    assert expected in _error(raw)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    message = _error({"training": {"lr": 0, "batch_size": -2}})
+    assert "training.lr: must be > 0" in message
+    assert "training.batch_size: must be > 0" in message
+
+
+def test_defaults_and_auto_values_are_accepted() -> None:
+    config = validate_config({"noise": {"sigma_max": "auto", "num_levels": "auto"},
+                              "sampling": {"step_size": "auto"}})
+    assert config.noise.sigma_max == "auto" and config.noise.num_levels == "auto"
+    assert config.training.lr == 1e-3 and config.training.betas == (0.9, 0.999)
+    assert config.training.ema_rate is None
+
+
+def test_overrides_use_dotted_paths_and_yaml_values() -> None:
+    raw = {"training": {"lr": 1e-3}, "model": {"name": "unet_small"}}
+    out = apply_overrides(raw, ["training.lr=2e-4", "training.betas=[0.5, 0.9]",
+                                "model.ch_mult=[1, 2]", "noise.sigma_max=auto",
+                                "training.ema_rate=null"])
+    assert out["training"] == {"lr": 2e-4, "betas": [0.5, 0.9], "ema_rate": None}
+    assert out["model"]["ch_mult"] == [1, 2]
+    assert out["noise"] == {"sigma_max": "auto"}
+    assert raw["training"]["lr"] == 1e-3, "the input mapping must not change"
+
+
+@pytest.mark.parametrize(("item", "expected"), [
+    ("training.lr", "expected key=value"),
+    ("=3", "expected key=value"),
+    ("training.lr.x=3", "training.lr is a value, not a section"),
+    ("training.lr=[1,", "value is not valid YAML"),
+])
+def test_bad_overrides(item: str, expected: str) -> None:
+    with pytest.raises(UserError, match=expected.replace("[", r"\[")):
+        apply_overrides({"training": {"lr": 1e-3}}, [item])
+
+
+def test_override_errors_are_validated_with_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {name: unet_small}\n")
+    with pytest.raises(UserError, match=r"training\.lr: must be > 0"):
+        load_config(path, ["training.lr=0"])
+
+
+def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training: [1, 2\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(UserError, match="must be a mapping"):
+        load_config(bad)
+
+
+def test_saved_config_round_trips(tmp_path: Path) -> None:
+    config = validate_config({"model": {"name": "unet_small", "ngf": 8}, "training": {"lr": 3e-4}})
+    path = save_config(config, tmp_path / "run" / "config.yaml")
+    assert load_config(path) == config
+    assert list(yaml.safe_load(path.read_text())) == ["data", "model", "noise", "training",
+                                                      "sampling", "eval"]
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_validate(path: Path) -> None:
+    load_config(path)
+
+
+@pytest.mark.parametrize(("name", "data", "ngf", "hflip"), [
+    ("mnist", "mnist", 64, False), ("cifar10", "cifar10", 128, True),
+    ("celeba", "celeba", 128, True)])
+def test_paper_recipes_match_the_paper(name: str, data: str, ngf: int, hflip: bool) -> None:
+    c = load_config(CONFIGS / f"{name}.yaml")
+    assert (c.data.name, c.data.dequantize, c.data.hflip) == (data, True, hflip)
+    assert c.model == {"name": "cond_refinenet", "ngf": ngf}
+    assert (c.noise.sigma_max, c.noise.sigma_min, c.noise.num_levels) == (1.0, 0.01, 10)
+    t = c.training
+    assert (t.loss, t.anneal_power, t.batch_size, t.n_iters, t.lr) == ("dsm", 2.0, 128, 200_000,
+                                                                        1e-3)
+    assert (t.betas, t.weight_decay, t.ema_rate) == ((0.9, 0.999), 0.0, None)
+    s = c.sampling
+    assert (s.n_steps_each, s.step_size, s.convention, s.final_denoise) == (100, 2e-5, "paper",
+                                                                            False)
+    if name == "celeba":
+        assert c.data.image_size == 32
+
+
+def test_ncsnv2_recipe() -> None:
+    c = load_config(CONFIGS / "ncsnv2_cifar10.yaml")
+    assert c.model == {"name": "ncsnv2", "ngf": 128}
+    assert (c.noise.sigma_max, c.noise.sigma_min, c.noise.num_levels) == (50.0, 0.01, 232)
+    assert (c.training.lr, c.training.ema_rate, c.training.n_iters) == (1e-4, 0.999, 300_000)
+    s = c.sampling
+    assert (s.n_steps_each, s.step_size, s.convention, s.final_denoise) == (5, 6.2e-6,
+                                                                            "official", True)

@@ -1,0 +1,214 @@
+"""Trainer: exact resume, checkpoints, non-finite guard, best-by-metric, run directories."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_train_support import assert_same_training_state, final_state, tiny_config
+
+import ncsn.eval
+import ncsn.train.trainer as trainer_module
+from ncsn.errors import UserError
+from ncsn.nets.io import load_model
+from ncsn.train import (
+    NonFiniteLossError,
+    Trainer,
+    batch_indices,
+    list_checkpoints,
+    load_checkpoint,
+    train,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: tiny nets on a shared 2-core box run far faster so."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_batch_order_is_a_seeded_permutation_per_epoch() -> None:
+    epoch0 = torch.cat([batch_indices(s, 10, 3, seed=5) for s in range(3)])
+    assert len(set(epoch0.tolist())) == 9 and epoch0.max() < 10
+    assert torch.equal(epoch0, torch.cat([batch_indices(s, 10, 3, seed=5) for s in range(3)]))
+    epoch1 = torch.cat([batch_indices(s, 10, 3, seed=5) for s in range(3, 6)])
+    assert not torch.equal(epoch0, epoch1)
+    assert not torch.equal(batch_indices(0, 10, 3, seed=6), batch_indices(0, 10, 3, seed=5))
+
+
+def test_interrupted_run_resumes_to_identical_weights(tmp_path: Path, monkeypatch) -> None:
+    config = tiny_config()
+    train(config, tmp_path / "full", progress=False)
+
+    real_step = Trainer.train_step
+
+    def interrupted(self: Trainer) -> float:
+        if self.step == 6:  # after checkpoint 4, before checkpoint 8
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "cut", progress=False)
+    assert [s for s, _ in list_checkpoints(tmp_path / "cut" / "checkpoints")] == [4]
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    result = train(config, tmp_path / "cut", resume=True, progress=False)
+    assert result.step == 8
+    assert_same_training_state(final_state(tmp_path / "full"), final_state(tmp_path / "cut"))
+    events = [m["event"] for m in _metrics(tmp_path / "cut") if "event" in m]
+    assert events == ["start", "resume"]
+
+
+def test_resume_can_extend_training(tmp_path: Path) -> None:
+    train(tiny_config(training={"n_iters": 8}), tmp_path / "full", progress=False)
+    train(tiny_config(training={"n_iters": 4}), tmp_path / "ext", progress=False)
+    train(tiny_config(training={"n_iters": 8}), tmp_path / "ext", resume=True, progress=False)
+    assert_same_training_state(final_state(tmp_path / "full"), final_state(tmp_path / "ext"))
+
+
+def test_checkpoint_contents_and_model_files(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(training={"snapshot_freq": 2, "keep_last": 2, "n_iters": 7}), run,
+          progress=False)
+    assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [6, 7]
+    state = load_checkpoint(run / "checkpoints" / "ckpt_00000007.pt")
+    assert state["step"] == 7 and state["config"]["training"]["n_iters"] == 7
+    assert set(state["rng"]) == {"generator", "torch", "cuda"}
+    assert torch.allclose(state["sigmas"], torch.tensor([1.0, 0.368403, 0.135721, 0.05]),
+                          rtol=1e-4)
+    net, spec = load_model(run)  # prefers model_ema
+    for name, value in net.state_dict().items():
+        assert torch.equal(value, state["ema"][name])
+    assert spec["sampling"]["final_denoise"] is True and spec["sampling"]["step_size"] > 0
+    assert (run / "config.yaml").is_file() and (run / "model.safetensors").is_file()
+
+
+def test_no_ema_reproduces_the_paper(tmp_path: Path) -> None:
+    train(tiny_config(training={"ema_rate": None, "n_iters": 2}), tmp_path / "r", progress=False)
+    assert load_checkpoint(tmp_path / "r" / "checkpoints" / "ckpt_00000002.pt")["ema"] is None
+    assert not (tmp_path / "r" / "model_ema.safetensors").exists()
+
+
+def _nan_at_call(monkeypatch, bad_call: int) -> None:
+    real = trainer_module.dsm_loss
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == bad_call else loss
+
+    monkeypatch.setattr(trainer_module, "dsm_loss", flaky)
+
+
+def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    run = tmp_path / "run"
+    _nan_at_call(monkeypatch, 6)
+    with pytest.raises(NonFiniteLossError) as info:
+        train(tiny_config(), run, progress=False)
+    message = str(info.value)
+    assert "at step 6" in message and "ckpt_00000004.pt" in message
+    assert "training.lr" in message and "skip_nonfinite" in message
+    assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [4]
+    assert load_checkpoint(run / "checkpoints" / "ckpt_00000004.pt")["step"] == 4
+    assert not (run / "model.safetensors").exists()
+
+
+def test_nonfinite_loss_is_skipped_when_configured(tmp_path: Path, monkeypatch) -> None:
+    run = tmp_path / "run"
+    _nan_at_call(monkeypatch, 3)
+    result = train(tiny_config(training={"skip_nonfinite": True}), run, progress=False)
+    assert (result.step, result.skipped_steps) == (8, 1)
+    skipped = [m for m in _metrics(run) if m.get("event") == "skipped_nonfinite"]
+    assert [m["step"] for m in skipped] == [3]
+    state = final_state(run)
+    assert state["skipped"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_best_checkpoint_by_metric(tmp_path: Path, monkeypatch) -> None:
+    scores = iter([3.0, 1.0, 2.0])
+    seen = []
+
+    def fake_score(samples, reference, *, metrics, **kwargs):
+        seen.append((tuple(samples.shape), float(samples.min()), float(samples.max()),
+                     tuple(reference.shape), metrics))
+        return {"kid": next(scores)}
+
+    monkeypatch.setattr(ncsn.eval, "score_samples", fake_score)
+    run = tmp_path / "run"
+    config = tiny_config(training={"n_iters": 6},
+                         eval={"every": 2, "num_samples": 5, "metric": "kid"})
+    result = train(config, run, progress=False)
+    assert result.best == {"metric": "kid", "value": 1.0, "step": 4}
+    assert all(s[0] == (5, 1, 8, 8) and 0.0 <= s[1] <= s[2] <= 1.0 for s in seen)
+    assert all(s[3] == (297, 1, 8, 8) and s[4] == ("kid",) for s in seen)
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert best["step"] == 4 and best["best"]["value"] == 1.0
+    logged = [(m["step"], m["kid"], m["best"]) for m in _metrics(run) if "kid" in m]
+    assert logged == [(2, 3.0, True), (4, 1.0, True), (6, 2.0, False)]
+    # periodic evaluation uses its own generators: the trained weights are unchanged by it
+    train(tiny_config(training={"n_iters": 6}), tmp_path / "plain", progress=False)
+    plain, scored = final_state(tmp_path / "plain"), final_state(run)
+    for name, value in plain["model"].items():
+        assert torch.equal(value, scored["model"][name])
+
+
+def test_test_loss_and_sample_grids_are_logged(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(training={"n_iters": 4, "test_freq": 2, "sample_freq": 4}), run,
+          progress=False)
+    test_losses = [m["test_loss"] for m in _metrics(run) if "test_loss" in m]
+    assert len(test_losses) == 2 and all(v > 0 for v in test_losses)
+    assert (run / "samples" / "step_00000004.png").is_file()
+    losses = [m for m in _metrics(run) if "loss" in m]
+    assert [m["step"] for m in losses] == [2, 4] and all(m["steps_per_s"] > 0 for m in losses)
+
+
+def test_ssm_loss_trains(tmp_path: Path) -> None:
+    result = train(tiny_config(training={"loss": "ssm", "n_iters": 2,
+                                         "ssm_projection": "rademacher"}),
+                   tmp_path / "r", progress=False)
+    assert result.step == 2 and result.loss is not None and torch.isfinite(
+        torch.tensor(result.loss))
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(training={"n_iters": 2}), run, progress=False)
+    with pytest.raises(UserError, match="already exists; pass --resume"):
+        train(tiny_config(training={"n_iters": 2}), run, progress=False)
+    train(tiny_config(training={"n_iters": 2}), run, overwrite=True, progress=False)
+    assert [m.get("event") for m in _metrics(run)][0] == "start"
+
+
+def test_corrupt_checkpoint_is_reported(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(training={"n_iters": 8}), run, progress=False)
+    latest = run / "checkpoints" / "ckpt_00000008.pt"
+    latest.write_bytes(latest.read_bytes()[:1000])
+    with pytest.raises(UserError, match="ckpt_00000008.pt is corrupt/incomplete.*delete it"):
+        train(tiny_config(training={"n_iters": 8}), run, resume=True, progress=False)
+
+
+def test_resume_with_another_model_config_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(training={"n_iters": 4}), run, progress=False)
+    other = tiny_config(model={"ngf": 8}, training={"n_iters": 8})
+    with pytest.raises(UserError, match=r"different model config: field model\.ngf is 4 there"):
+        train(other, run, resume=True, progress=False)
+
+
+def test_amp_needs_cuda() -> None:
+    with pytest.raises(UserError, match="training.amp"):
+        Trainer(tiny_config(training={"amp": True}), "/nonexistent/never-created")

@@ -1,0 +1,73 @@
+"""Shared tiny training setup for the trainer tests (8x8 digits, a 4-channel UNetSmall); no tests
+here, only helpers the test_train_*.py modules import."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ncsn.config import Config, validate_config
+from ncsn.train import load_checkpoint
+
+TINY: dict[str, Any] = {
+    "data": {"name": "digits8"},
+    "model": {"name": "unet_small", "ngf": 4, "ch_mult": [1, 2], "emb_dim": 8, "groups": 2},
+    "noise": {"sigma_max": 1.0, "sigma_min": 0.05, "num_levels": 4},
+    "training": {"batch_size": 8, "n_iters": 8, "snapshot_freq": 4, "log_freq": 2,
+                 "ema_rate": 0.9, "device": "cpu"},
+    "sampling": {"n_steps_each": 2, "num_samples": 4, "step_size": "auto",
+                 "final_denoise": True},
+}
+
+
+def tiny_raw(**sections: dict[str, Any]) -> dict[str, Any]:
+    raw = copy.deepcopy(TINY)
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return raw
+
+
+def tiny_config(**sections: dict[str, Any]) -> Config:
+    return validate_config(tiny_raw(**sections))
+
+
+def final_state(run_dir: Path) -> dict[str, Any]:
+    from ncsn.train import list_checkpoints
+
+    return load_checkpoint(list_checkpoints(run_dir / "checkpoints")[-1][1])
+
+
+def assert_same_training_state(a: dict[str, Any], b: dict[str, Any]) -> None:
+    """Bit-exact equality of weights, EMA weights and Adam moments."""
+    assert a["step"] == b["step"]
+    for key in ("model", "ema"):
+        assert a[key].keys() == b[key].keys()
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), f"{key}.{name} differs"
+    for pid, state in a["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, b["optimizer"]["state"][pid][name]), f"adam {pid}.{name}"
+
+
+def write_image_folder(root: Path, n_train: int = 48, n_test: int = 16, size: int = 8) -> Path:
+    """A deterministic folder data set (train/ and test/ PNGs): loads without scikit-learn, so
+    subprocess tests start fast."""
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        pixels = (torch.rand(n, size, size, generator=gen) * 255).to(torch.uint8).numpy()
+        for k in range(n):
+            Image.fromarray(pixels[k], mode="L").save(root / split / f"{k:03d}.png")
+    return root
+
+
+def folder_raw(root: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+    """``tiny_raw`` on an image folder written by :func:`write_image_folder`."""
+    raw = tiny_raw(**sections)
+    raw["data"] = {"name": "folder", "root": str(root), "channels": 1}
+    return raw
