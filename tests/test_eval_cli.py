@@ -66,3 +66,7 @@ def test_evaluate_user_errors_are_one_line(tmp_path, capsys):
     assert "ncsn stats" in capsys.readouterr().err
     assert main(["evaluate", "--reference", "digits8", "--model", str(tmp_path / "m")]) == 2
     assert "--samples-dir" in capsys.readouterr().err
+    if not hub_checkpoint_path().is_file():  # offline extra only: no Inception Score head
+        assert main(["evaluate", str(tmp_path / "s.npz"), "--reference", "digits8",
+                     "--metrics", "fid,is"]) == 2
+        assert "1008-class head" in capsys.readouterr().err

@@ -13,7 +13,12 @@ from ncsn.cli import main
 from ncsn.core.noise import geometric_sigmas
 from ncsn.errors import UserError
 from ncsn.nets.io import load_model
-from ncsn.nets.official import convert_official, load_official_state_dict, official_spec
+from ncsn.nets.official import (
+    convert_official,
+    load_official,
+    load_official_state_dict,
+    official_spec,
+)
 from ncsn.nets.refinenet import CondRefineNetDilated
 
 KEYS_FILE = Path("/work/shared/official-cond-refinenet-keys.txt")
@@ -196,6 +201,9 @@ def test_converted_checkpoint_reproduces_the_official_forward(tmp_path, prefix):
         expected = reference_forward(sd, x, levels)
     assert ours.abs().mean() > 1e-3
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        direct = load_official(ckpt, spec)(x, sigmas[levels])
+    torch.testing.assert_close(direct, ours, rtol=0, atol=0)
 
 
 def test_wrong_shapes_are_refused_with_key_names(tmp_path):

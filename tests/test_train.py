@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_support import assert_same_training_state, final_state, tiny_config
 
 import ncsn.eval
 import ncsn.train.trainer as trainer_module
@@ -21,6 +20,7 @@ from ncsn.train import (
     load_checkpoint,
     train,
 )
+from test_train_support import assert_same_training_state, final_state, tiny_config
 
 
 @pytest.fixture(autouse=True)

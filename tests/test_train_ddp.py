@@ -9,12 +9,12 @@ from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
-from test_train_support import folder_raw, write_image_folder
 
 from ncsn.config import validate_config
 from ncsn.nets import build_network
 from ncsn.nets.io import load_model
 from ncsn.train import train
+from test_train_support import folder_raw, write_image_folder
 
 WORLD = 2
 

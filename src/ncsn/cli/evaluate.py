@@ -131,16 +131,26 @@ def _get_samples(args: argparse.Namespace) -> tuple[Any, str]:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from ncsn.eval.features import dataset_stats, get_extractor, load_stats, subset
-    from ncsn.eval.report import format_report, nearest_neighbour_grid, score_features
+    from ncsn.eval.report import (
+        format_report,
+        nearest_neighbour_grid,
+        require_logits,
+        score_features,
+    )
 
     metrics = [m.strip().lower() for m in args.metrics.split(",") if m.strip()]
     unknown = sorted(set(metrics) - set(EVAL_METRICS))
     if unknown or not metrics:
         raise UserError(f"unknown metric(s) {', '.join(unknown) or '(none)'}; choose from "
                         f"{', '.join(EVAL_METRICS)}")
-    _positive(args.batch_size, "--batch-size")
-    _positive(args.max_reference, "--max-reference")
+    for value, flag in ((args.batch_size, "--batch-size"), (args.max_reference, "--max-reference"),
+                        (args.nn_k, "--nn-k"), (args.nn_queries, "--nn-queries"),
+                        (args.shard_size, "--shard-size")):
+        _positive(value, flag)
     start = time.perf_counter()
+    extractor = get_extractor(args.weights, args.device)
+    if "is" in metrics:
+        require_logits(extractor.has_logits)
     samples, source = _get_samples(args)
     ref_path = Path(args.reference)
     is_file = ref_path.suffix == ".npz" or ref_path.is_file()
@@ -159,7 +169,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         split = args.split
         ref_desc = (f"{args.reference}/{split} at {size}px, {channels} channel(s); statistics "
                     f"{'from cache' if hit else 'computed'}: {cache}")
-    extractor = get_extractor(args.weights, args.device)
     feats, logits = extractor(samples, batch_size=args.batch_size, progress=True)
     results = score_features(feats, logits, stats, [m for m in metrics if m != "nn"])
     extra = [f"source:    {source}", f"weights:   {extractor.source}"]

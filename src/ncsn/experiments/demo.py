@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ncsn.config import Config, load_config, validate_config
+from ncsn.imageio import save_grid
 from ncsn.nets.io import load_model
 from ncsn.train import plot_loss_curve, train
 from ncsn.train.periodic import sample_images
@@ -81,8 +82,6 @@ def run_demo(out_dir: str | Path, *, steps: int | None = None, quick: bool = Fal
                             callback=lambda info: bar.update(1))
     bar.close()
     sample_seconds = time.perf_counter() - began
-    from ncsn.imageio import save_grid
-
     grid = save_grid(samples, out_dir / "samples.png", nrow=8, scale=3)
     curve = plot_loss_curve(out_dir / "metrics.jsonl", out_dir / "loss.png")
     summary = {"train_seconds": round(train_seconds, 1), "sample_seconds": round(sample_seconds, 1),

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ncsn.core.noise import geometric_sigmas
 from ncsn.errors import UserError
@@ -89,15 +89,18 @@ def official_spec(preset: str, **overrides: Any) -> dict[str, Any]:
     }
 
 
-def convert_official(checkpoint: str | Path, out: str | Path, spec: Mapping[str, Any]) -> Path:
-    """Load an official checkpoint into the network described by ``spec`` (refusing, with the
-    offending keys named, when it does not fit) and save it as our model files at ``out``.
-
-    Returns the written ``.safetensors`` path.
-    """
+def load_official(checkpoint: str | Path, spec: Mapping[str, Any]) -> nn.Module:
+    """The network described by ``spec`` with an official checkpoint's weights (eval mode);
+    a UserError names the offending keys when the checkpoint does not fit."""
     state = load_official_state_dict(checkpoint)
     net = build_network(spec["network"], channels=int(spec["channels"]),
                         image_size=int(spec["image_size"]),
                         sigmas=torch.tensor(spec["sigmas"], dtype=torch.float32))
     load_weights(net, state, f"checkpoint {checkpoint}")
-    return save_model(out, net, dict(spec))
+    return net.eval()
+
+
+def convert_official(checkpoint: str | Path, out: str | Path, spec: Mapping[str, Any]) -> Path:
+    """Convert an official checkpoint to our model files at ``out`` (``.safetensors`` + ``.json``
+    spec); returns the written ``.safetensors`` path."""
+    return save_model(out, load_official(checkpoint, spec), dict(spec))

@@ -23,6 +23,7 @@ NETWORKS: dict[str, str] = {
     "ncsnv2": "ncsn.nets.ncsnv2:NCSNv2",
     "unet_small": "ncsn.nets.unet:UNetSmall",
     "mlp": "ncsn.nets.mlp:ToyMLP",
+    "resnet_score": "ncsn.nets.resnet:ResNetScore",
 }
 CONTEXT_ARGS = ("channels", "image_size", "sigmas")
 

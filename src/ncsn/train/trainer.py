@@ -286,13 +286,13 @@ class Trainer:
                     self.periodic.after_step()
                 if self.step % t.snapshot_freq == 0 or self.step == t.n_iters:
                     self.save_checkpoint()
+            if self.info.is_main:
+                self._write_models()
+            barrier(self.info)
         finally:
             bar.close()
             self.log.close()
-        if self.info.is_main:
-            self._write_models()
-        barrier(self.info)
-        shutdown(self.info)
+            shutdown(self.info)
         return TrainResult(self.run_dir, self.step, value, time.perf_counter() - began,
                            self.skipped, self.best)
 

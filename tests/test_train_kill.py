@@ -1,0 +1,87 @@
+"""Hard kills: a training subprocess dies (os._exit / SIGKILL) in the middle of a checkpoint write;
+resuming ends bit-exactly where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ncsn.config import validate_config
+from ncsn.train import list_checkpoints, train
+from ncsn.train.checkpoint import FAULT_ENV
+from test_train_support import (
+    assert_same_training_state,
+    final_state,
+    folder_raw,
+    write_image_folder,
+)
+
+SCRIPT = """
+import json, sys, torch
+torch.set_num_threads(1)
+from ncsn.config import validate_config
+from ncsn.train import train
+train(validate_config(json.loads(sys.argv[1])), sys.argv[2], progress=False)
+"""
+TIMEOUT = 120
+
+
+def _start(raw: dict, run_dir: Path, fault: str) -> subprocess.Popen:
+    env = {**os.environ, FAULT_ENV: fault}
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, json.dumps(raw), str(run_dir)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _partial_writes(run_dir: Path, name: str) -> list[Path]:
+    folder = run_dir / "checkpoints"
+    return sorted(folder.glob(f".{name}.*.tmp")) if folder.is_dir() else []
+
+
+def test_hard_kill_during_checkpoint_write_then_exact_resume(tmp_path: Path) -> None:
+    raw = folder_raw(write_image_folder(tmp_path / "images"),
+                     training={"n_iters": 8, "snapshot_freq": 2, "keep_last": 3})
+    exiting = _start(raw, tmp_path / "exit", "exit@ckpt_00000006.pt")
+    sleeping = _start(raw, tmp_path / "kill", "sleep:600@ckpt_00000004.pt")
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(validate_config(raw), tmp_path / "full", progress=False)
+        reference = final_state(tmp_path / "full")
+
+        # 1) the process ends (like SIGKILL) with half of checkpoint 6 on disk
+        out, _ = exiting.communicate(timeout=TIMEOUT)
+        assert exiting.returncode == 137, out.decode()
+        assert len(_partial_writes(tmp_path / "exit", "ckpt_00000006.pt")) == 1
+        assert [s for s, _ in list_checkpoints(tmp_path / "exit" / "checkpoints")] == [2, 4]
+
+        # 2) SIGKILL while the writer is inside checkpoint 4
+        deadline = time.monotonic() + TIMEOUT
+        while not _partial_writes(tmp_path / "kill", "ckpt_00000004.pt"):
+            assert sleeping.poll() is None, sleeping.communicate()[0].decode()
+            assert time.monotonic() < deadline, "the checkpoint write never started"
+            time.sleep(0.05)
+        sleeping.send_signal(signal.SIGKILL)
+        sleeping.communicate(timeout=TIMEOUT)
+        assert sleeping.returncode == -signal.SIGKILL
+        assert [s for s, _ in list_checkpoints(tmp_path / "kill" / "checkpoints")] == [2]
+
+        for name in ("exit", "kill"):
+            result = train(validate_config(raw), tmp_path / name, resume=True, progress=False)
+            assert result.step == 8
+            assert_same_training_state(reference, final_state(tmp_path / name))
+            assert not list((tmp_path / name / "checkpoints").glob(".*.tmp")), \
+                "the partial write is cleaned up on resume"
+    finally:
+        torch.set_num_threads(before)
+        for proc in (exiting, sleeping):
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
