@@ -156,3 +156,21 @@ def test_logit_model_samples_and_inpaints_in_pixel_space(tmp_path):
                  "--format", "npz", "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     with np.load(tmp_path / "o" / "completions.npz") as data:
         np.testing.assert_array_equal(data["images"][:, :, :4], data["originals"][[0, 0], :, :4])
+
+
+@pytest.mark.parametrize(("sampler", "steps"), [("predictor_corrector", 3 * 3),
+                                                ("probability_flow_ode", 3)])
+def test_fast_samplers_from_the_cli(model, tmp_path, sampler, steps):
+    out = tmp_path / sampler
+    assert main(["sample", str(model), "-n", "3", "--sampler", sampler, "--corrector-steps", "2",
+                 "--format", "npz", "--out", str(out), "--gif", str(tmp_path / "m.gif"),
+                 "--no-progress"]) == 0
+    with np.load(out / "samples.npz") as data:
+        assert data["images"].shape == (3, SIZE, SIZE, 1)
+    assert Image.open(tmp_path / "m.gif").n_frames == 1 + steps
+
+
+def test_discrete_level_network_refuses_respaced_levels(model, tmp_path, capsys):
+    assert main(["sample", str(model), "-n", "2", "--sampler", "probability_flow_ode",
+                 "--levels", "7", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "drop --levels" in capsys.readouterr().err

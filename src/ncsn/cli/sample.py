@@ -25,7 +25,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ncsn.core.samplers import annealed_langevin, inpaint
+from ncsn.core.noise import geometric_sigmas
+from ncsn.core.samplers import (
+    annealed_langevin,
+    inpaint,
+    predictor_corrector,
+    probability_flow_heun,
+)
 from ncsn.data.transforms import inverse_logit_transform, logit_transform
 from ncsn.errors import UserError
 from ncsn.imageio import list_images, load_image, save_gif, save_grid, save_pngs, to_uint8
@@ -34,6 +40,7 @@ from ncsn.nets.io import load_model
 PAPER_SAMPLING: dict[str, Any] = {"n_steps_each": 100, "step_size": 2e-5, "convention": "paper",
                                   "final_denoise": False}
 MASKS = ("right", "lower", "center", "random")
+SAMPLERS = ("annealed_langevin", "predictor_corrector", "probability_flow_ode")
 
 
 class NpzStream:
@@ -67,8 +74,6 @@ class NpzStream:
 def _add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model .safetensors/.json, their stem, or a run directory")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--sampler", choices=["annealed_langevin"], default="annealed_langevin",
-                   help="sampler (paper Algorithm 1; inpainting: Algorithm 2)")
     p.add_argument("--steps-each", type=int, help="Langevin steps per noise level T")
     p.add_argument("--step-size", type=float, help="eps (paper) or step_lr (official)")
     p.add_argument("--convention", choices=["paper", "official"],
@@ -92,6 +97,18 @@ def register(sub: Any) -> None:
                                    "(paper Algorithm 1), starting from U[0, 1].")
     _add_common_args(p)
     p.add_argument("-n", "--num-samples", type=int, default=64, help="number of images")
+    p.add_argument("--sampler", choices=SAMPLERS, default="annealed_langevin",
+                   help="annealed_langevin (paper Algorithm 1, default); predictor_corrector "
+                        "(VE SDE, Song et al. 2021: reverse diffusion + Langevin corrector); "
+                        "probability_flow_ode (deterministic Heun steps, 2L-1 evaluations)")
+    p.add_argument("--snr", type=float, default=0.16,
+                   help="predictor_corrector: corrector signal-to-noise ratio (default 0.16)")
+    p.add_argument("--corrector-steps", type=int, default=1,
+                   help="predictor_corrector: Langevin corrector steps per level (default 1)")
+    p.add_argument("--levels", type=int,
+                   help="predictor_corrector / probability_flow_ode: re-space the model's "
+                        "[sigma_1, sigma_L] geometrically into this many levels (networks "
+                        "conditioned on continuous sigma only, e.g. unet_small, ncsnv2)")
     p.add_argument("--gif", help="write the annealing of the first batch as an animated GIF")
     p.add_argument("--gif-frames", type=int, default=100, help="about this many GIF frames")
     p.set_defaults(func=run_sample)
@@ -214,14 +231,59 @@ def _setup(args: argparse.Namespace) -> _Session:
                     logit=bool((spec.get("sampling") or {}).get("logit", False)))
 
 
+def _sampler_levels(args: argparse.Namespace, sigmas: Tensor) -> Tensor:
+    """The model's noise levels, or ``--levels`` geometric ones over the same range."""
+    if args.levels is None or args.sampler == "annealed_langevin":
+        return sigmas
+    _check_counts(levels=args.levels)
+    return geometric_sigmas(float(sigmas[0]), float(sigmas[-1]), args.levels).to(sigmas.device)
+
+
+def _steps_per_batch(args: argparse.Namespace, run: _Session, levels: Tensor) -> int:
+    if args.sampler == "predictor_corrector":
+        return len(levels) * (args.corrector_steps + 1)
+    if args.sampler == "probability_flow_ode":
+        return len(levels)
+    return len(levels) * run.settings["n_steps_each"]
+
+
+def _draw(args: argparse.Namespace, run: _Session, levels: Tensor, shape: tuple[int, ...],
+          callback: Any) -> tuple[Tensor, Tensor]:
+    """One batch: (initial images for the movie, samples in model space).
+
+    Annealed Langevin starts from U[0, 1] (the paper); the SDE/ODE samplers start from
+    U[0, 1] + sigma_1 z, an approximation of the data perturbed at the largest level.
+    """
+    x0 = torch.rand(shape, generator=run.generator, device=levels.device)
+    start = logit_transform(x0) if run.logit else x0
+    try:
+        if args.sampler == "annealed_langevin":
+            return x0, annealed_langevin(run.net, start, levels, **run.sampler_kwargs(),
+                                         callback=callback)
+        noise = torch.randn(shape, generator=run.generator, device=levels.device)
+        start = start + float(levels[0]) * noise
+        if args.sampler == "predictor_corrector":
+            _check_counts(corrector_steps=args.corrector_steps)
+            x = predictor_corrector(run.net, start, levels, n_corrector=args.corrector_steps,
+                                    snr=args.snr, generator=run.generator, callback=callback)
+        else:
+            x = probability_flow_heun(run.net, start, levels, callback=callback)
+    except ValueError as err:
+        raise UserError(f"{args.sampler} with these noise levels failed: {err}; a network "
+                        "trained on discrete levels only accepts its own sigmas (drop "
+                        "--levels)") from err
+    return start.clamp(0, 1), x
+
+
 def run_sample(args: argparse.Namespace) -> int:
     """``ncsn sample``: N images in batches -> grid.png + samples/ (PNGs) or samples.npz."""
     _check_counts(num_samples=args.num_samples, gif_frames=args.gif_frames)
     run = _setup(args)
     spec, sigmas, logit = run.spec, run.sigmas, run.logit
+    levels = _sampler_levels(args, sigmas)
     shape = (int(spec["channels"]), int(spec["image_size"]), int(spec["image_size"]))
     out = Path(args.out)
-    total_steps = len(sigmas) * run.settings["n_steps_each"]
+    total_steps = _steps_per_batch(args, run, levels)
     every = max(1, total_steps // args.gif_frames)
     frames: list[Tensor] = []
     writer = _Output(out, args.format, (args.num_samples, *shape), args.grid_max, "samples")
@@ -235,13 +297,9 @@ def run_sample(args: argparse.Namespace) -> int:
                 if record and info["index"] % every == 0:
                     frames.append(_pixels(info["x"][: args.grid_max], logit))
 
-            x0 = torch.rand((stop - start, *shape), generator=run.generator,
-                            device=sigmas.device)
+            x0, x = _draw(args, run, levels, (stop - start, *shape), callback)
             if record:
-                frames.append(x0[: args.grid_max].cpu())
-            if logit:
-                x0 = logit_transform(x0)
-            x = annealed_langevin(run.net, x0, sigmas, **run.sampler_kwargs(), callback=callback)
+                frames.insert(0, x0[: args.grid_max].cpu())
             images = _pixels(x, logit)
             writer.add(images, start)
             if record and run.settings["final_denoise"]:
@@ -250,7 +308,11 @@ def run_sample(args: argparse.Namespace) -> int:
     written = [str(grid), writer.close()]
     if args.gif is not None:
         written.append(str(save_gif(frames, args.gif, scale=args.scale)))
-    print(f"{args.num_samples} samples ({run.settings}): wrote {', '.join(written)}")
+    settings = run.settings if args.sampler == "annealed_langevin" else {
+        "levels": len(levels), **({"snr": args.snr, "corrector_steps": args.corrector_steps}
+                                  if args.sampler == "predictor_corrector" else {})}
+    print(f"{args.num_samples} samples, {args.sampler} ({settings}): "
+          f"wrote {', '.join(written)}")
     return 0
 
 
