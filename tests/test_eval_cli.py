@@ -45,6 +45,27 @@ def test_stats_then_evaluate_prints_count_flagged_report(tmp_path, capsys):
     # 3 rows of [sample | 2 pixel NNs | blank | 2 Inception NNs], 8px tiles, 2px padding
     assert Image.open(grid).size == (6 * 10 + 2, 3 * 10 + 2)
 
+    # samples generated from a (tiny, untrained) model, scored against the statistics file
+    from ncsn.core.noise import geometric_sigmas
+    from ncsn.nets import build_network
+    from ncsn.nets.io import save_model
+
+    sigmas = geometric_sigmas(1.0, 0.01, 2)
+    section = {"name": "cond_refinenet", "ngf": 4}
+    save_model(tmp_path / "model", build_network(section, channels=1, image_size=8, sigmas=sigmas),
+               {"network": section, "channels": 1, "image_size": 8, "sigmas": sigmas.tolist()})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny net is far faster on one thread when cores are shared
+    try:
+        code = main(["evaluate", "--model", str(tmp_path / "model"), "--samples-dir",
+                     str(tmp_path / "shards"), "--num-samples", "2", "--n-steps-each", "1",
+                     "--reference", str(stats_file), "--metrics", "fid", *common])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0 and len(list((tmp_path / "shards").glob("shard_*.npz"))) == 1
+    out = capsys.readouterr().out
+    assert "samples:   2" in out and "2 generated from" in out and "NOT comparable" in out
+
     with pytest.raises(SystemExit):  # --reference is required
         main(["evaluate", str(tmp_path / "samples.npz")])
     assert main(["evaluate", str(tmp_path / "samples.npz"), "--reference", str(stats_file),

@@ -8,6 +8,7 @@ import torch
 from ncsn.eval.metrics import (
     feature_statistics,
     frechet_distance,
+    frechet_distance_from_features,
     inception_score,
     kernel_inception_distance,
     mmd2_unbiased,
@@ -61,6 +62,17 @@ def test_frechet_distance_singular_covariances_stay_real_and_zero_on_self():
     mu2, sigma2 = feature_statistics(rng.standard_normal((10, 50)))
     value = frechet_distance(mu, sigma, mu2, sigma2)
     assert np.isfinite(value) and value > 0
+
+
+@pytest.mark.parametrize("n", [5, 30, 80])
+def test_frechet_distance_from_features_equals_the_covariance_route(n):
+    # n - 1 < D takes the N x N route; n - 1 >= D the D x D one.
+    rng = np.random.default_rng(7)
+    feats = rng.standard_normal((n, 40)) * rng.uniform(0.5, 2, 40)
+    mu2, sigma2 = feature_statistics(rng.standard_normal((60, 40)) + 0.3)
+    expected = frechet_distance(*feature_statistics(feats), mu2, sigma2)
+    assert frechet_distance_from_features(feats, mu2, sigma2) == pytest.approx(expected,
+                                                                               rel=1e-9)
 
 
 def test_frechet_distance_rejects_mismatched_shapes():

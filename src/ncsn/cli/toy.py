@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "twice: on clean data and on data perturbed with N(0, 1e-4) noise. The "
                     "loss on clean data is unstable; with tiny noise it converges. Writes "
                     "figure1.png, figure1_losses.npz and metrics.json.")
-    f1.add_argument("--steps", type=_positive_int, default=1500)
+    f1.add_argument("--steps", type=_positive_int, default=300)
     for p in (f1, f2, f3):
         p.add_argument("--out", required=True, help="output directory")
         p.add_argument("--seed", type=int, default=0)

@@ -17,6 +17,7 @@ from ncsn.eval.features import (
 from ncsn.eval.inception import FIDInceptionV3
 from ncsn.eval.metrics import (
     frechet_distance,
+    frechet_distance_from_features,
     inception_score,
     kernel_inception_distance,
     nearest_neighbours,
@@ -39,6 +40,7 @@ __all__ = [
     "dataset_stats",
     "format_report",
     "frechet_distance",
+    "frechet_distance_from_features",
     "generate_samples",
     "get_extractor",
     "inception_score",

@@ -52,6 +52,31 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
 
 
+def frechet_distance_from_features(features: np.ndarray, mu2: np.ndarray,
+                                   sigma2: np.ndarray) -> float:
+    """FID between the Gaussian fitted to ``features`` (N, D) and N(mu2, sigma2).
+
+    With fewer samples than dimensions (N - 1 < D) the D x D eigenproblems are replaced by
+    one N x N: for S1 = A^T A (A = centred features / sqrt(N - 1)), S1 S2 has the same nonzero
+    eigenvalues as the symmetric PSD A S2 A^T. Same value, far cheaper for small sample sets.
+    """
+    feats = np.asarray(features, np.float64)
+    n, d = feats.shape
+    if n - 1 >= d:
+        return frechet_distance(*feature_statistics(feats), mu2, sigma2)
+    if n < 2:
+        raise ValueError(f"need features of shape (N >= 2, D), got {feats.shape}")
+    mu1 = feats.mean(axis=0)
+    a = (feats - mu1) / np.sqrt(n - 1)
+    sigma2 = np.asarray(sigma2, np.float64)
+    if sigma2.shape != (d, d) or np.shape(mu2) != (d,):
+        raise ValueError(f"mismatched statistics: features {feats.shape}, mu {np.shape(mu2)}, "
+                         f"sigma {sigma2.shape}")
+    tr_covmean = np.sqrt(_psd_eigh(a @ sigma2 @ a.T)[0]).sum()
+    diff = mu1 - np.asarray(mu2, np.float64)
+    return float(diff @ diff + np.sum(a * a) + np.trace(sigma2) - 2.0 * tr_covmean)
+
+
 def _poly_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (x @ y.T / x.shape[1] + 1.0) ** 3
 

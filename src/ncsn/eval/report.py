@@ -25,7 +25,7 @@ from ncsn.eval.features import (
     stats_from_features,
 )
 from ncsn.eval.metrics import (
-    frechet_distance,
+    frechet_distance_from_features,
     inception_score,
     kernel_inception_distance,
     nearest_neighbours,
@@ -89,8 +89,7 @@ def score_features(features: np.ndarray, logits: np.ndarray | None, reference: R
     if "fid" in metrics:
         if len(features) < 2:
             raise UserError("FID needs at least 2 samples")
-        mu, sigma = np.mean(features.astype(np.float64), 0), np.cov(features, rowvar=False)
-        out["fid"] = frechet_distance(mu, sigma, reference.mu, reference.sigma)
+        out["fid"] = frechet_distance_from_features(features, reference.mu, reference.sigma)
     if "kid" in metrics:
         if reference.features is None:
             raise UserError("KID needs the reference features, but the statistics file holds "
