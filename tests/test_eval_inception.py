@@ -2,6 +2,7 @@
 safe weight loading and clear errors. Inception costs ~1 s per 299px image on 2 busy cores,
 so the network runs once on 3 images (module-scoped)."""
 
+import hashlib
 import pickle
 import zipfile
 
@@ -43,6 +44,7 @@ def ts_loaded():
 
 
 @needs_extra
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 def test_features_equal_the_shipped_torchscript(ts_loaded):
     net, source = ts_loaded
     assert not net.has_logits and source == str(TS_PATH)
@@ -124,3 +126,18 @@ def test_wrong_image_shapes_and_ranges_are_clear_errors(bad):
     with pytest.raises(UserError, match="samples"):
         check_images(bad, "samples")
 
+
+
+def test_download_verifies_the_checksum(monkeypatch, tmp_path):
+    # A file:// URL stands in for the release URL (no network in tests).
+    source = tmp_path / "served.pth"
+    source.write_bytes(b"not the inception weights")
+    monkeypatch.setattr(W, "PTH_URL", source.as_uri())
+    dest = tmp_path / "hub" / W.PTH_NAME
+    with pytest.raises(UserError, match="expected 6726825d"):
+        W.download_weights(dest)
+    assert not dest.exists() and not dest.with_suffix(".partial").exists()
+
+    monkeypatch.setattr(W, "PTH_SHA256_PREFIX",
+                        hashlib.sha256(source.read_bytes()).hexdigest()[:8])
+    assert W.download_weights(dest) == dest and dest.read_bytes() == source.read_bytes()

@@ -13,6 +13,7 @@ import ncsn.train.trainer as trainer_module
 from ncsn.errors import UserError
 from ncsn.nets.io import load_model
 from ncsn.train import (
+    EMA,
     NonFiniteLossError,
     Trainer,
     batch_indices,
@@ -212,3 +213,17 @@ def test_resume_with_another_model_config_is_refused(tmp_path: Path) -> None:
 def test_amp_needs_cuda() -> None:
     with pytest.raises(UserError, match="training.amp"):
         Trainer(tiny_config(training={"amp": True}), "/nonexistent/never-created")
+
+
+def test_ema_is_the_exponential_moving_average() -> None:
+    net = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    ema = EMA(net, rate=0.75)
+    for value in (5.0, 9.0):
+        with torch.no_grad():
+            net.weight.fill_(value)
+        ema.update(net)
+    # 0.75 * (0.75 * 1 + 0.25 * 5) + 0.25 * 9 = 3.75
+    torch.testing.assert_close(ema.model.weight, torch.full((1, 2), 3.75))
+    assert not ema.model.weight.requires_grad

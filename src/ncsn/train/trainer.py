@@ -270,17 +270,20 @@ class Trainer:
         barrier(self.info)
         bar = tqdm(total=t.n_iters, initial=start, unit="step", dynamic_ncols=True,
                    disable=not (self.progress and self.info.is_main), desc="train")
-        value, window = None, (start, time.perf_counter())
+        value, window, losses = None, (start, time.perf_counter()), []
         try:
             while self.step < t.n_iters:
                 value = self.train_step()
+                if math.isfinite(value):
+                    losses.append(value)
                 bar.update(1)
                 if self.step % t.log_freq == 0 or self.step == t.n_iters:
                     now = time.perf_counter()
                     rate = (self.step - window[0]) / max(now - window[1], 1e-9)
-                    window = (self.step, now)
-                    bar.set_postfix(loss=f"{value:.4g}")
-                    self.log.write({"step": self.step, "loss": value, "steps_per_s": rate,
+                    mean = sum(losses) / len(losses) if losses else float("nan")
+                    window, losses = (self.step, now), []
+                    bar.set_postfix(loss=f"{mean:.4g}")
+                    self.log.write({"step": self.step, "loss": mean, "steps_per_s": rate,
                                     "elapsed_s": now - began})
                 if self.info.is_main:
                     self.periodic.after_step()
