@@ -82,6 +82,13 @@ def test_evaluate_user_errors_are_one_line(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "s.npz"), "--reference", "digits8",
                  "--metrics", "fid,precision"]) == 2
     assert "unknown metric(s) precision" in capsys.readouterr().err
+    save_npz(torch.rand(3, 1, 8, 12), tmp_path / "wide.npz")
+    assert main(["evaluate", str(tmp_path / "wide.npz"), "--reference", "digits8"]) == 2
+    assert "square" in capsys.readouterr().err
+    save_npz(torch.rand(1, 1, 8, 8), tmp_path / "one.npz")
+    assert main(["evaluate", str(tmp_path / "one.npz"), "--reference", "digits8",
+                 "--metrics", "kid"]) == 2
+    assert "KID needs at least 2 samples" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "s.npz"), "--reference", str(tmp_path / "no.npz")]
                 ) == 2
     assert "ncsn stats" in capsys.readouterr().err

@@ -112,6 +112,9 @@ def test_score_samples_memoises_reference_tensor(fake):
     assert darker["fid"] > 5 * out["fid"] and darker["kid"] > 5 * abs(out["kid"])
     with pytest.raises(UserError, match="unknown metric"):
         R.score_samples(ref, ref, metrics=["fid", "precision"])
+    for metric in ("fid", "kid"):  # one sample: a clear error, not numpy's or a ValueError
+        with pytest.raises(UserError, match=f"{metric.upper()} needs at least 2 samples"):
+            R.score_samples(ref[:1], ref, metrics=[metric])
 
 
 def test_report_prints_count_and_flags_small_runs():

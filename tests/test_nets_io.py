@@ -22,7 +22,8 @@ def _spec(section):
 
 
 def test_registry_names():
-    assert set(NETWORKS) == {"cond_refinenet", "ncsnv2", "unet_small", "mlp"}
+    assert set(NETWORKS) == {"cond_refinenet", "ncsnv2", "unet_small", "mlp",
+                              "resnet_score"}
 
 
 def test_build_network_passes_only_the_named_context():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ncsn.errors import UserError
@@ -62,7 +63,7 @@ def run_train(args: argparse.Namespace) -> int:
     config = load_config(config_path, args.overrides)
     result = train(config, run_dir, resume=args.resume, overwrite=args.overwrite,
                    progress=not args.no_progress)
-    if result.loss is not None:
+    if result.loss is not None and os.environ.get("RANK", "0") == "0":
         print(f"trained to step {result.step} in {result.seconds:.0f} s (last loss "
               f"{result.loss:.4g}); model files in {result.run_dir}")
     return 0
