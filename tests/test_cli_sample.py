@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 
 from ncsn.cli import main
-from ncsn.cli.sample import NpzStream, make_masks
+from ncsn.cli.sample import make_masks
 from ncsn.core.noise import geometric_sigmas
-from ncsn.imageio import save_pngs
+from ncsn.imageio import NpzStream, save_pngs
 from ncsn.nets import build_network
 from ncsn.nets.io import save_model
 

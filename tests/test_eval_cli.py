@@ -58,7 +58,7 @@ def test_stats_then_evaluate_prints_count_flagged_report(tmp_path, capsys):
     torch.set_num_threads(1)  # the tiny net is far faster on one thread when cores are shared
     try:
         code = main(["evaluate", "--model", str(tmp_path / "model"), "--samples-dir",
-                     str(tmp_path / "shards"), "--num-samples", "2", "--n-steps-each", "1",
+                     str(tmp_path / "shards"), "--num-samples", "2", "--steps-each", "1",
                      "--reference", str(stats_file), "--metrics", "fid", *common])
     finally:
         torch.set_num_threads(threads)

@@ -3,6 +3,7 @@ safe weight loading and clear errors. Inception costs ~1 s per 299px image on 2 
 so the network runs once on 3 images (module-scoped)."""
 
 import hashlib
+import io
 import pickle
 import zipfile
 
@@ -98,6 +99,11 @@ def test_wrong_weight_file_is_a_clear_error(tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, path)
     with pytest.raises(UserError, match="does not hold the FID Inception-v3 weights"):
         W.load_inception(path)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a weight file")
+    with pytest.raises(UserError, match="cannot load Inception weights") as refused:
+        W.load_inception(garbage)
+    assert "\n" not in str(refused.value) and "weights_only" not in str(refused.value)
 
 
 def test_torchscript_reader_refuses_code(tmp_path, capsys):
@@ -112,6 +118,27 @@ def test_torchscript_reader_refuses_code(tmp_path, capsys):
     with pytest.raises(UserError, match="refusing to load global .*print"):
         W.read_torchscript_tensors(path)
     assert "executed" not in capsys.readouterr().out
+
+
+def test_torchscript_reader_turns_corrupt_tensors_into_a_clear_error(tmp_path):
+    storage = object()
+
+    class OutOfBounds:  # a 100-float tensor over a 4-float storage
+        def __reduce__(self):
+            return (torch._utils._rebuild_tensor_v2, (storage, 0, (100,), (1,), False, {}))
+
+    class ArchivePickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", torch.FloatStorage, "0", "cpu", 4) if obj is storage else None
+
+    buffer = io.BytesIO()
+    ArchivePickler(buffer, protocol=2).dump({"w": OutOfBounds()})
+    path = tmp_path / "corrupt.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("m/data.pkl", buffer.getvalue())
+        z.writestr("m/data/0", bytes(16))
+    with pytest.raises(UserError, match="cannot read tensors from .*out of bounds"):
+        W.read_torchscript_tensors(path)
 
 
 def test_inception_score_without_head_says_it_needs_the_full_file():

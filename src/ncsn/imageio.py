@@ -6,6 +6,7 @@ Images are float tensors or arrays of shape (N, C, H, W) with values in [0, 1]; 
 from __future__ import annotations
 
 import math
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -142,3 +143,31 @@ def load_npz_images(path: str | Path) -> np.ndarray:
     if arr.dtype == np.uint8:
         return arr.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
     return arr.astype(np.float32)
+
+
+class NpzStream:
+    """Write one uint8 array into an ``.npz`` chunk by chunk (np.load reads it as usual)."""
+
+    def __init__(self, path: Path, name: str, shape: tuple[int, ...]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.shape, self.rows = shape, 0
+        self.zip = zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
+        self.fh = self.zip.open(f"{name}.npy", "w", force_zip64=True)
+        np.lib.format.write_array_header_2_0(
+            self.fh, {"descr": "|u1", "fortran_order": False, "shape": shape})
+
+    def append(self, rows: np.ndarray) -> None:
+        if rows.shape[1:] != self.shape[1:] or rows.dtype != np.uint8:
+            raise ValueError(f"expected uint8 rows of shape {self.shape[1:]}, got {rows.shape}")
+        self.fh.write(np.ascontiguousarray(rows).tobytes())
+        self.rows += rows.shape[0]
+
+    def close(self, **extra: np.ndarray) -> None:
+        """Finish the streamed array (all rows must have been written) and add ``extra``."""
+        self.fh.close()
+        if self.rows != self.shape[0]:
+            raise ValueError(f"wrote {self.rows} of {self.shape[0]} rows")
+        for key, value in extra.items():
+            with self.zip.open(f"{key}.npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.ascontiguousarray(value))
+        self.zip.close()

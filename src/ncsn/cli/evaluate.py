@@ -57,7 +57,7 @@ def register(sub: Any) -> None:
                      "(rerun to resume)")
     gen.add_argument("--shard-size", type=int, default=100, help="images per shard")
     gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--n-steps-each", type=int, default=None, help="Langevin steps per level "
+    gen.add_argument("--steps-each", type=int, default=None, help="Langevin steps per level "
                      "(default: the model's sampling settings, else the paper's 100)")
     gen.add_argument("--step-size", type=float, default=None, help="eps (paper) or step_lr "
                      "(official); default: model's, else paper 2e-5")
@@ -118,7 +118,7 @@ def _get_samples(args: argparse.Namespace) -> tuple[Any, str]:
         if args.samples_dir is None:
             raise UserError("--model needs --samples-dir, the folder for resumable shards")
         num = args.num_samples or 50_000
-        overrides = {"n_steps_each": args.n_steps_each, "step_size": args.step_size,
+        overrides = {"n_steps_each": args.steps_each, "step_size": args.step_size,
                      "convention": args.convention, "final_denoise": args.final_denoise}
         images = generate_samples(args.model, args.samples_dir, num, shard_size=args.shard_size,
                                   seed=args.seed, device=args.device, overrides=overrides,
@@ -132,6 +132,7 @@ def _get_samples(args: argparse.Namespace) -> tuple[Any, str]:
 def run_evaluate(args: argparse.Namespace) -> int:
     from ncsn.eval.features import dataset_stats, get_extractor, load_stats, subset
     from ncsn.eval.report import (
+        check_sample_count,
         format_report,
         nearest_neighbour_grid,
         require_logits,
@@ -157,7 +158,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if "nn" in metrics and is_file:
         raise UserError("nearest neighbours need the training images: pass --reference as a "
                         "data set name, not a statistics file")
-    _, channels, size, _ = samples.shape
+    check_sample_count(len(samples), metrics)
+    _, channels, size, width = samples.shape
+    if not is_file and size != width:
+        raise UserError(f"samples are {width}x{size} pixels; a data set reference is resized to "
+                        "the samples' size, so they must be square (or pass --reference as a "
+                        "statistics .npz)")
     if is_file:
         stats = load_stats(ref_path)
         split, ref_desc = stats.meta.get("split"), str(ref_path)

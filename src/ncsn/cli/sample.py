@@ -3,17 +3,16 @@
 Both run in batches (memory bounded by ``--batch-size`` for any number of images), show a
 progress bar over Langevin steps, take every random draw from one ``torch.Generator`` seeded by
 ``--seed`` and write a grid PNG plus individual PNGs or one ``.npz`` (streamed to disk).
-Sampler settings default to the model's ``spec["sampling"]`` (keys ``n_steps_each``,
-``step_size``, ``convention``, ``final_denoise``), then to the paper's (T = 100, eps = 2e-5).
-A model trained on logit-transformed data (``spec["sampling"]["logit"]``) samples in logit space;
-images are mapped back to [0, 1] before they are written.
+Sampler settings come from :func:`ncsn.nets.io.sampling_settings`: the command line over the
+model's ``spec["sampling"]`` over the paper's (T = 100, eps = 2e-5). A model trained on
+logit-transformed data (``spec["sampling"]["logit"]``) samples in logit space; images are mapped
+back to [0, 1] before they are written.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,41 +33,19 @@ from ncsn.core.samplers import (
 )
 from ncsn.data.transforms import inverse_logit_transform, logit_transform
 from ncsn.errors import UserError
-from ncsn.imageio import list_images, load_image, save_gif, save_grid, save_pngs, to_uint8
-from ncsn.nets.io import load_model
+from ncsn.imageio import (
+    NpzStream,
+    list_images,
+    load_image,
+    save_gif,
+    save_grid,
+    save_pngs,
+    to_uint8,
+)
+from ncsn.nets.io import load_model, sampling_settings
 
-PAPER_SAMPLING: dict[str, Any] = {"n_steps_each": 100, "step_size": 2e-5, "convention": "paper",
-                                  "final_denoise": False}
 MASKS = ("right", "lower", "center", "random")
 SAMPLERS = ("annealed_langevin", "predictor_corrector", "probability_flow_ode")
-
-
-class NpzStream:
-    """Write one uint8 array into an ``.npz`` chunk by chunk (np.load reads it as usual)."""
-
-    def __init__(self, path: Path, name: str, shape: tuple[int, ...]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.shape, self.rows = shape, 0
-        self.zip = zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
-        self.fh = self.zip.open(f"{name}.npy", "w", force_zip64=True)
-        np.lib.format.write_array_header_2_0(
-            self.fh, {"descr": "|u1", "fortran_order": False, "shape": shape})
-
-    def append(self, rows: np.ndarray) -> None:
-        if rows.shape[1:] != self.shape[1:] or rows.dtype != np.uint8:
-            raise ValueError(f"expected uint8 rows of shape {self.shape[1:]}, got {rows.shape}")
-        self.fh.write(np.ascontiguousarray(rows).tobytes())
-        self.rows += rows.shape[0]
-
-    def close(self, **extra: np.ndarray) -> None:
-        """Finish the streamed array (all rows must have been written) and add ``extra``."""
-        self.fh.close()
-        if self.rows != self.shape[0]:
-            raise ValueError(f"wrote {self.rows} of {self.shape[0]} rows")
-        for key, value in extra.items():
-            with self.zip.open(f"{key}.npy", "w", force_zip64=True) as fh:
-                np.lib.format.write_array(fh, np.ascontiguousarray(value))
-        self.zip.close()
 
 
 def _add_common_args(p: argparse.ArgumentParser) -> None:
@@ -134,21 +111,6 @@ def register(sub: Any) -> None:
     q.set_defaults(func=run_inpaint)
 
 
-def sampling_settings(args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]:
-    """Command-line values over the model's ``spec["sampling"]`` over the paper's settings."""
-    stored = spec.get("sampling") or {}
-    given = {"n_steps_each": args.steps_each, "step_size": args.step_size,
-             "convention": args.convention, "final_denoise": args.final_denoise}
-    settings = {k: given[k] if given[k] is not None else stored.get(k, default)
-                for k, default in PAPER_SAMPLING.items()}
-    if int(settings["n_steps_each"]) < 1 or float(settings["step_size"]) <= 0:
-        raise UserError("--steps-each must be >= 1 and --step-size > 0")
-    if settings["convention"] not in ("paper", "official"):
-        raise UserError(f"sampling convention must be paper or official, got "
-                        f"{settings['convention']!r}")
-    return settings
-
-
 def _pixels(x: Tensor, logit: bool) -> Tensor:
     """Model space -> images in [0, 1] on the CPU (inverse logit when the model uses it)."""
     return (inverse_logit_transform(x) if logit else x).clamp(0.0, 1.0).cpu()
@@ -211,10 +173,15 @@ class _Session:
     sigmas: Tensor
     settings: dict[str, Any]
     generator: torch.Generator
-    logit: bool
+
+    @property
+    def logit(self) -> bool:
+        """Whether the model works in logit space (images are mapped back for output)."""
+        return bool(self.settings["logit"])
 
     def sampler_kwargs(self) -> dict[str, Any]:
-        return {**self.settings, "generator": self.generator}
+        langevin = {k: v for k, v in self.settings.items() if k != "logit"}
+        return {**langevin, "generator": self.generator}
 
 
 def _setup(args: argparse.Namespace) -> _Session:
@@ -224,11 +191,12 @@ def _setup(args: argparse.Namespace) -> _Session:
     except RuntimeError as err:
         raise UserError(f"bad --device {args.device!r}: {err}") from err
     net, spec = load_model(args.model, device=device)
+    given = {"n_steps_each": args.steps_each, "step_size": args.step_size,
+             "convention": args.convention, "final_denoise": args.final_denoise}
     return _Session(net=net, spec=spec,
                     sigmas=torch.tensor(spec["sigmas"], dtype=torch.float32, device=device),
-                    settings=sampling_settings(args, spec),
-                    generator=torch.Generator(device=device).manual_seed(args.seed),
-                    logit=bool((spec.get("sampling") or {}).get("logit", False)))
+                    settings=sampling_settings(spec, given),
+                    generator=torch.Generator(device=device).manual_seed(args.seed))
 
 
 def _sampler_levels(args: argparse.Namespace, sigmas: Tensor) -> Tensor:

@@ -79,16 +79,22 @@ def require_logits(has_logits: bool) -> None:
                         "pass it with --weights (or --weights download)")
 
 
+def check_sample_count(num_samples: int, metrics: Sequence[str]) -> None:
+    """UserError when FID or KID is asked for fewer than 2 samples (no covariance, no pairs)."""
+    for metric in ("fid", "kid"):
+        if metric in metrics and num_samples < 2:
+            raise UserError(f"{metric.upper()} needs at least 2 samples, got {num_samples}")
+
+
 def score_features(features: np.ndarray, logits: np.ndarray | None, reference: ReferenceStats,
                    metrics: Sequence[str]) -> dict[str, float]:
     """FID / KID / IS of sample features against reference statistics."""
     metrics = _check_metrics(metrics, allow_empty=True)
+    check_sample_count(len(features), metrics)
     out: dict[str, float] = {"num_samples": float(len(features))}
     if reference.num_images > 0:
         out["num_reference"] = float(reference.num_images)
     if "fid" in metrics:
-        if len(features) < 2:
-            raise UserError("FID needs at least 2 samples")
         out["fid"] = frechet_distance_from_features(features, reference.mu, reference.sigma)
     if "kid" in metrics:
         if reference.features is None:
@@ -119,6 +125,7 @@ def score_samples(samples: torch.Tensor, reference: torch.Tensor | str | Path, *
     """
     metrics = _check_metrics(metrics)
     samples = check_images(samples, "samples")
+    check_sample_count(len(samples), metrics)
     weights_key = None if weights is None else str(weights)
     extractor = get_extractor(weights_key, str(device))
     stats = _reference_stats(reference, batch_size, weights_key, str(device))

@@ -22,8 +22,6 @@ from tqdm import tqdm
 from ncsn.errors import UserError
 from ncsn.imageio import list_images, load_image, load_npz_images, save_npz
 
-PAPER_SAMPLING = {"n_steps_each": 100, "step_size": 2e-5, "convention": "paper",
-                  "final_denoise": False, "logit": False}  # paper Section 5: T = 100, eps = 2e-5
 SHARD_SEED_STRIDE = 1_000_003
 
 
@@ -51,14 +49,6 @@ def load_samples(source: str | Path, channels: int | None = None,
     raise UserError(f"sample source {path} is neither a folder of images nor an .npz file")
 
 
-def sampler_settings(spec: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Paper defaults, then the model's ``spec["sampling"]``, then non-None ``overrides``."""
-    settings = dict(PAPER_SAMPLING)
-    settings.update({k: v for k, v in (spec.get("sampling") or {}).items() if k in settings})
-    settings.update({k: v for k, v in overrides.items() if v is not None})
-    return settings
-
-
 def _write_settings(out_dir: Path, record: dict[str, Any]) -> None:
     path = out_dir / "settings.json"
     if path.is_file():
@@ -83,14 +73,14 @@ def generate_samples(model: str | Path, out_dir: str | Path, num_samples: int, *
     model's sampling settings say ``logit``."""
     from ncsn.core.samplers import annealed_langevin
     from ncsn.data import inverse_logit_transform, logit_transform
-    from ncsn.nets.io import load_model, resolve_model_path
+    from ncsn.nets.io import load_model, resolve_model_path, sampling_settings
 
     if num_samples < 1 or shard_size < 1:
         raise UserError(f"num_samples and shard_size must be >= 1, got {num_samples}, "
                         f"{shard_size}")
     out_dir = Path(out_dir)
     net, spec = load_model(model, device)
-    settings = sampler_settings(spec, overrides or {})
+    settings = sampling_settings(spec, overrides)
     _write_settings(out_dir, {"model": str(resolve_model_path(model).resolve()),
                               "shard_size": shard_size, "seed": seed, **settings})
     sigmas = torch.tensor(spec["sigmas"], dtype=torch.float32, device=device)

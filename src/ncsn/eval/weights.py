@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ncsn.errors import UserError
+from ncsn.errors import UserError, weights_only_load_reason
 from ncsn.eval.inception import FIDInceptionV3, tf_name_map
 
 PTH_NAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -159,7 +159,8 @@ def read_torchscript_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         prefix = pkl[0].split("/")[0]
         try:
             root = _TorchScriptTensorReader(archive, prefix, archive.read(pkl[0])).load()
-        except (pickle.UnpicklingError, KeyError, ValueError) as err:
+        except (pickle.UnpicklingError, KeyError, ValueError, TypeError, RuntimeError) as err:
+            # TypeError / RuntimeError: malformed storage records or out-of-bounds tensor views
             raise UserError(f"cannot read tensors from {path}: {err}") from err
     out: dict[str, torch.Tensor] = {}
     _flatten(root, "", out)
@@ -214,7 +215,8 @@ def load_inception(weights: str | Path | None = None,
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises several types for a bad or unsafe file
-            raise UserError(f"cannot load Inception weights {path}: {err}") from err
+            raise UserError(f"cannot load Inception weights {path}: "
+                            f"{weights_only_load_reason(err)}") from err
         if not isinstance(state, dict):
             raise UserError(f"{path} is not a state dict of tensors; {_how_to_get()}")
         state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}

@@ -24,11 +24,11 @@ from ncsn.train.periodic import sample_images
 DEMO_CONFIG: dict[str, Any] = {
     "data": {"name": "mnist5k", "dequantize": True},
     "model": {"name": "unet_small", "ngf": 16, "ch_mult": [1, 2, 4]},
-    "noise": {"sigma_max": 5.0, "sigma_min": 0.01, "num_levels": 10},
-    "training": {"batch_size": 64, "n_iters": 1500, "lr": 1e-3, "ema_rate": 0.995,
+    "noise": {"sigma_max": 1.0, "sigma_min": 0.01, "num_levels": 10},
+    "training": {"batch_size": 64, "n_iters": 1500, "lr": 2e-3, "ema_rate": 0.995,
                  "snapshot_freq": 500, "keep_last": 2, "log_freq": 25, "test_freq": 250,
-                 "device": "cpu", "seed": 0},
-    "sampling": {"n_steps_each": 20, "step_size": "auto", "convention": "official",
+                 "device": "cpu", "threads": 1, "seed": 0},
+    "sampling": {"n_steps_each": 100, "step_size": 2e-5, "convention": "paper",
                  "final_denoise": True, "num_samples": 64},
 }
 # a seconds-long end-to-end run for tests (--quick): a tiny net, a few steps and Langevin steps

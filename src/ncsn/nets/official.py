@@ -18,8 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from ncsn.core.noise import geometric_sigmas
-from ncsn.errors import UserError
-from ncsn.nets.io import load_weights, save_model
+from ncsn.errors import UserError, weights_only_load_reason
+from ncsn.nets.io import PAPER_SAMPLING, load_weights, save_model
 from ncsn.nets.registry import build_network
 
 PREFIX = "module."
@@ -31,8 +31,6 @@ OFFICIAL_PRESETS: dict[str, dict[str, Any]] = {
     "celeba": {"ngf": 128, "channels": 3, "image_size": 32},
 }
 OFFICIAL_SIGMAS = {"sigma_max": 1.0, "sigma_min": 0.01, "num_levels": 10}
-# Sampling as in the paper (T = 100 per level, eps = 2e-5 in the paper's convention).
-PAPER_SAMPLING = {"n_steps_each": 100, "step_size": 2e-5, "convention": "paper"}
 
 
 def strip_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -50,8 +48,8 @@ def load_official_state_dict(path: str | Path) -> dict[str, Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError,
             ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot read {path} as a weights-only torch checkpoint: {first}") from err
+        raise UserError(f"cannot read {path} as a weights-only torch checkpoint: "
+                        f"{weights_only_load_reason(err)}") from err
     if isinstance(obj, (list, tuple)) and obj and isinstance(obj[0], Mapping):
         obj = obj[0]
     if not isinstance(obj, Mapping) or not obj:
