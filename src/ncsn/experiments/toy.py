@@ -12,19 +12,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from tqdm import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from ncsn.core.losses import ssm_loss  # noqa: E402
-from ncsn.core.noise import geometric_sigmas  # noqa: E402
-from ncsn.core.samplers import annealed_langevin, langevin  # noqa: E402
-from ncsn.core.toy import GaussianMixture, paper_mixture  # noqa: E402
-from ncsn.nets.mlp import ToyMLP  # noqa: E402
+from ncsn.core.losses import ssm_loss
+from ncsn.core.noise import geometric_sigmas
+from ncsn.core.samplers import annealed_langevin, langevin
+from ncsn.core.toy import GaussianMixture, paper_mixture
+from ncsn.nets.mlp import ToyMLP
 
 BOX = 8.0
 
@@ -50,7 +48,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def _scatter(ax: plt.Axes, x: torch.Tensor, title: str) -> None:
+def _scatter(ax: Axes, x: torch.Tensor, title: str) -> None:
     ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2, alpha=0.6)
     ax.set(xlim=(-BOX, BOX), ylim=(-BOX, BOX), title=title, aspect="equal")
 
@@ -86,7 +84,8 @@ def figure3(out: str | Path, *, num_samples: int = 1280, seed: int = 0,
         }
     np.savez_compressed(out / "figure3_samples.npz", exact=exact.numpy(), langevin=plain.numpy(),
                         annealed_langevin=annealed.numpy(), init=init.numpy())
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
+    fig = Figure(figsize=(12, 4.2))
+    axes = fig.subplots(1, 3)
     for ax, (x, title) in zip(axes, ((exact, "(a) exact sampling"),
                                      (plain, "(b) Langevin dynamics"),
                                      (annealed, "(c) annealed Langevin dynamics")), strict=True):
@@ -96,7 +95,6 @@ def figure3(out: str | Path, *, num_samples: int = 1280, seed: int = 0,
                                            for k, v in results.items()), fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "figure3.png", dpi=120)
-    plt.close(fig)
     metrics = {
         "figure": 3, "num_samples": num_samples, "seed": seed, "true_weight": true_weight,
         "settings": {"langevin": {"step_size": step_size, "n_steps": langevin_steps},
@@ -173,7 +171,8 @@ def figure2(out: str | Path, *, steps: int = 10_000, batch_size: int = 128, lr: 
         log_density = mix.log_prob(dense).numpy().reshape(200, 200)
     np.savez_compressed(out / "figure2_fields.npz", grid=coarse.numpy(), true_score=true_field,
                         learned_score=learned_field, losses=np.asarray(losses))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.3))
+    fig = Figure(figsize=(13, 4.3))
+    axes = fig.subplots(1, 3)
     axes[0].pcolormesh(dx, dy, np.exp(log_density), shading="auto", cmap="Oranges")
     axes[0].set_title("(a) data density p(x)")
     for ax, field, title in ((axes[1], true_field, "(b) data scores"),
@@ -190,13 +189,12 @@ def figure2(out: str | Path, *, steps: int = 10_000, batch_size: int = 128, lr: 
                  f"{errors['score_error_low_density_mean']:.2f}", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "figure2.png", dpi=120)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.subplots()
     ax.plot(losses, lw=0.5)
     ax.set(xlabel="step", ylabel="SSM-VR loss", title="Figure 2 training loss")
     fig.tight_layout()
     fig.savefig(out / "figure2_loss.png", dpi=100)
-    plt.close(fig)
     tail = losses[-min(500, len(losses)):]
     metrics = {
         "figure": 2, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
