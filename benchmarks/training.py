@@ -61,7 +61,15 @@ def bench(path: Path, steps: int, batch_size: int | None) -> dict[str, float | s
             "params_M": sum(p.numel() for p in net.parameters()) / 1e6,
             "gflop_per_sample": counter.get_total_flops() / 1e9, "batch": full,
             "timed_batch": b, "s_per_step": per_step,
-            "hours_for_n_iters": per_step * config.training.n_iters / 3600}
+            "n_iters": config.training.n_iters}
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days"
 
 
 def main() -> None:
@@ -75,14 +83,14 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print("| config | network | params (M) | GFLOP/sample (fwd) | batch | s/step | "
-          "hours for n_iters |")
+          "n_iters take |")
     print("|---|---|---|---|---|---|---|")
     for path in args.configs:
         r = bench(path, args.steps, args.batch_size)
         est = "" if r["timed_batch"] == r["batch"] else f" (est. from batch {r['timed_batch']})"
         print(f"| {r['config']} | {r['network']} | {r['params_M']:.2f} | "
               f"{r['gflop_per_sample']:.3f} | {r['batch']} | {r['s_per_step']:.2f}{est} | "
-              f"{r['hours_for_n_iters']:.1f} |", flush=True)
+              f"{_duration(r['s_per_step'] * r['n_iters'])} |", flush=True)
 
 
 if __name__ == "__main__":

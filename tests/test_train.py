@@ -227,3 +227,12 @@ def test_ema_is_the_exponential_moving_average() -> None:
     # 0.75 * (0.75 * 1 + 0.25 * 5) + 0.25 * 9 = 3.75
     torch.testing.assert_close(ema.model.weight, torch.full((1, 2), 3.75))
     assert not ema.model.weight.requires_grad
+
+
+def test_channels_last_trains_the_same_model(tmp_path: Path) -> None:
+    train(tiny_config(training={"n_iters": 3}), tmp_path / "nchw", progress=False)
+    train(tiny_config(training={"n_iters": 3, "channels_last": True}), tmp_path / "nhwc",
+          progress=False)
+    a, b = final_state(tmp_path / "nchw"), final_state(tmp_path / "nhwc")
+    for name, value in a["model"].items():
+        torch.testing.assert_close(value, b["model"][name], rtol=1e-5, atol=1e-6)

@@ -28,7 +28,7 @@ DEMO_CONFIG: dict[str, Any] = {
     "training": {"batch_size": 64, "n_iters": 1500, "lr": 2e-3, "ema_rate": 0.995,
                  "snapshot_freq": 500, "keep_last": 2, "log_freq": 25, "test_freq": 250,
                  "device": "cpu", "threads": 1, "seed": 0},
-    "sampling": {"n_steps_each": 100, "step_size": 2e-5, "convention": "paper",
+    "sampling": {"n_steps_each": 100, "step_size": 4e-5, "convention": "paper",
                  "final_denoise": True, "num_samples": 64},
 }
 # a seconds-long end-to-end run for tests (--quick): a tiny net, a few steps and Langevin steps
