@@ -49,6 +49,19 @@ def test_quick_demo_writes_grid_curve_and_metrics(tmp_path: Path, capsys) -> Non
     net, spec = load_model(out)
     assert spec["image_size"] == 28 and spec["sampling"]["final_denoise"] is True
 
-    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 2
-    assert "already exists" in capsys.readouterr().err
     assert main(["demo", "--steps", "0", "--out", str(out)]) == 2
+
+
+def test_demo_resumes_an_interrupted_run_to_the_same_weights(tmp_path: Path, capsys) -> None:
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert main(["demo", "--quick", "--steps", "6", "--out", str(whole), "--no-progress"]) == 0
+    assert main(["demo", "--quick", "--steps", "3", "--out", str(split), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["demo", "--quick", "--steps", "6", "--out", str(split), "--no-progress"]) == 0
+    assert "resuming from" in capsys.readouterr().out
+    for a, b in zip(load_model(whole)[0].state_dict().values(),
+                    load_model(split)[0].state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert main(["demo", "--quick", "--steps", "6", "--overwrite", "--out", str(split),
+                 "--no-progress"]) == 0
+    assert "resuming" not in capsys.readouterr().out

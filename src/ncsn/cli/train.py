@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
     d.add_argument("--quick", action="store_true",
                    help="a tiny network and a few steps: checks the pipeline in seconds")
-    d.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    d.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an existing --out (default: resume it)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=run_demo_command)
 

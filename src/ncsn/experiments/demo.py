@@ -65,10 +65,16 @@ def demo_config(*, steps: int | None = None, quick: bool = False) -> Config:
 
 def run_demo(out_dir: str | Path, *, steps: int | None = None, quick: bool = False,
              overwrite: bool = False, progress: bool = True) -> DemoResult:
-    """Train, sample, and write ``samples.png``, ``loss.png``, ``metrics.jsonl``, ``demo.json``."""
+    """Train, sample, and write ``samples.png``, ``loss.png``, ``metrics.jsonl``, ``demo.json``.
+
+    An existing ``out_dir`` is resumed from its latest checkpoint (a finished run is only sampled
+    again) unless ``overwrite`` starts afresh.
+    """
     out_dir = Path(out_dir)
     began = time.perf_counter()
-    train(demo_config(steps=steps, quick=quick), out_dir, overwrite=overwrite, progress=progress)
+    resume = not overwrite and out_dir.is_dir() and any(out_dir.iterdir())
+    train(demo_config(steps=steps, quick=quick), out_dir, resume=resume, overwrite=overwrite,
+          progress=progress)
     train_seconds = time.perf_counter() - began
     config = load_config(out_dir / "config.yaml")
     net, spec = load_model(out_dir)
