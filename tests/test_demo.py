@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 from PIL import Image
 
@@ -15,14 +14,6 @@ from ncsn.experiments.demo import demo_config
 from ncsn.nets.io import load_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_demo_recipe_is_the_shipped_config() -> None:

@@ -145,15 +145,6 @@ def test_sample_sources_and_their_errors(tmp_path):
         load_samples(tmp_path / "missing.npz")
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny networks run far faster on one thread when the cores are shared (OpenMP barriers)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_generation_is_resumable_and_refuses_mixed_settings(tmp_path, one_thread):
     from ncsn.core.noise import geometric_sigmas
     from ncsn.nets import build_network

@@ -24,15 +24,6 @@ from ncsn.train import (
 from test_train_support import assert_same_training_state, final_state, tiny_config
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny nets on a shared 2-core box run far faster so."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 

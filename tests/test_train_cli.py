@@ -4,21 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-import torch
 import yaml
 
 from ncsn.cli import main
 from ncsn.config import load_config
 from test_train_support import assert_same_training_state, final_state, tiny_raw
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _config_file(tmp_path: Path) -> Path:

@@ -14,15 +14,6 @@ from ncsn.nets.unet import UNetSmall
 SIGMAS = geometric_sigmas(5.0, 0.01, 10)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny nets on a shared 2-core box run far faster so."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _flops_per_sample(net: torch.nn.Module, size: int) -> int:
     with FlopCounterMode(display=False) as counter:
         net(torch.rand(1, 1, size, size), torch.ones(1))
