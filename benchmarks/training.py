@@ -18,14 +18,14 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ncsn.config import load_config
+from ncsn.config import Config, load_config
 from ncsn.core.losses import dsm_loss
 from ncsn.core.noise import geometric_sigmas
 from ncsn.data import DATASETS
 from ncsn.nets import build_network
 
 
-def _shape(config) -> tuple[int, int]:
+def _shape(config: Config) -> tuple[int, int]:
     info = DATASETS[config.data.name]
     channels = config.data.channels or info.channels or 3
     size = config.data.image_size or info.image_size or 32

@@ -146,3 +146,9 @@ def test_sampling_settings_overrides_beat_the_spec_which_beats_the_paper():
         sampling_settings(spec, {"n_steps_each": 0})
     with pytest.raises(UserError, match="convention must be paper or official"):
         sampling_settings(spec, {"convention": "ddpm"})
+
+
+def test_a_value_the_network_rejects_is_a_user_error():
+    with pytest.raises(UserError, match="model: network 'unet_small' rejects its fields: .*groups"):
+        build_network({"name": "unet_small", "groups": 0}, channels=1, image_size=8,
+                      sigmas=torch.tensor([1.0, 0.1]))

@@ -10,6 +10,7 @@ import torch
 
 import ncsn.eval
 import ncsn.train.trainer as trainer_module
+from ncsn.data import logit_transform, to_float
 from ncsn.errors import UserError
 from ncsn.nets.io import load_model
 from ncsn.train import (
@@ -21,6 +22,7 @@ from ncsn.train import (
     load_checkpoint,
     train,
 )
+from ncsn.train.setup import resolve_noise
 from test_train_support import assert_same_training_state, final_state, tiny_config
 
 
@@ -90,14 +92,33 @@ def test_no_ema_reproduces_the_paper(tmp_path: Path) -> None:
     assert not (tmp_path / "r" / "model_ema.safetensors").exists()
 
 
-def _nan_at_call(monkeypatch, bad_call: int) -> None:
+def test_resume_without_ema_removes_the_stale_ema_model(tmp_path: Path) -> None:
+    run = tmp_path / "r"
+    train(tiny_config(training={"n_iters": 2}), run, progress=False)
+    assert (run / "model_ema.safetensors").is_file()
+    train(tiny_config(training={"ema_rate": None, "n_iters": 4}), run, resume=True,
+          progress=False)
+    assert not (run / "model_ema.safetensors").exists() and not (run / "model_ema.json").exists()
+    net, _ = load_model(run)  # now the trained weights, not the old EMA of step 2
+    trained = final_state(run)["model"]
+    for name, value in net.state_dict().items():
+        assert torch.equal(value, trained[name])
+
+
+def _poison_call(monkeypatch, bad_call: int, *, gradient: bool = False) -> None:
+    """Make the ``bad_call``-th DSM loss NaN or, with ``gradient``, finite with a NaN gradient
+    (0 * d sqrt(|u|)/du at u = 0)."""
     real = trainer_module.dsm_loss
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
         loss = real(*args, **kwargs)
-        return loss * float("nan") if calls["n"] == bad_call else loss
+        if calls["n"] != bad_call:
+            return loss
+        if gradient:
+            return loss + 0.0 * (loss - loss.detach()).abs().sqrt()
+        return loss * float("nan")
 
     monkeypatch.setattr(trainer_module, "dsm_loss", flaky)
 
@@ -105,7 +126,7 @@ def _nan_at_call(monkeypatch, bad_call: int) -> None:
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path,
                                                                  monkeypatch) -> None:
     run = tmp_path / "run"
-    _nan_at_call(monkeypatch, 6)
+    _poison_call(monkeypatch, 6)
     with pytest.raises(NonFiniteLossError) as info:
         train(tiny_config(), run, progress=False)
     message = str(info.value)
@@ -116,9 +137,22 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path,
     assert not (run / "model.safetensors").exists()
 
 
-def test_nonfinite_loss_is_skipped_when_configured(tmp_path: Path, monkeypatch) -> None:
+def test_nonfinite_gradient_stops_before_a_checkpoint_stores_it(tmp_path: Path,
+                                                                monkeypatch) -> None:
     run = tmp_path / "run"
-    _nan_at_call(monkeypatch, 3)
+    _poison_call(monkeypatch, 4, gradient=True)  # step 4 is also a checkpoint step
+    with pytest.raises(NonFiniteLossError) as info:
+        train(tiny_config(), run, progress=False)
+    message = str(info.value)
+    assert "gradient became non-finite at step 4" in message and "no checkpoint yet" in message
+    assert list_checkpoints(run / "checkpoints") == []
+
+
+@pytest.mark.parametrize("gradient", [False, True], ids=["loss", "gradient"])
+def test_nonfinite_step_is_skipped_when_configured(tmp_path: Path, monkeypatch,
+                                                   gradient: bool) -> None:
+    run = tmp_path / "run"
+    _poison_call(monkeypatch, 3, gradient=gradient)
     result = train(tiny_config(training={"skip_nonfinite": True}), run, progress=False)
     assert (result.step, result.skipped_steps) == (8, 1)
     skipped = [m for m in _metrics(run) if m.get("event") == "skipped_nonfinite"]
@@ -126,6 +160,16 @@ def test_nonfinite_loss_is_skipped_when_configured(tmp_path: Path, monkeypatch) 
     state = final_state(run)
     assert state["skipped"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_resume_applies_the_configs_adam_settings(tmp_path: Path) -> None:
+    """The non-finite message says: lower training.lr and --resume; the new lr must be used."""
+    run = tmp_path / "run"
+    train(tiny_config(training={"n_iters": 4}), run, progress=False)
+    train(tiny_config(training={"n_iters": 6, "lr": 1e-4, "betas": [0.5, 0.9]}), run,
+          resume=True, progress=False)
+    group = final_state(run)["optimizer"]["param_groups"][0]
+    assert group["lr"] == 1e-4 and tuple(group["betas"]) == (0.5, 0.9)
 
 
 def test_best_checkpoint_by_metric(tmp_path: Path, monkeypatch) -> None:
@@ -154,6 +198,23 @@ def test_best_checkpoint_by_metric(tmp_path: Path, monkeypatch) -> None:
     plain, scored = final_state(tmp_path / "plain"), final_state(run)
     for name, value in plain["model"].items():
         assert torch.equal(value, scored["model"][name])
+
+
+def test_best_checkpoint_ignores_nan_scores_and_restarts_with_another_metric(
+        tmp_path: Path, monkeypatch) -> None:
+    scores = iter([float("nan"), 2.0, 50.0])
+    monkeypatch.setattr(ncsn.eval, "score_samples",
+                        lambda samples, reference, *, metrics, **kwargs:
+                        {metrics[0]: next(scores)})
+    run = tmp_path / "run"
+    kid = {"every": 2, "num_samples": 4, "metric": "kid"}
+    assert train(tiny_config(training={"n_iters": 4}, eval=kid), run,
+                 progress=False).best == {"metric": "kid", "value": 2.0, "step": 4}
+    fid = {**kid, "metric": "fid"}
+    result = train(tiny_config(training={"n_iters": 6}, eval=fid), run, resume=True,
+                   progress=False)
+    assert result.best == {"metric": "fid", "value": 50.0, "step": 6}
+    assert load_checkpoint(run / "checkpoints" / "best.pt")["best"]["metric"] == "fid"
 
 
 def test_test_loss_and_sample_grids_are_logged(tmp_path: Path) -> None:
@@ -197,8 +258,33 @@ def test_resume_with_another_model_config_is_refused(tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(tiny_config(training={"n_iters": 4}), run, progress=False)
     other = tiny_config(model={"ngf": 8}, training={"n_iters": 8})
-    with pytest.raises(UserError, match=r"different model config: field model\.ngf is 4 there"):
+    with pytest.raises(UserError, match=r"different model config: field model\.ngf is 4 there, "
+                       r"8 here; .*--overwrite"):
         train(other, run, resume=True, progress=False)
+
+
+def test_rejected_network_hyper_parameter_is_a_user_error(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(training={"n_iters": 2}), run, progress=False)
+    with pytest.raises(UserError, match=r"^model: .*groups must be >= 1"):
+        train(tiny_config(model={"groups": 0}), run, overwrite=True, progress=False)
+    # --overwrite deletes the old run only once the new one is known to start
+    assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [2]
+
+
+@pytest.mark.parametrize("logit", [False, True])
+def test_auto_sigma_max_is_the_largest_distance_where_the_network_sees_the_data(
+        logit: bool) -> None:
+    images = (torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 255).to(
+        torch.uint8)
+    config = tiny_config(noise={"sigma_max": "auto", "num_levels": "auto"}, data={"logit": logit})
+    resolved, sigmas = resolve_noise(config, images)
+    data = logit_transform(to_float(images)) if logit else to_float(images)
+    flat = data.reshape(6, -1).double()
+    assert resolved.noise.sigma_max == pytest.approx(float(torch.cdist(flat, flat).max()),
+                                                     abs=1e-4)
+    assert resolved.noise.num_levels == sigmas.numel() >= 2
+    assert float(sigmas[0]) == pytest.approx(resolved.noise.sigma_max, rel=1e-6)
 
 
 def test_amp_needs_cuda() -> None:

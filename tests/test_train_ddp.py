@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from ncsn.config import validate_config
 from ncsn.nets import build_network
 from ncsn.nets.io import load_model
-from ncsn.train import train
+from ncsn.train import distributed, train
 from test_train_support import folder_raw, write_image_folder
 
 WORLD = 2
@@ -57,3 +57,16 @@ def test_two_processes_match_one_process(tmp_path: Path) -> None:
     assert moved > 1e-3
     records = (tmp_path / "two" / "metrics.jsonl").read_text()
     assert '"world_size": 2' in records
+
+
+def test_collectives_outlast_a_long_rank0_evaluation(monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group",
+                        lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    info = distributed.init_distributed(torch.device("cpu"))
+    assert (info.rank, info.world_size, info.enabled, info.is_main) == (1, 2, True, False)
+    assert calls == [{"backend": "gloo", "timeout": distributed.COLLECTIVE_TIMEOUT}]
+    assert distributed.COLLECTIVE_TIMEOUT.total_seconds() >= 3600

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ncsn.config import Config, validate_config
-from ncsn.train import load_checkpoint
+from ncsn.train import list_checkpoints, load_checkpoint
 
 TINY: dict[str, Any] = {
     "data": {"name": "digits8"},
@@ -35,8 +35,7 @@ def tiny_config(**sections: dict[str, Any]) -> Config:
 
 
 def final_state(run_dir: Path) -> dict[str, Any]:
-    from ncsn.train import list_checkpoints
-
+    """The latest checkpoint of ``run_dir``."""
     return load_checkpoint(list_checkpoints(run_dir / "checkpoints")[-1][1])
 
 

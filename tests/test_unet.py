@@ -72,6 +72,8 @@ def test_bad_hyper_parameters() -> None:
         UNetSmall(channels=1, image_size=8, ch_mult=())
     with pytest.raises(ValueError, match="ngf"):
         UNetSmall(channels=1, image_size=8, ngf=0)
+    with pytest.raises(ValueError, match="groups must be >= 1"):
+        UNetSmall(channels=1, image_size=8, groups=0)
 
 
 def test_it_learns_a_closed_form_score() -> None:

@@ -13,10 +13,18 @@ import inspect
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ncsn.errors import UserError
 
@@ -34,6 +42,15 @@ _YamlLoader.add_implicit_resolver(
 def parse_yaml(text: str) -> Any:
     """``yaml.safe_load`` with floats such as ``2e-4`` (YAML 1.1 would give a string)."""
     return yaml.load(text, Loader=_YamlLoader)
+
+
+def _positive_or_auto(v: float | str) -> float | str:
+    if not isinstance(v, str) and v <= 0:
+        raise ValueError("must be > 0 (or 'auto')")
+    return v
+
+
+PositiveOrAuto = Annotated[float | Literal["auto"], AfterValidator(_positive_or_auto)]
 
 
 class _Section(BaseModel):
@@ -56,16 +73,9 @@ class DataConfig(_Section):
 class NoiseConfig(_Section):
     """Geometric noise levels; ``"auto"`` applies NCSNv2 techniques 1 (sigma_max) and 2 (L)."""
 
-    sigma_max: float | Literal["auto"] = 1.0
+    sigma_max: PositiveOrAuto = 1.0
     sigma_min: float = Field(default=0.01, gt=0)
     num_levels: int | Literal["auto"] = 10
-
-    @field_validator("sigma_max")
-    @classmethod
-    def _positive_sigma(cls, v: float | str) -> float | str:
-        if not isinstance(v, str) and v <= 0:
-            raise ValueError("must be > 0 (or 'auto')")
-        return v
 
     @field_validator("num_levels")
     @classmethod
@@ -120,7 +130,7 @@ class TrainingConfig(_Section):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v not in ("auto", "cpu", "cuda") and not v.startswith("cuda:"):
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
             raise ValueError("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
         return v
 
@@ -129,17 +139,10 @@ class SamplingConfig(_Section):
     """Annealed Langevin dynamics (Algorithm 1); ``step_size: auto`` is NCSNv2 technique 4."""
 
     n_steps_each: int = Field(default=100, gt=0)
-    step_size: float | Literal["auto"] = 2e-5
+    step_size: PositiveOrAuto = 2e-5
     convention: Literal["paper", "official"] = "paper"
     final_denoise: bool = False
     num_samples: int = Field(default=64, gt=0)
-
-    @field_validator("step_size")
-    @classmethod
-    def _positive_step(cls, v: float | str) -> float | str:
-        if not isinstance(v, str) and v <= 0:
-            raise ValueError("must be > 0 (or 'auto')")
-        return v
 
 
 class EvalConfig(_Section):

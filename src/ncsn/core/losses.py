@@ -69,8 +69,9 @@ def dsm_loss(score: ScoreFn, x: Tensor, sigmas: Tensor, *, levels: Tensor | None
     return _reduce(per_sample, reduction)
 
 
-def _projections(x: Tensor, n_particles: int, projection: Projection,
-                 generator: torch.Generator | None) -> Tensor:
+def draw_projections(x: Tensor, n_particles: int, projection: Projection,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """SSM projection vectors v, shape (n_particles, *x.shape): N(0, I) or Rademacher +-1."""
     shape = (n_particles, *x.shape)
     if projection == "gaussian":
         return torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -100,7 +101,7 @@ def ssm_loss(score: ScoreFn, x: Tensor, sigmas: Tensor | None = None, *,
         x_in, sigma, _ = _perturb(x, sigmas, levels, noise, generator)
         weight = sigma**anneal_power
     if projections is None:
-        projections = _projections(x, n_particles, projection, generator)
+        projections = draw_projections(x, n_particles, projection, generator)
     n = projections.shape[0]
     with torch.enable_grad():
         x_rep = x_in.detach().unsqueeze(0).expand(n, *x.shape).reshape(-1, *x.shape[1:])

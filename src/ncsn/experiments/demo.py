@@ -92,7 +92,8 @@ def run_demo(out_dir: str | Path, *, steps: int | None = None, quick: bool = Fal
     curve = plot_loss_curve(out_dir / "metrics.jsonl", out_dir / "loss.png")
     summary = {"train_seconds": round(train_seconds, 1), "sample_seconds": round(sample_seconds, 1),
                "steps": config.training.n_iters, "num_samples": n,
-               "network_evaluations": int(sigmas.numel()) * config.sampling.n_steps_each + 1,
+               "network_evaluations": int(sigmas.numel()) * config.sampling.n_steps_each
+               + int(config.sampling.final_denoise),
                "grid": grid.name, "loss_curve": curve.name}
     (out_dir / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
     return DemoResult(out_dir, grid, curve, out_dir / "metrics.jsonl", train_seconds,
@@ -100,4 +101,5 @@ def run_demo(out_dir: str | Path, *, steps: int | None = None, quick: bool = Fal
 
 
 def net_device(net: torch.nn.Module) -> torch.device:
+    """The device holding ``net``'s parameters."""
     return next(net.parameters()).device

@@ -96,4 +96,8 @@ def build_network(section: Mapping[str, Any], *, channels: int, image_size: int,
     params = inspect.signature(cls).parameters
     context = {"channels": channels, "image_size": image_size, "sigmas": sigmas}
     kwargs = {k: v for k, v in context.items() if k in params}
-    return cls(**kwargs, **given)
+    try:
+        return cls(**kwargs, **given)
+    except ValueError as err:  # a hyper-parameter value the network itself rejects
+        raise UserError(f"model: network {name!r} rejects its fields: {err}; fix the model "
+                        "section of the config") from None

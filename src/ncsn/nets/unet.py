@@ -78,8 +78,9 @@ class UNetSmall(nn.Module):
         del sigmas
         if not ch_mult or any(int(m) < 1 for m in ch_mult):
             raise ValueError(f"ch_mult must be a non-empty list of positive ints, got {ch_mult}")
-        if ngf < 1 or num_res_blocks < 1 or emb_dim < 2:
-            raise ValueError("ngf, num_res_blocks must be >= 1 and emb_dim >= 2")
+        if min(ngf, num_res_blocks, groups) < 1 or emb_dim < 2:
+            raise ValueError(f"ngf, num_res_blocks and groups must be >= 1 and emb_dim >= 2, got "
+                             f"{ngf}, {num_res_blocks}, {groups} and {emb_dim}")
         self.image_size = image_size
         widths = [ngf * int(m) for m in ch_mult]
         self.embed = SigmaEmbedding(emb_dim)

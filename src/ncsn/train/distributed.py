@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from ncsn.errors import UserError
+
+# Rank 0 alone draws sample grids and FID/KID sets while the others wait in the next all-reduce;
+# NCCL's default 10-minute timeout would kill a run whose evaluation takes longer (NCSNv2,
+# 1,000 samples x 1,161 network evaluations), so collectives may wait this long.
+COLLECTIVE_TIMEOUT = timedelta(hours=2)
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,7 @@ def init_distributed(device: torch.device) -> DistInfo:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
     return info
 
 

@@ -4,14 +4,16 @@ random stream (a run with or without these logs trains the same weights)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
+from ncsn.config import Config
 from ncsn.core.losses import dsm_loss
-from ncsn.core.samplers import annealed_langevin
+from ncsn.core.samplers import Callback, annealed_langevin
 from ncsn.data import inverse_logit_transform, logit_transform, to_float
 from ncsn.imageio import save_grid
 from ncsn.train import checkpoint as ckpt
@@ -28,9 +30,9 @@ SAMPLE_BATCH = 500
 
 
 @torch.no_grad()
-def sample_images(net: nn.Module, config: Any, sigmas: Tensor, n: int, channels: int,
+def sample_images(net: nn.Module, config: Config, sigmas: Tensor, n: int, channels: int,
                   image_size: int, generator: torch.Generator, device: torch.device,
-                  callback: Any = None) -> Tensor:
+                  callback: Callback | None = None) -> Tensor:
     """``n`` samples by annealed Langevin dynamics from uniform noise (Algorithm 1), in [0, 1]."""
     s, logit = config.sampling, config.data.logit
     step = resolve_step_size(s, sigmas)
@@ -106,7 +108,8 @@ class Periodic:
         return ref
 
     def evaluate(self) -> None:
-        """Score samples with ``ncsn.eval.score_samples``; save ``best.pt`` when improved."""
+        """Score samples with ``ncsn.eval.score_samples``; save ``best.pt`` when improved (a NaN
+        score never is; a resumed run with another ``eval.metric`` starts its best afresh)."""
         from ncsn import eval as ncsn_eval
 
         tr, e = self.tr, self.tr.config.eval
@@ -114,7 +117,8 @@ class Periodic:
         result = ncsn_eval.score_samples(samples.cpu(), self._reference(), metrics=(e.metric,),
                                          device=tr.device)
         value = float(result[e.metric])
-        improved = tr.best is None or value < tr.best["value"]
+        improved = math.isfinite(value) and (tr.best is None or tr.best["metric"] != e.metric
+                                             or value < tr.best["value"])
         if improved:
             tr.best = {"metric": e.metric, "value": value, "step": tr.step}
             ckpt.save_atomic(tr.state_dict(), tr.ckpt_dir / ckpt.BEST_NAME)

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ncsn.config import Config, SamplingConfig
 from ncsn.core.noise import geometric_sigmas, ncsnv2_num_levels, ncsnv2_sigma_max, ncsnv2_step_size
-from ncsn.data import load_dataset, to_float
+from ncsn.data import load_dataset, logit_transform, to_float
 from ncsn.errors import UserError
 
 AUTO_SIGMA_SUBSET = 5000  # images used for NCSNv2's sigma_1 = max pairwise distance
@@ -57,7 +57,10 @@ def resolve_noise(config: Config, train_images: Tensor) -> tuple[Config, Tensor]
         n = train_images.shape[0]
         subset = torch.randperm(n, generator=gen)[:AUTO_SIGMA_SUBSET] if n > AUTO_SIGMA_SUBSET \
             else torch.arange(n)
-        sigma_max = round(ncsnv2_sigma_max(to_float(train_images[subset])), 4)
+        data = to_float(train_images[subset])
+        if config.data.logit:  # distances where the network sees the data
+            data = logit_transform(data)
+        sigma_max = round(ncsnv2_sigma_max(data), 4)
     num_levels = noise.num_levels
     if num_levels == "auto":
         dim = int(train_images[0].numel())
@@ -102,5 +105,5 @@ def check_resume_config(saved: Mapping[str, Any], current: Mapping[str, Any],
                              fields)
         if diffs:
             raise UserError(f"checkpoint {path} was made with a different {section} config: "
-                            f"field {'; '.join(diffs)}; use the run's config.yaml or start a "
-                            "new --run-dir")
+                            f"field {'; '.join(diffs)}; use the run's config.yaml, another "
+                            "run directory, or --overwrite to start this one afresh")

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ncsn.config import Config, config_to_dict, save_config
-from ncsn.core.losses import draw_levels, dsm_loss, ssm_loss
+from ncsn.core.losses import draw_levels, draw_projections, dsm_loss, ssm_loss
 from ncsn.data import apply_train_transforms, to_float
 from ncsn.errors import UserError
 from ncsn.nets import build_network
@@ -92,9 +92,6 @@ class Trainer:
             raise UserError("training.amp (bf16) needs a CUDA device; it is far slower on a CPU; "
                             "set training.amp=false")
         self.info: DistInfo = init_distributed(self.device)
-        if self.info.is_main:
-            prepare_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
-        barrier(self.info)
         if t.batch_size % self.info.world_size:
             raise UserError(f"training.batch_size ({t.batch_size}) must be divisible by the "
                             f"number of processes ({self.info.world_size})")
@@ -109,13 +106,15 @@ class Trainer:
                                  image_size=self.image_size, sigmas=self.sigmas).to(self.device)
         if t.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=t.lr, betas=t.betas,
-                                          eps=t.adam_eps, weight_decay=t.weight_decay)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), **self._adam_settings())
         self.ema = EMA(self.net, t.ema_rate) if t.ema_rate else None
         self.gen = torch.Generator(device=self.device).manual_seed(t.seed)
         self.step, self.skipped, self.best = 0, 0, None
         self.sigmas_dev = self.sigmas.to(self.device)
         self.ckpt_dir = self.run_dir / "checkpoints"
+        if self.info.is_main:  # after every check above: --overwrite deletes only a usable setup
+            prepare_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
+        barrier(self.info)
         if resume:
             self._resume()
         self.score_fn = self._wrap(self.net)
@@ -123,6 +122,11 @@ class Trainer:
         self.periodic = periodic.Periodic(self)
 
     # ------------------------------------------------------------------ setup helpers
+    def _adam_settings(self) -> dict[str, Any]:
+        """Adam's hyper-parameters from the config (they win over a resumed checkpoint's)."""
+        t = self.config.training
+        return {"lr": t.lr, "betas": t.betas, "eps": t.adam_eps, "weight_decay": t.weight_decay}
+
     def _wrap(self, net: nn.Module) -> nn.Module:
         wrapped: nn.Module = net
         if self.info.enabled:
@@ -144,6 +148,8 @@ class Trainer:
         try:
             self.net.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            for group in self.optimizer.param_groups:
+                group.update(self._adam_settings())
             if self.ema is not None:
                 self.ema.load_state_dict(state["ema"] if state.get("ema") is not None
                                          else state["model"])
@@ -201,11 +207,8 @@ class Trainer:
         per_rank = x.shape[0] // self.info.world_size
         part = slice(self.info.rank * per_rank, (self.info.rank + 1) * per_rank)
         projections = None
-        if t.loss == "ssm":
-            projections = (torch.randn(x.shape, generator=self.gen, device=self.device)
-                           if t.ssm_projection == "gaussian" else
-                           torch.randint(0, 2, x.shape, generator=self.gen, device=self.device)
-                           * 2.0 - 1.0)[None, part]
+        if t.loss == "ssm":  # drawn for the global batch, so every world size sees the same v
+            projections = draw_projections(x, 1, t.ssm_projection, self.gen)[:, part]
         x, levels, noise = x[part], levels[part], noise[part]
         if t.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -218,44 +221,59 @@ class Trainer:
                             projections=projections, anneal_power=t.anneal_power,
                             variance_reduced=t.ssm_variance_reduced)
 
-    def _nonfinite(self, value: float) -> None:
+    def _nonfinite(self, problem: str) -> None:
+        """Skip the step (``training.skip_nonfinite``) or stop before any checkpoint sees it."""
         t = self.config.training
         if t.skip_nonfinite:
             self.skipped += 1
             self.log.write({"step": self.step + 1, "event": "skipped_nonfinite",
-                            "loss": str(value)})
+                            "reason": problem})
             return
         found = ckpt.list_checkpoints(self.ckpt_dir)
         kept = f"the last good checkpoint is {found[-1][1]}" if found else "no checkpoint yet"
         raise NonFiniteLossError(
-            f"loss became {value} at step {self.step + 1}; training stopped ({kept}). Try a "
+            f"{problem} at step {self.step + 1}; training stopped ({kept}). Try a "
             f"lower training.lr (now {t.lr:g}), --resume after lowering it, or "
             "training.skip_nonfinite=true to skip such steps")
 
+    def _gradients_finite(self) -> bool:
+        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+
     def train_step(self) -> float:
-        """One optimizer step on the global batch; returns the (global) loss value."""
+        """One optimizer step on the global batch; returns the (global) loss value. A non-finite
+        loss or gradient never reaches the weights (see :meth:`_nonfinite`)."""
         self.net.train()
         loss = self._loss()
         value = float(mean_over_ranks(loss.detach().float(), self.info))
         self.optimizer.zero_grad(set_to_none=True)
-        if not math.isfinite(value):
-            self._nonfinite(value)
-        else:
+        problem = None if math.isfinite(value) else f"loss became {value}"
+        if problem is None:
             loss.backward()
+            if not self._gradients_finite():
+                problem = "the gradient became non-finite"
+        if problem is None:
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(self.net)
+        else:
+            self._nonfinite(problem)
         self.step += 1
         return value
 
     # ------------------------------------------------------------------ the loop
     def _write_models(self) -> None:
+        """``model`` and, with EMA on, ``model_ema`` (which ``load_model`` prefers: a stale one
+        from before a resume that turned EMA off is removed)."""
         spec = {"network": self.config.model, "channels": self.channels,
                 "image_size": self.image_size, "sigmas": self.sigmas,
                 "sampling": sampling_spec(self.config, self.sigmas)}
         save_model(self.run_dir / "model", self.net, spec)
         if self.ema is not None:
             save_model(self.run_dir / "model_ema", self.ema.model, spec)
+        else:
+            for suffix in (".safetensors", ".json"):
+                (self.run_dir / f"model_ema{suffix}").unlink(missing_ok=True)
 
     def run(self) -> TrainResult:
         """Train up to ``training.n_iters`` steps; write checkpoints, logs and model files."""
