@@ -56,3 +56,10 @@ def test_demo_resumes_an_interrupted_run_to_the_same_weights(tmp_path: Path, cap
     assert main(["demo", "--quick", "--steps", "6", "--overwrite", "--out", str(split),
                  "--no-progress"]) == 0
     assert "resuming" not in capsys.readouterr().out
+
+
+def test_demo_refuses_a_non_empty_folder_that_is_not_a_run(tmp_path: Path, capsys) -> None:
+    (tmp_path / "notes.txt").write_text("keep me")
+    assert main(["demo", "--quick", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "holds no run" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "keep me"

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ncsn.config import Config, load_config, validate_config
+from ncsn.errors import UserError
 from ncsn.imageio import save_grid
 from ncsn.nets.io import load_model
 from ncsn.train import plot_loss_curve, train
@@ -73,6 +74,9 @@ def run_demo(out_dir: str | Path, *, steps: int | None = None, quick: bool = Fal
     out_dir = Path(out_dir)
     began = time.perf_counter()
     resume = not overwrite and out_dir.is_dir() and any(out_dir.iterdir())
+    if resume and not (out_dir / "config.yaml").is_file():
+        raise UserError(f"{out_dir} is not empty and holds no run (no config.yaml); choose another "
+                        "--out, or --overwrite to replace its contents")
     train(demo_config(steps=steps, quick=quick), out_dir, resume=resume, overwrite=overwrite,
           progress=progress)
     train_seconds = time.perf_counter() - began
