@@ -7,10 +7,12 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
 from ncsn.config import validate_config
+from ncsn.errors import UserError
 from ncsn.nets import build_network
 from ncsn.nets.io import load_model
 from ncsn.train import distributed, train
@@ -70,3 +72,10 @@ def test_collectives_outlast_a_long_rank0_evaluation(monkeypatch) -> None:
     assert (info.rank, info.world_size, info.enabled, info.is_main) == (1, 2, True, False)
     assert calls == [{"backend": "gloo", "timeout": distributed.COLLECTIVE_TIMEOUT}]
     assert distributed.COLLECTIVE_TIMEOUT.total_seconds() >= 3600
+
+
+def test_an_explicit_gpu_index_is_refused_under_torchrun(monkeypatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="every process on one GPU"):
+        distributed.select_device("cuda:1", local_rank=0)
+    assert distributed.select_device("cpu", local_rank=1) == torch.device("cpu")

@@ -43,6 +43,10 @@ def select_device(choice: str, local_rank: int = 0) -> torch.device:
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     if choice.startswith("cuda"):
+        if ":" in choice and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UserError(f"training.device {choice!r} would put every process on one GPU; "
+                            "under torchrun use training.device=cuda or auto (each process takes "
+                            "GPU LOCAL_RANK)")
         if not torch.cuda.is_available():
             raise UserError(f"training.device is {choice!r} but CUDA is not available; "
                             "use training.device=auto or cpu")
