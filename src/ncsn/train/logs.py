@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 def _tensorboard_writer(folder: Path) -> Any | None:
     """A SummaryWriter when the ``tensorboard`` package is installed, else None."""
@@ -19,7 +21,8 @@ def _tensorboard_writer(folder: Path) -> Any | None:
 
 
 class MetricsLog:
-    """Append-only ``metrics.jsonl`` (one JSON object per line) plus optional TensorBoard.
+    """Append-only ``metrics.jsonl`` (one JSON object per line) plus optional TensorBoard
+    (``run_dir/tensorboard``: every numeric field as a scalar, sample grids as images).
 
     Resuming appends a ``{"event": "resume", "step": s}`` line; readers keep the last value
     logged for a step (see :func:`read_metrics`).
@@ -41,6 +44,11 @@ class MetricsLog:
                 if key != "step" and isinstance(value, (int, float)) and not isinstance(
                         value, bool):
                     self.writer.add_scalar(key, value, int(record["step"]))
+
+    def image(self, tag: str, grid: np.ndarray, step: int) -> None:
+        """Log an (H, W, C) uint8 image grid to TensorBoard (no-op without it)."""
+        if self.writer is not None:
+            self.writer.add_image(tag, grid, step, dataformats="HWC")
 
     def close(self) -> None:
         if self.writer is not None:

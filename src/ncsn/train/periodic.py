@@ -15,7 +15,7 @@ from ncsn.config import Config
 from ncsn.core.losses import dsm_loss
 from ncsn.core.samplers import Callback, annealed_langevin
 from ncsn.data import inverse_logit_transform, logit_transform, to_float
-from ncsn.imageio import save_grid
+from ncsn.imageio import make_grid, save_grid
 from ncsn.train import checkpoint as ckpt
 from ncsn.train.setup import load_split, resolve_step_size
 
@@ -96,7 +96,9 @@ class Periodic:
 
     def sample_grid(self, path: Path) -> Path:
         n = min(self.tr.config.sampling.num_samples, GRID_MAX)
-        return save_grid(self.samples(n, SAMPLE_SEED_OFFSET).cpu(), path)
+        images = self.samples(n, SAMPLE_SEED_OFFSET).cpu()
+        self.tr.log.image("samples", make_grid(images), self.tr.step)
+        return save_grid(images, path)
 
     def _reference(self) -> Tensor | str:
         ref = self.tr.config.eval.reference
