@@ -9,6 +9,7 @@ e.g. ``training.lr: must be > 0``.
 from __future__ import annotations
 
 import copy
+import importlib.resources
 import inspect
 import re
 from collections.abc import Iterable, Mapping
@@ -237,9 +238,47 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
     return out
 
 
+def packaged_config_dir() -> Path:
+    """The folder of YAML recipes shipped inside the package (``ncsn/configs``)."""
+    return Path(str(importlib.resources.files("ncsn").joinpath("configs")))
+
+
+def packaged_config_names() -> list[str]:
+    """Names (file stems) of the packaged configs, sorted."""
+    return sorted(p.stem for p in packaged_config_dir().glob("*.yaml"))
+
+
+def config_title(text: str) -> str:
+    """A config's one-line title: its leading ``#`` comment up to the first colon (the
+    convention of the packaged configs), else the comment's first line; "" without one."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    comment = " ".join(lines)
+    head, colon, _ = comment.partition(":")
+    return head.strip() if colon else (lines[0] if lines else "")
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """An existing YAML file, or a packaged config named by its stem (``mnist5k_cpu`` or
+    ``mnist5k_cpu.yaml``); UserError listing the packaged names when it is neither."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if len(path.parts) == 1:
+        packaged = packaged_config_dir() / f"{path.name.removesuffix('.yaml')}.yaml"
+        if packaged.is_file():
+            return packaged
+    raise UserError(f"config {str(name_or_path)!r} is neither a file nor a packaged config; "
+                    f"packaged: {', '.join(packaged_config_names())} (ncsn configs lists them)")
+
+
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
-    """Read a YAML config, apply ``--set`` overrides and validate it."""
-    path = Path(path)
+    """Read a YAML config (a file or a packaged name, see :func:`resolve_config_path`), apply
+    ``--set`` overrides and validate it."""
+    path = resolve_config_path(path)
     try:
         raw = parse_yaml(path.read_text()) or {}
     except OSError as err:

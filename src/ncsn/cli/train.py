@@ -18,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "process or under torchrun (several GPUs/nodes; rank 0 writes the run "
                     "directory: config.yaml, checkpoints/, metrics.jsonl, model files).")
     p.add_argument("--config", type=Path,
-                   help="YAML config (configs/*.yaml); with --resume defaults to "
-                        "<run-dir>/config.yaml")
+                   help="YAML config: a file or a packaged name such as mnist5k_cpu (ncsn "
+                        "configs lists them); with --resume defaults to <run-dir>/config.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field by dotted path, value parsed as YAML "
                         "(repeatable), e.g. --set training.lr=2e-4")
