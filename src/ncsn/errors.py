@@ -17,7 +17,9 @@ def weights_only_load_reason(err: BaseException) -> str:
     arbitrary code); this keeps only the cause: the refused global or the unreadable content.
     """
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    # torch words a refused global "Unsupported global: GLOBAL mod.name was not an allowed
+    # global" or, for a blocked module (2.13), "unsupported GLOBAL posix.system whose module ..."
+    found = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", text, re.IGNORECASE)
     if found:
         return f"it holds a non-tensor object ({found.group(1)}), refused for safety"
     if "Weights only load failed" in text:
