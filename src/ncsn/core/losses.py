@@ -39,33 +39,62 @@ def draw_levels(batch: int, num_levels: int, generator: torch.Generator | None =
     return torch.randint(0, num_levels, (batch,), generator=generator, device=device)
 
 
-def _perturb(x: Tensor, sigmas: Tensor, levels: Tensor | None, noise: Tensor | None,
-             generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
-    """x~ = x + sigma z with sigma = sigmas[levels]; returns (x~, sigma (B,), z)."""
-    sigmas = sigmas.to(device=x.device, dtype=x.dtype)
-    if levels is None:
-        levels = draw_levels(x.shape[0], sigmas.numel(), generator, x.device)
+def _perturb(x: Tensor, sigmas: Tensor | None, levels: Tensor | None, sigma: Tensor | None,
+             noise: Tensor | None, generator: torch.Generator | None
+             ) -> tuple[Tensor, Tensor, Tensor]:
+    """x~ = x + sigma z with per-sample ``sigma`` (B,), or sigma = sigmas[levels] (levels drawn
+    uniformly when None); returns (x~, sigma (B,), z)."""
+    if sigma is None:
+        if sigmas is None:
+            raise ValueError("give either the level table sigmas or per-sample sigma")
+        sigmas = sigmas.to(device=x.device, dtype=x.dtype)
+        if levels is None:
+            levels = draw_levels(x.shape[0], sigmas.numel(), generator, x.device)
+        sigma = sigmas[levels]
+    elif levels is not None:
+        raise ValueError("give per-sample sigma or levels, not both")
+    sigma = sigma.to(device=x.device, dtype=x.dtype).reshape(-1)
     if noise is None:
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    sigma = sigmas[levels]
     shaped = sigma.reshape(-1, *([1] * (x.dim() - 1)))
     return x + shaped * noise, sigma, noise
 
 
-def dsm_loss(score: ScoreFn, x: Tensor, sigmas: Tensor, *, levels: Tensor | None = None,
+def dsm_weight(sigma: Tensor, anneal_power: float = 2.0,
+               sigma_data: float | None = None) -> Tensor:
+    """lambda(sigma) of denoising score matching: sigma^anneal_power (the paper's lambda =
+    sigma^2 with the default), times (sigma^2 + sigma_data^2) / sigma_data^2 with ``sigma_data``.
+
+    With anneal_power 2 and sigma_data, 0.5 lambda ||s - target||^2 equals EDM's denoiser loss
+    0.5 lambda_EDM ||D(x~; sigma) - x||^2 with lambda_EDM = (sigma^2 + sigma_data^2) /
+    (sigma sigma_data)^2 (Karras et al. 2022, Eq. 8 and Table 1), because
+    s = (D - x~) / sigma^2 gives ||s - target||^2 = ||D - x||^2 / sigma^4.
+    """
+    weight = sigma**anneal_power
+    if sigma_data is not None:
+        weight = weight * (sigma**2 + sigma_data**2) / sigma_data**2
+    return weight
+
+
+def dsm_loss(score: ScoreFn, x: Tensor, sigmas: Tensor | None = None, *,
+             levels: Tensor | None = None, sigma: Tensor | None = None,
              noise: Tensor | None = None, anneal_power: float = 2.0,
-             generator: torch.Generator | None = None, reduction: Reduction = "mean") -> Tensor:
+             sigma_data: float | None = None, generator: torch.Generator | None = None,
+             reduction: Reduction = "mean") -> Tensor:
     """Denoising score matching over noise levels (paper Eq. 5-6).
 
-    l_i = 0.5 ||s(x + sigma_i z, sigma_i) + z / sigma_i||^2, weighted by
-    lambda = sigma_i^anneal_power
-    (2 makes every level's loss of the same magnitude). ``levels`` (B,) index ``sigmas``
-    (uniform draw when None); ``noise`` is z (standard normal draw when None).
+    l = 0.5 ||s(x + sigma z, sigma) + z / sigma||^2, weighted by :func:`dsm_weight`
+    (lambda = sigma^2 by default, which makes every level's loss of the same magnitude).
+    The levels are either ``sigmas[levels]`` of a table of discrete levels (``levels`` (B,)
+    drawn uniformly when None: the paper) or a per-sample ``sigma`` (B,) drawn by the caller
+    from a continuous distribution (:func:`ncsn.core.noise.draw_sigmas`). ``noise`` is z
+    (standard normal draw when None).
     """
-    x_tilde, sigma, z = _perturb(x, sigmas, levels, noise, generator)
+    x_tilde, sigma, z = _perturb(x, sigmas, levels, sigma, noise, generator)
     shaped = sigma.reshape(-1, *([1] * (x.dim() - 1)))
     target = -z / shaped
-    per_sample = 0.5 * _flat_sum((score(x_tilde, sigma) - target) ** 2) * sigma**anneal_power
+    per_sample = 0.5 * _flat_sum((score(x_tilde, sigma) - target) ** 2) \
+        * dsm_weight(sigma, anneal_power, sigma_data)
     return _reduce(per_sample, reduction)
 
 
@@ -98,7 +127,7 @@ def ssm_loss(score: ScoreFn, x: Tensor, sigmas: Tensor | None = None, *,
     if sigmas is None:
         x_in, sigma, weight = x, torch.zeros(x.shape[0], device=x.device, dtype=x.dtype), None
     else:
-        x_in, sigma, _ = _perturb(x, sigmas, levels, noise, generator)
+        x_in, sigma, _ = _perturb(x, sigmas, levels, None, noise, generator)
         weight = sigma**anneal_power
     if projections is None:
         projections = draw_projections(x, n_particles, projection, generator)

@@ -6,6 +6,7 @@ NCSNv2 = Song & Ermon (2020), "Improved Techniques for Training Score-Based Gene
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -118,3 +119,31 @@ def karras_sigmas(sigma_max: float, sigma_min: float, num_levels: int, rho: floa
     ramp = torch.linspace(0, 1, num_levels, dtype=torch.float64)
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     return ((hi + ramp * (lo - hi)) ** rho).float()
+
+
+SigmaDistribution = Literal["log_uniform", "log_normal"]
+
+
+def draw_sigmas(batch: int, distribution: SigmaDistribution, *, sigma_min: float = 0.01,
+                sigma_max: float = 1.0, p_mean: float = -1.2, p_std: float = 1.2,
+                generator: torch.Generator | None = None,
+                device: torch.device | str = "cpu") -> Tensor:
+    """Per-sample noise levels for networks conditioned on continuous sigma.
+
+    ``log_uniform``: log sigma ~ U[log sigma_min, log sigma_max] (the continuous limit of the
+    paper's uniform choice among geometric levels). ``log_normal``: log sigma ~
+    N(p_mean, p_std^2) (Karras et al. 2022, Sec. 5; their P_mean = -1.2, P_std = 1.2 are for data
+    in [-1, 1]), not truncated.
+    """
+    if distribution == "log_uniform":
+        if not 0 < sigma_min <= sigma_max:
+            raise ValueError(f"need 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
+        u = torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
+        lo, hi = math.log(sigma_min), math.log(sigma_max)
+        return (lo + (hi - lo) * u).exp().float()
+    if distribution == "log_normal":
+        if p_std <= 0:
+            raise ValueError(f"p_std must be > 0, got {p_std}")
+        z = torch.randn(batch, generator=generator, device=device, dtype=torch.float64)
+        return (p_mean + p_std * z).exp().float()
+    raise ValueError(f"distribution must be 'log_uniform' or 'log_normal', got {distribution!r}")

@@ -1,15 +1,28 @@
-"""Langevin samplers over one score function ``score(x, sigma)`` (see :mod:`ncsn.core`).
+"""Samplers over one score function ``score(x, sigma)`` (see :mod:`ncsn.core`).
 
-Step conventions (both explicit, never mixed silently):
+Every sampler has the same shape::
+
+    sampler(score, x, sigmas, *, generator=None, callback=None, constrain=None, **settings)
+
+``x`` is the initial draw (the caller draws it; see ``ncsn.sampling`` for each sampler's prior),
+``sigmas`` the noise schedule from largest to smallest (a 1-D tensor or a list), ``generator``
+feeds every random draw, ``callback(info)`` is called after every update with
+``info = {"x", "level", "step", "sigma", "index"}`` (``index`` counts updates), and
+``constrain(x, sigma)`` (inpainting, :func:`inpaint`) is applied to the initial ``x`` and after
+every update, with the noise level ``x`` is at. Samplers run without gradients and never clamp.
+
+Langevin step conventions (both explicit, never mixed silently):
 
 - ``"paper"`` (Song & Ermon 2019, Algorithm 1): alpha_i = eps sigma_i^2 / sigma_L^2,
   x <- x + (alpha_i / 2) s(x, sigma_i) + sqrt(alpha_i) z.
-- ``"official"`` (the official code, NCSNv2): a_i = step_lr sigma_i^2 / sigma_L^2,
-  x <- x + a_i s(x, sigma_i) + sqrt(2 a_i) z.  The same chain as "paper" with eps = 2 step_lr.
+- ``"official"`` (the official NCSN and NCSNv2 code): a_i = step_lr sigma_i^2 / sigma_L^2,
+  x <- x + a_i s(x, sigma_i) + sqrt(2 a_i) z, the same chain with eps = 2 step_lr.
+  The paper's text states eps = 2e-5, but its official sampler runs step_lr = 2e-5 in this
+  convention, i.e. eps = 4e-5 (docs/core.md).
 
-Every random draw uses ``generator``; ``callback(info)`` is called after every step with
-``info = {"x", "level", "step", "sigma", "index"}`` (``index`` counts steps over all levels).
-Samplers run without gradients and never clamp: callers clamp for display.
+Network evaluations per schedule of L levels: annealed Langevin L T (+1 with the final denoising
+step), consistent annealed sampling L T, predictor-corrector L (1 + correctors), the EDM/Heun
+sampler 2 L - 1, DPM-Solver++(2M) L.
 """
 
 from __future__ import annotations
@@ -25,6 +38,8 @@ from ncsn.core import ScoreFn
 
 Convention = Literal["paper", "official"]
 Callback = Callable[[dict[str, Any]], None]
+Constraint = Callable[[Tensor, float], Tensor]
+"""``constrain(x, sigma) -> x`` with known values imposed on ``x`` at noise level ``sigma``."""
 
 
 def _step_coefficients(alpha: float, convention: Convention) -> tuple[float, float]:
@@ -47,32 +62,55 @@ def _as_list(sigmas: Tensor | list[float] | tuple[float, ...]) -> list[float]:
     return values
 
 
-def _langevin_chain(score: ScoreFn, x: Tensor, sigmas: list[float], alphas: list[float],
-                    n_steps_each: int, convention: Convention,
-                    generator: torch.Generator | None, callback: Callback | None,
-                    clamp_observed: Callable[[Tensor, int], Tensor] | None = None) -> Tensor:
-    """The one Langevin loop: ``n_steps_each`` steps at each (sigma_i, alpha_i) in turn.
+def _full(x: Tensor, sigma: float) -> Tensor:
+    return torch.full((x.shape[0],), sigma, device=x.device, dtype=x.dtype)
 
-    ``clamp_observed(x, level)`` (inpainting) overwrites known pixels after every step.
-    """
-    index = 0
+
+def _denoised(score: ScoreFn, x: Tensor, sigma: float) -> Tensor:
+    """Tweedie's estimate E[x_0 | x] = x + sigma^2 s(x, sigma)."""
+    return x + sigma**2 * score(x, _full(x, sigma))
+
+
+class _Updates:
+    """Applies ``constrain`` and reports every update to ``callback`` with a running index."""
+
+    def __init__(self, callback: Callback | None, constrain: Constraint | None) -> None:
+        self.callback, self.constrain, self.index = callback, constrain, 0
+
+    def start(self, x: Tensor, sigma: float) -> Tensor:
+        return x if self.constrain is None else self.constrain(x, sigma)
+
+    def __call__(self, x: Tensor, sigma_now: float, level: int, step: int, sigma: float) -> Tensor:
+        if self.constrain is not None:
+            x = self.constrain(x, sigma_now)
+        if self.callback is not None:
+            self.callback({"x": x, "level": level, "step": step, "sigma": sigma,
+                           "index": self.index})
+        self.index += 1
+        return x
+
+
+def annealed_step_sizes(sigmas: list[float], step_size: float) -> list[float]:
+    """alpha_i = step_size * sigma_i^2 / sigma_L^2 (Algorithm 1, line 3)."""
+    sigma_min = sigmas[-1]
+    if sigma_min <= 0:
+        raise ValueError("annealed Langevin needs sigma_L > 0")
+    return [step_size * (s / sigma_min) ** 2 for s in sigmas]
+
+
+def _langevin_levels(score: ScoreFn, x: Tensor, sigmas: list[float], alphas: list[float],
+                     n_steps_each: int, convention: Convention,
+                     generator: torch.Generator | None, updates: _Updates) -> Tensor:
+    """``n_steps_each`` Langevin steps at each (sigma_i, alpha_i) in turn."""
+    if n_steps_each < 1:
+        raise ValueError(f"n_steps_each must be >= 1, got {n_steps_each}")
     for level, (sigma, alpha) in enumerate(zip(sigmas, alphas, strict=True)):
         drift, scale = _step_coefficients(alpha, convention)
-        sigma_batch = torch.full((x.shape[0],), sigma, device=x.device, dtype=x.dtype)
+        sigma_batch = _full(x, sigma)
         for step in range(n_steps_each):
             x = x + drift * score(x, sigma_batch) + scale * _randn(x, generator)
-            if clamp_observed is not None:
-                x = clamp_observed(x, level)
-            if callback is not None:
-                callback({"x": x, "level": level, "step": step, "sigma": sigma, "index": index})
-            index += 1
+            x = updates(x, sigma, level, step, sigma)
     return x
-
-
-def _final_denoise(score: ScoreFn, x: Tensor, sigma_min: float) -> Tensor:
-    """Tweedie's denoising step x + sigma_L^2 s(x, sigma_L) (NCSNv2 Sec. 4 / Appendix)."""
-    sigma_batch = torch.full((x.shape[0],), sigma_min, device=x.device, dtype=x.dtype)
-    return x + sigma_min**2 * score(x, sigma_batch)
 
 
 @torch.no_grad()
@@ -84,67 +122,70 @@ def langevin(score: ScoreFn, x: Tensor, step_size: float, n_steps: int, *, sigma
     Paper convention: x_t = x_{t-1} + (eps/2) s(x_{t-1}, sigma) + sqrt(eps) z_t.
     ``sigma`` is passed to the score (0 = the data's own score, e.g. analytic).
     """
-    return _langevin_chain(score, x, [sigma], [step_size], n_steps, convention, generator,
-                           callback)
-
-
-def annealed_step_sizes(sigmas: list[float], step_size: float) -> list[float]:
-    """alpha_i = step_size * sigma_i^2 / sigma_L^2 (Algorithm 1, line 3)."""
-    sigma_min = sigmas[-1]
-    if sigma_min <= 0:
-        raise ValueError("annealed Langevin needs sigma_L > 0")
-    return [step_size * (s / sigma_min) ** 2 for s in sigmas]
+    return _langevin_levels(score, x, [sigma], [step_size], n_steps, convention, generator,
+                            _Updates(callback, None))
 
 
 @torch.no_grad()
 def annealed_langevin(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float],
-                      n_steps_each: int, step_size: float, *,
+                      n_steps_each: int = 100, step_size: float = 2e-5, *,
                       convention: Convention = "paper", final_denoise: bool = False,
                       generator: torch.Generator | None = None,
-                      callback: Callback | None = None) -> Tensor:
+                      callback: Callback | None = None,
+                      constrain: Constraint | None = None) -> Tensor:
     """Annealed Langevin dynamics (paper Algorithm 1), sigmas from largest to smallest.
 
-    Paper defaults for images: 10 geometric levels 1 -> 0.01, ``n_steps_each`` T = 100,
-    ``step_size`` eps = 2e-5 ("paper") or step_lr = 1e-5 ("official"). ``final_denoise`` adds one
-    step x + sigma_L^2 s(x, sigma_L) at the end (NCSNv2).
+    The paper's images: 10 geometric levels 1 -> 0.01, ``n_steps_each`` T = 100 and
+    ``step_size`` eps = 2e-5 in the paper's text; its official code ran step_lr = 2e-5 in the
+    "official" convention (= paper eps 4e-5). ``final_denoise`` ends with one step
+    x + sigma_L^2 s(x, sigma_L) (NCSNv2, Tweedie's formula).
     """
     levels = _as_list(sigmas)
-    x = _langevin_chain(score, x, levels, annealed_step_sizes(levels, step_size), n_steps_each,
-                        convention, generator, callback)
-    return _final_denoise(score, x, levels[-1]) if final_denoise else x
+    updates = _Updates(callback, constrain)
+    x = updates.start(x, levels[0])
+    x = _langevin_levels(score, x, levels, annealed_step_sizes(levels, step_size), n_steps_each,
+                         convention, generator, updates)
+    if final_denoise:
+        x = updates(_denoised(score, x, levels[-1]), 0.0, len(levels) - 1, n_steps_each,
+                    levels[-1])
+    return x
 
 
 @torch.no_grad()
-def inpaint(score: ScoreFn, observed: Tensor, mask: Tensor, sigmas: Tensor | list[float],
-            n_steps_each: int, step_size: float, *, x_init: Tensor | None = None,
-            convention: Convention = "paper", final_denoise: bool = False,
-            generator: torch.Generator | None = None,
-            callback: Callback | None = None) -> Tensor:
-    """Inpainting by annealed Langevin dynamics (paper Appendix, Algorithm 2).
+def consistent_annealed(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float],
+                        n_steps_each: int = 1, eta: float = 1.0, *,
+                        generator: torch.Generator | None = None,
+                        callback: Callback | None = None,
+                        constrain: Constraint | None = None) -> Tensor:
+    """Consistent annealed sampling (Jolicoeur-Martineau et al. 2021, Algorithm 2).
 
-    ``mask`` is 1 on observed pixels (broadcastable to ``observed``). At level i, y~ = y + sigma_i z
-    is drawn once and written over the observed pixels after every step. The returned images hold
-    exactly ``observed`` on observed pixels. ``x_init`` defaults to U[0, 1) on the unknown pixels.
+    Each level is visited ``n_steps_each`` times; one update from sigma to the next level
+    sigma' (sigma' = sigma while repeating, 0 after the last) is
+    x <- x + eta sigma^2 s(x, sigma) + sqrt(sigma'^2 - (1 - eta)^2 sigma^2) z,
+    which keeps the noise level of x at exactly sigma' if the score is exact (the paper's
+    eps = eta sigma_L^2 and beta = sqrt(1 - gamma^2 (1 - eta)^2) for a geometric ratio gamma).
+    Needs 1 - sigma'/sigma <= eta <= 1; eta = 1 denoises fully and re-noises to sigma'.
+    The last update adds no noise.
     """
+    if not 0.0 < eta <= 1.0:
+        raise ValueError(f"eta must lie in (0, 1], got {eta}")
+    if n_steps_each < 1:
+        raise ValueError(f"n_steps_each must be >= 1, got {n_steps_each}")
     levels = _as_list(sigmas)
-    mask = mask.to(device=observed.device, dtype=observed.dtype).expand_as(observed)
-    if x_init is None:
-        x_init = torch.rand(observed.shape, generator=generator, device=observed.device,
-                            dtype=observed.dtype)
-    noisy_observed: dict[int, Tensor] = {}
-
-    def clamp_observed(x: Tensor, level: int) -> Tensor:
-        if level not in noisy_observed:
-            noisy_observed.clear()
-            noisy_observed[level] = observed + levels[level] * _randn(observed, generator)
-        return torch.where(mask > 0, noisy_observed[level], x)
-
-    x = clamp_observed(x_init, 0)
-    x = _langevin_chain(score, x, levels, annealed_step_sizes(levels, step_size), n_steps_each,
-                        convention, generator, callback, clamp_observed)
-    if final_denoise:
-        x = _final_denoise(score, x, levels[-1])
-    return torch.where(mask > 0, observed, x)
+    for high, low in zip(levels[:-1], levels[1:], strict=True):
+        if low < (1.0 - eta) * high:
+            raise ValueError(f"eta = {eta} is too small for the step from sigma {high:.4g} to "
+                             f"{low:.4g}: consistency needs eta >= {1 - low / high:.4g}")
+    visits = [(level, step, s) for level, s in enumerate(levels) for step in range(n_steps_each)]
+    updates = _Updates(callback, constrain)
+    x = updates.start(x, levels[0])
+    for k, (level, step, sigma) in enumerate(visits):
+        sigma_next = visits[k + 1][2] if k + 1 < len(visits) else 0.0
+        x = x + eta * sigma**2 * score(x, _full(x, sigma))
+        if sigma_next > 0:
+            x = x + math.sqrt(sigma_next**2 - ((1.0 - eta) * sigma) ** 2) * _randn(x, generator)
+        x = updates(x, sigma_next, level, step, sigma)
+    return x
 
 
 def _batch_norms(t: Tensor) -> Tensor:
@@ -155,7 +196,8 @@ def _batch_norms(t: Tensor) -> Tensor:
 def predictor_corrector(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float], *,
                         n_corrector: int = 1, snr: float = 0.16,
                         generator: torch.Generator | None = None,
-                        callback: Callback | None = None) -> Tensor:
+                        callback: Callback | None = None,
+                        constrain: Constraint | None = None) -> Tensor:
     """Predictor-corrector sampling of the variance-exploding SDE (Song et al. 2021, Alg. 2-4).
 
     At each sigma_i: ``n_corrector`` Langevin steps with step 2 (snr ||z|| / ||s||)^2, then the
@@ -163,47 +205,128 @@ def predictor_corrector(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float],
     towards the next level (sigma_{L+1} = 0; the last predictor step adds no noise, which is the
     final denoising step). One network evaluation per predictor and per corrector step.
     """
+    if n_corrector < 0 or snr <= 0:
+        raise ValueError(f"need n_corrector >= 0 and snr > 0, got {n_corrector} and {snr}")
     levels = _as_list(sigmas)
-    index = 0
+    updates = _Updates(callback, constrain)
+    x = updates.start(x, levels[0])
     for level, sigma in enumerate(levels):
-        sigma_batch = torch.full((x.shape[0],), sigma, device=x.device, dtype=x.dtype)
+        sigma_batch = _full(x, sigma)
         for step in range(n_corrector):
             grad, z = score(x, sigma_batch), _randn(x, generator)
             eps = 2.0 * (snr * _batch_norms(z) / _batch_norms(grad).clamp_min(1e-12)) ** 2
-            x = x + eps * grad + torch.sqrt(2.0 * eps) * z
-            if callback is not None:
-                callback({"x": x, "level": level, "step": step, "sigma": sigma, "index": index})
-            index += 1
+            x = updates(x + eps * grad + torch.sqrt(2.0 * eps) * z, sigma, level, step, sigma)
         sigma_next = levels[level + 1] if level + 1 < len(levels) else 0.0
         var = sigma**2 - sigma_next**2
         x = x + var * score(x, sigma_batch)
         if sigma_next > 0:
             x = x + math.sqrt(var) * _randn(x, generator)
-        if callback is not None:
-            callback({"x": x, "level": level, "step": n_corrector, "sigma": sigma, "index": index})
-        index += 1
+        x = updates(x, sigma_next, level, n_corrector, sigma)
     return x
 
 
 @torch.no_grad()
-def probability_flow_heun(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float], *,
-                          callback: Callback | None = None) -> Tensor:
-    """Deterministic sampling: Heun's method on the probability-flow ODE of the VE SDE.
+def edm_sampler(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float], *,
+                s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,
+                s_noise: float = 1.0, generator: torch.Generator | None = None,
+                callback: Callback | None = None,
+                constrain: Constraint | None = None) -> Tensor:
+    """Heun's method on the probability-flow ODE of the VE SDE, with EDM's optional churn
+    (Karras et al. 2022, Algorithm 2; ``s_churn = 0`` is their deterministic Algorithm 1).
 
-    dx/dsigma = -sigma grad_x log p_sigma(x) (Karras et al. 2022, Alg. 1), integrated from
-    sigmas[0] through each given level and finally to sigma = 0 (an Euler step). ``x`` starts
-    as a draw from N(0, sigmas[0]^2 I) (plus the data mean, if known). 2L - 1 score evaluations.
+    dx/dsigma = -sigma s(x, sigma) = (x - D(x; sigma)) / sigma. At each level with
+    s_tmin <= sigma <= s_tmax, noise is first added to raise sigma to
+    sigma^ = sigma (1 + gamma), gamma = min(s_churn / L, sqrt(2) - 1) (with ``s_noise`` scaling
+    z); then a Heun step to the next level, and a final Euler step to sigma = 0 (which returns
+    the denoised estimate). 2 L - 1 score evaluations. With churn, the score is also evaluated
+    at sigma^, between the levels.
     """
-    levels = _as_list(sigmas) + [0.0]
-    for level, (sigma, sigma_next) in enumerate(zip(levels[:-1], levels[1:], strict=True)):
-        sigma_batch = torch.full((x.shape[0],), sigma, device=x.device, dtype=x.dtype)
-        slope = -sigma * score(x, sigma_batch)
-        x_next = x + (sigma_next - sigma) * slope
+    if min(s_churn, s_tmin, s_noise) < 0 or s_tmax < s_tmin:
+        raise ValueError("need s_churn, s_tmin, s_noise >= 0 and s_tmax >= s_tmin")
+    levels = _as_list(sigmas)
+    gamma_max = min(s_churn / len(levels), math.sqrt(2.0) - 1.0)
+    updates = _Updates(callback, constrain)
+    x = updates.start(x, levels[0])
+    for level, (sigma, sigma_next) in enumerate(zip(levels, levels[1:] + [0.0], strict=True)):
+        gamma = gamma_max if s_tmin <= sigma <= s_tmax else 0.0
+        sigma_hat = sigma * (1.0 + gamma)
+        if gamma > 0:
+            x = x + math.sqrt(sigma_hat**2 - sigma**2) * s_noise * _randn(x, generator)
+        slope = -sigma_hat * score(x, _full(x, sigma_hat))
+        x_next = x + (sigma_next - sigma_hat) * slope
         if sigma_next > 0:
-            next_batch = torch.full_like(sigma_batch, sigma_next)
-            slope_next = -sigma_next * score(x_next, next_batch)
-            x_next = x + (sigma_next - sigma) * 0.5 * (slope + slope_next)
-        x = x_next
-        if callback is not None:
-            callback({"x": x, "level": level, "step": 0, "sigma": sigma, "index": level})
+            slope_next = -sigma_next * score(x_next, _full(x, sigma_next))
+            x_next = x + (sigma_next - sigma_hat) * 0.5 * (slope + slope_next)
+        x = updates(x_next, sigma_next, level, 0, sigma)
     return x
+
+
+@torch.no_grad()
+def dpm_solver_2m(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float], *,
+                  generator: torch.Generator | None = None,
+                  callback: Callback | None = None,
+                  constrain: Constraint | None = None) -> Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2) on the VE probability-flow ODE.
+
+    In lambda = -log sigma with the denoiser D = x + sigma^2 s, one step from sigma to sigma'
+    (h = log(sigma / sigma')) is x <- (sigma'/sigma) x + (1 - sigma'/sigma) D', where D' is D at
+    sigma for the first step and the second-order multistep combination
+    (1 + 1/(2r)) D_i - 1/(2r) D_{i-1}, r = h_{i-1}/h_i, afterwards. The last step to sigma = 0
+    returns D. One score evaluation per level (L in all); ``generator`` is unused.
+    """
+    del generator
+    levels = _as_list(sigmas)
+    updates = _Updates(callback, constrain)
+    x = updates.start(x, levels[0])
+    previous: tuple[Tensor, float] | None = None
+    for level, (sigma, sigma_next) in enumerate(zip(levels, levels[1:] + [0.0], strict=True)):
+        denoised = _denoised(score, x, sigma)
+        if sigma_next == 0:
+            x_next = denoised
+        else:
+            h = math.log(sigma / sigma_next)
+            blend = denoised
+            if previous is not None:
+                r = previous[1] / h
+                blend = (1.0 + 0.5 / r) * denoised - (0.5 / r) * previous[0]
+            x_next = (sigma_next / sigma) * x + (1.0 - sigma_next / sigma) * blend
+            previous = (denoised, h)
+        x = updates(x_next, sigma_next, level, 0, sigma)
+    return x
+
+
+def observed_pixels(observed: Tensor, mask: Tensor,
+                    generator: torch.Generator | None = None) -> Constraint:
+    """The projection of inpainting (paper Appendix, Algorithm 2): at noise level sigma the
+    observed pixels (``mask`` 1) are set to y~ = y + sigma z, with one z drawn per level
+    (kept while sigma stays the same), and to y exactly at sigma = 0."""
+    mask = mask.to(device=observed.device, dtype=observed.dtype).expand_as(observed) > 0
+    noisy: dict[float, Tensor] = {}
+
+    def constrain(x: Tensor, sigma: float) -> Tensor:
+        if sigma not in noisy:
+            noisy.clear()
+            noisy[sigma] = observed + sigma * _randn(observed, generator) if sigma > 0 \
+                else observed
+        return torch.where(mask, noisy[sigma], x)
+
+    return constrain
+
+
+@torch.no_grad()
+def inpaint(score: ScoreFn, observed: Tensor, mask: Tensor, sigmas: Tensor | list[float], *,
+            sampler: Callable[..., Tensor] = annealed_langevin, x_init: Tensor | None = None,
+            generator: torch.Generator | None = None, callback: Callback | None = None,
+            **settings: Any) -> Tensor:
+    """Fill the pixels where ``mask`` is 0 with any sampler of this module (paper Algorithm 2
+    with the default ``annealed_langevin``): the sampler runs with :func:`observed_pixels` as
+    its constraint. ``mask`` is 1 on observed pixels (broadcastable to ``observed``); the result
+    holds exactly ``observed`` there. ``x_init`` defaults to U[0, 1) (the paper's start).
+    """
+    if x_init is None:
+        x_init = torch.rand(observed.shape, generator=generator, device=observed.device,
+                            dtype=observed.dtype)
+    x = sampler(score, x_init, sigmas, generator=generator, callback=callback,
+                constrain=observed_pixels(observed, mask, generator), **settings)
+    keep = mask.to(device=observed.device).expand_as(observed) > 0
+    return torch.where(keep, observed, x)

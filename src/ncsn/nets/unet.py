@@ -4,11 +4,11 @@ The paper's CondRefineNetDilated costs 3.79 GFLOP per 28x28 forward pass; this n
 resolution for one residual block only and does most work at 14x14 and 7x7, so the default
 (``ngf=16``, ``ch_mult=(1, 2, 4)``) costs about 0.07 GFLOP per 28x28 sample.
 
-Noise conditioning follows NCSNv2 (technique 3, output divided by sigma) plus a learned embedding
-of log(sigma) added inside every residual block, so any positive sigma is accepted:
-``s(x, sigma) = f(c_in(sigma) (2x - 1), log sigma) / sigma`` with the input scale
-``c_in = 1 / sqrt(1 + (2 sigma)^2)`` (noisy inputs keep unit-order magnitude at large sigma,
-as in EDM's preconditioning).
+A learned embedding of log(sigma) is added inside every residual block, so any positive sigma
+is accepted. ``precond`` picks how the U-Net's output becomes a score
+(:mod:`ncsn.nets.precond`): ``"ncsnv2"`` (default), s = F(c_in (2x - 1), sigma) / sigma, or
+``"edm"``, s = (D(x; sigma) - x) / sigma^2 with EDM's denoiser around ``data_mean`` and
+``sigma_data``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ncsn.nets.precond import PRECONDITIONERS
 
 
 def _groups(channels: int, groups: int) -> int:
@@ -71,11 +73,20 @@ class UNetSmall(nn.Module):
     takes any positive sigma.
     """
 
+    continuous_sigma = True
+
     def __init__(self, *, channels: int, image_size: int, sigmas: Tensor | None = None,
                  ngf: int = 16, ch_mult: Sequence[int] = (1, 2, 4), num_res_blocks: int = 1,
-                 emb_dim: int = 64, groups: int = 8) -> None:
+                 emb_dim: int = 64, groups: int = 8, precond: str = "ncsnv2",
+                 sigma_data: float = 0.5, data_mean: float = 0.5) -> None:
         super().__init__()
         del sigmas
+        if precond not in PRECONDITIONERS:
+            raise ValueError(f"precond must be one of {', '.join(PRECONDITIONERS)}, got "
+                             f"{precond!r}")
+        if sigma_data <= 0:
+            raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
+        self.precond, self.sigma_data, self.data_mean = precond, sigma_data, data_mean
         if not ch_mult or any(int(m) < 1 for m in ch_mult):
             raise ValueError(f"ch_mult must be a non-empty list of positive ints, got {ch_mult}")
         if min(ngf, num_res_blocks, groups) < 1 or emb_dim < 2:
@@ -102,10 +113,14 @@ class UNetSmall(nn.Module):
 
     def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
         """Score estimate s(x, sigma) for images ``x`` (B, C, H, W) and scales ``sigma`` (B,)."""
-        sigma = sigma.to(x.dtype).reshape(-1)
-        shaped = sigma.reshape(-1, 1, 1, 1)
+        return PRECONDITIONERS[self.precond](self.backbone, x, sigma.to(x.dtype).reshape(-1),
+                                             sigma_data=self.sigma_data,
+                                             data_mean=self.data_mean)
+
+    def backbone(self, h: Tensor, sigma: Tensor) -> Tensor:
+        """The raw U-Net F(h, sigma) on a preconditioned input ``h``."""
         emb = self.embed(sigma)
-        h = self.conv_in((2.0 * x - 1.0) / torch.sqrt(1.0 + 4.0 * shaped**2))
+        h = self.conv_in(h)
         skips = []
         for k, blocks in enumerate(self.down_blocks):
             if k > 0:
@@ -120,4 +135,4 @@ class UNetSmall(nn.Module):
             skip = skips.pop()
             h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
             h = block(torch.cat([h, skip], dim=1), emb)
-        return self.conv_out(F.silu(self.norm_out(h))) / shaped
+        return self.conv_out(F.silu(self.norm_out(h)))
