@@ -45,6 +45,21 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_YamlLoader)
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML syntax error as one line (PyYAML prints several, with a caret under the text)."""
+    problem = getattr(err, "problem", None) or " ".join(str(err).split())
+    context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and start is not None:
+        problem += f" ({context} that starts at line {start.line + 1})"
+    return problem
+
+
+def _yaml_position(err: yaml.YAMLError) -> str:
+    """``:line:column`` (1-based) of a YAML syntax error, or "" when PyYAML gives none."""
+    mark = getattr(err, "problem_mark", None)
+    return f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+
+
 def _positive_or_auto(v: float | str) -> float | str:
     if not isinstance(v, str) and v <= 0:
         raise ValueError("must be > 0 (or 'auto')")
@@ -225,7 +240,8 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
         try:
             value = parse_yaml(text)
         except yaml.YAMLError as err:
-            raise UserError(f"--set {item!r}: value is not valid YAML ({err})") from None
+            raise UserError(f"--set {item!r}: the value is not valid YAML: "
+                            f"{_yaml_problem(err)}") from None
         parts = key.strip().split(".")
         node = out
         for depth, part in enumerate(parts[:-1]):
@@ -284,7 +300,8 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
     except OSError as err:
         raise UserError(f"cannot read config {path}: {err.strerror}") from None
     except yaml.YAMLError as err:
-        raise UserError(f"config {path} is not valid YAML: {err}") from None
+        raise UserError(f"{path}{_yaml_position(err)}: invalid YAML: {_yaml_problem(err)}"
+                        ) from None
     if not isinstance(raw, Mapping):
         raise UserError(f"{path}: must be a mapping of sections (data, model, noise, ...)")
     return validate_config(apply_overrides(raw, overrides), source=str(path))
