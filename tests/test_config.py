@@ -93,12 +93,24 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="cannot read config"):
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("training: [1, 2\n")
-    with pytest.raises(UserError, match="not valid YAML"):
-        load_config(bad)
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(UserError, match="must be a mapping"):
         load_config(bad)
+
+
+def test_invalid_yaml_is_one_line_with_file_line_column(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {name: mnist}\ntraining:\n  lr: 1e-3\n   batch_size: 8\n")
+    with pytest.raises(UserError) as invalid:
+        load_config(bad)
+    assert str(invalid.value) == f"{bad}:4:14: invalid YAML: mapping values are not allowed here"
+    bad.write_text("training: [1, 2\n")
+    with pytest.raises(UserError, match=r"bad\.yaml:2:1: invalid YAML: expected ',' or ']'.*"
+                                        r"flow sequence that starts at line 1\)$"):
+        load_config(bad)
+    with pytest.raises(UserError) as invalid:
+        apply_overrides({}, ["training.betas=[0.9, 0.99"])
+    assert "\n" not in str(invalid.value) and "not valid YAML: expected ','" in str(invalid.value)
 
 
 def test_saved_config_round_trips(tmp_path: Path) -> None:

@@ -93,3 +93,31 @@ def test_evaluate_user_errors_are_one_line(tmp_path, capsys):
         assert main(["evaluate", str(tmp_path / "s.npz"), "--reference", "digits8",
                      "--metrics", "fid,is"]) == 2
         assert "1008-class head" in capsys.readouterr().err
+
+
+def test_evaluate_checks_every_input_before_reference_statistics(tmp_path, capsys, monkeypatch):
+    import ncsn.eval.features as features
+
+    def no_statistics(*args, **kwargs):
+        raise AssertionError("reference statistics computed before the inputs were checked")
+
+    monkeypatch.setattr(features, "dataset_stats", no_statistics)
+    bright = tmp_path / "bright.npz"  # float (N, C, H, W) outside [0, 1]
+    np.savez(bright, images=np.full((4, 1, 8, 8), 2.0, np.float32))
+    assert main(["evaluate", str(bright), "--reference", "digits8"]) == 2
+    err = capsys.readouterr().err
+    assert "must hold values in [0, 1], found [2, 2]" in err and err.count("\n") == 1
+    good = save_npz(torch.rand(4, 1, 8, 8), tmp_path / "good.npz")
+    data = bytearray(good.read_bytes())
+    (tmp_path / "truncated.npz").write_bytes(data[:len(data) // 2])
+    data[60:120] = bytes(60)  # zero part of the compressed member: its CRC no longer matches
+    (tmp_path / "damaged.npz").write_bytes(data)
+    for name, message in (("truncated", "is not an .npz file"), ("damaged", "corrupt")):
+        assert main(["evaluate", str(tmp_path / f"{name}.npz"), "--reference", "digits8"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and err.count("\n") == 1, err
+    # a mistyped reference is refused before a model is even loaded to generate samples
+    assert main(["evaluate", "--model", str(tmp_path / "absent"), "--samples-dir",
+                 str(tmp_path / "shards"), "--reference", "digit8"]) == 2
+    assert "neither a statistics .npz nor a data set name" in capsys.readouterr().err
+    assert not (tmp_path / "shards").exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -129,6 +130,9 @@ def load_npz_images(path: str | Path) -> np.ndarray:
 
     Accepts uint8 (N, H, W, C) (the common sample format) or float (N, C, H, W) in [0, 1].
     """
+    if Path(path).is_file() and not zipfile.is_zipfile(path):
+        raise UserError(f"{path} is not an .npz file (not a zip archive); pass images saved "
+                        "with numpy.savez or 'ncsn sample --format npz'")
     try:
         with np.load(path, allow_pickle=False) as data:
             key = "images" if "images" in data.files else (data.files[0] if len(data.files) == 1
@@ -136,8 +140,8 @@ def load_npz_images(path: str | Path) -> np.ndarray:
             if key is None:
                 raise UserError(f"{path}: no 'images' array (found {', '.join(data.files)})")
             arr = data[key]
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot read {path} as .npz: {err}") from err
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise UserError(f"cannot read {path} as .npz (corrupt or truncated?): {err}") from err
     if arr.ndim != 4:
         raise UserError(f"{path}: images must be 4-D, got shape {arr.shape}")
     if arr.dtype == np.uint8:

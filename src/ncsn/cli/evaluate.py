@@ -129,8 +129,17 @@ def _get_samples(args: argparse.Namespace) -> tuple[Any, str]:
     return load_samples(args.samples, max_images=args.num_samples), str(args.samples)
 
 
+def _check_reference_name(reference: str, is_file: bool) -> None:
+    """UserError for a --reference that is neither a statistics file nor a data set name."""
+    from ncsn.data import DATASETS
+
+    if not is_file and reference not in DATASETS:
+        raise UserError(f"--reference {reference!r} is neither a statistics .npz nor a data set "
+                        f"name ({', '.join(DATASETS)})")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ncsn.eval.features import dataset_stats, get_extractor, load_stats, subset
+    from ncsn.eval.features import check_images, dataset_stats, get_extractor, load_stats, subset
     from ncsn.eval.report import (
         check_sample_count,
         format_report,
@@ -152,20 +161,23 @@ def run_evaluate(args: argparse.Namespace) -> int:
     extractor = get_extractor(args.weights, args.device)
     if "is" in metrics:
         require_logits(extractor.has_logits)
-    samples, source = _get_samples(args)
     ref_path = Path(args.reference)
     is_file = ref_path.suffix == ".npz" or ref_path.is_file()
     if "nn" in metrics and is_file:
         raise UserError("nearest neighbours need the training images: pass --reference as a "
                         "data set name, not a statistics file")
+    _check_reference_name(args.reference, is_file)
+    # every input is checked before any expensive work (reference statistics)
+    stats = load_stats(ref_path) if is_file else None
+    samples, source = _get_samples(args)
+    samples = check_images(samples, f"samples ({source})")
     check_sample_count(len(samples), metrics)
     _, channels, size, width = samples.shape
     if not is_file and size != width:
         raise UserError(f"samples are {width}x{size} pixels; a data set reference is resized to "
                         "the samples' size, so they must be square (or pass --reference as a "
                         "statistics .npz)")
-    if is_file:
-        stats = load_stats(ref_path)
+    if stats is not None:
         split, ref_desc = stats.meta.get("split"), str(ref_path)
     else:
         stats, cache, hit = dataset_stats(
