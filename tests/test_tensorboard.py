@@ -21,6 +21,7 @@ def test_event_file_holds_the_logged_scalars_and_the_sample_grid(tmp_path: Path)
     events = event_accumulator.EventAccumulator(
         str(run / "tensorboard"), size_guidance={event_accumulator.IMAGES: 0}).Reload()
     assert {"loss", "test_loss"} <= set(events.Tags()["scalars"])
+    assert "world_size" not in events.Tags()["scalars"]  # start/resume events are not series
     for key in ("loss", "test_loss"):
         steps, values = read_metrics(run / "metrics.jsonl", key)
         assert steps == [2, 4]

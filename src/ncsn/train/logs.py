@@ -22,7 +22,8 @@ def _tensorboard_writer(folder: Path) -> Any | None:
 
 class MetricsLog:
     """Append-only ``metrics.jsonl`` (one JSON object per line) plus optional TensorBoard
-    (``run_dir/tensorboard``: every numeric field as a scalar, sample grids as images).
+    (``run_dir/tensorboard``: the numeric fields of metric records, not of events, as scalars;
+    sample grids as images).
 
     Resuming appends a ``{"event": "resume", "step": s}`` line; readers keep the last value
     logged for a step (see :func:`read_metrics`).
@@ -39,7 +40,7 @@ class MetricsLog:
             return
         with open(self.path, "a") as fh:
             fh.write(json.dumps(dict(record)) + "\n")
-        if self.writer is not None and "step" in record:
+        if self.writer is not None and "step" in record and "event" not in record:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)) and not isinstance(
                         value, bool):
