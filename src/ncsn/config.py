@@ -287,8 +287,9 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
         packaged = packaged_config_dir() / f"{path.name.removesuffix('.yaml')}.yaml"
         if packaged.is_file():
             return packaged
-    raise UserError(f"config {str(name_or_path)!r} is neither a file nor a packaged config; "
-                    f"packaged: {', '.join(packaged_config_names())} (ncsn configs lists them)")
+    raise UserError(f"cannot read config {str(name_or_path)!r}: no such file and no packaged "
+                    f"config of that name; packaged: {', '.join(packaged_config_names())} "
+                    "(ncsn configs lists them)")
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
