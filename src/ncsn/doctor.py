@@ -67,8 +67,8 @@ def _cuda() -> Part:
     if torch.version.cuda is None:
         return Part("cuda", purpose, False, f"torch {torch.__version__} is a CPU-only build",
                     "on a machine with an NVIDIA GPU and driver: pip install torch --index-url "
-                    "https://download.pytorch.org/whl/cu126  (pick the index for your CUDA at "
-                    "pytorch.org)")
+                    "https://download.pytorch.org/whl/cuXYZ  (cuXYZ for your driver: see "
+                    "https://pytorch.org/get-started/locally/)")
     return Part("cuda", purpose, False,
                 f"torch is built for CUDA {torch.version.cuda} but sees no GPU",
                 "check the NVIDIA driver (nvidia-smi) and CUDA_VISIBLE_DEVICES")
