@@ -158,19 +158,75 @@ def test_logit_model_samples_and_inpaints_in_pixel_space(tmp_path):
         np.testing.assert_array_equal(data["images"][:, :, :4], data["originals"][[0, 0], :, :4])
 
 
-@pytest.mark.parametrize(("sampler", "steps"), [("predictor_corrector", 3 * 3),
-                                                ("probability_flow_ode", 3)])
-def test_fast_samplers_from_the_cli(model, tmp_path, sampler, steps):
+@pytest.mark.parametrize(("sampler", "flags", "updates"), [
+    ("predictor_corrector", ["--corrector-steps", "2"], 3 * 3),
+    ("probability_flow_ode", [], 3),
+    ("consistent_annealed", ["--steps-each", "2"], 3 * 2),
+    ("dpm_solver_2m", [], 3),
+])
+def test_every_on_schedule_sampler_runs_a_discrete_level_network(model, tmp_path, sampler, flags,
+                                                                  updates):
     out = tmp_path / sampler
-    assert main(["sample", str(model), "-n", "3", "--sampler", sampler, "--corrector-steps", "2",
+    assert main(["sample", str(model), "-n", "3", "--sampler", sampler, *flags,
                  "--format", "npz", "--out", str(out), "--gif", str(tmp_path / "m.gif"),
                  "--no-progress"]) == 0
     with np.load(out / "samples.npz") as data:
         assert data["images"].shape == (3, SIZE, SIZE, 1)
-    assert Image.open(tmp_path / "m.gif").n_frames == 1 + steps
+    assert Image.open(tmp_path / "m.gif").n_frames == 1 + updates
 
 
-def test_discrete_level_network_refuses_respaced_levels(model, tmp_path, capsys):
-    assert main(["sample", str(model), "-n", "2", "--sampler", "probability_flow_ode",
-                 "--levels", "7", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
-    assert "drop --levels" in capsys.readouterr().err
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--sampler", "probability_flow_ode", "--levels", "7"], "has 3 levels, not 7"),
+    (["--sampler", "probability_flow_ode", "--schedule", "karras"], "--schedule model"),
+    (["--sampler", "edm"], "between the noise levels"),
+    (["--sampler", "probability_flow_ode", "--nfe", "4"], "more than the budget of 4"),
+    (["--sampler", "dpm_solver_2m", "--corrector-steps", "2"],
+     "--corrector-steps is a setting of predictor_corrector, not of dpm_solver_2m"),
+    (["--sampler", "predictor_corrector", "--snr", "-1"], "snr"),
+    (["--sampler", "consistent_annealed", "--eta", "0.1"], "eta"),
+    (["--device", "cuda:7"], "--device cuda:7"),
+    (["--nfe", "0"], "--nfe must be >= 1"),
+])
+def test_sampler_mistakes_are_one_line_errors(model, tmp_path, capsys, argv, message):
+    if argv[0] == "--device" and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    assert main(["sample", str(model), "-n", "2", *argv, "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_out_that_is_a_file_is_refused(model, tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("x")
+    assert main(["sample", str(model), "-n", "1", "--out", str(target), "--no-progress"]) == 2
+    assert "is an existing file" in capsys.readouterr().err
+    assert target.read_text() == "x"
+
+
+def test_nfe_budget_sets_steps_per_level_on_the_model_schedule(model, tmp_path, capsys):
+    assert main(["sample", str(model), "-n", "1", "--nfe", "10", "--final-denoise",
+                 "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    # 3 levels: T = (10 - 1) // 3 = 3 steps each, plus the final denoising step
+    assert "10 network evaluations; n_steps_each=3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("sampler", ["annealed_langevin", "predictor_corrector", "dpm_solver_2m"])
+def test_inpaint_with_any_sampler_keeps_observed_pixels(model, tmp_path, sampler):
+    save_pngs(torch.rand(2, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1)),
+              tmp_path / "in")
+    out = tmp_path / "o"
+    assert main(["inpaint", str(model), "--images", str(tmp_path / "in"), "--sampler", sampler,
+                 "-k", "2", "--format", "npz", "--out", str(out), "--no-progress"]) == 0
+    with np.load(out / "completions.npz") as data:
+        observed = data["masks"][[0, 0, 1, 1]].astype(bool)
+        np.testing.assert_array_equal(data["images"][..., 0][observed],
+                                      data["originals"][[0, 0, 1, 1], ..., 0][observed])
+
+
+def test_samplers_command_lists_the_registry(capsys):
+    from ncsn.sampling import SAMPLERS
+
+    assert main(["samplers"]) == 0
+    listing = capsys.readouterr().out
+    assert all(f"{name}:" in listing for name in SAMPLERS)

@@ -38,7 +38,8 @@ def _error(raw: dict) -> str:
     ({"sampling": {"step_size": -1}}, "sampling.step_size: must be > 0 (or 'auto')"),
     ({"sampling": {"convention": "ddpm"}}, "sampling.convention: input should be 'paper'"),
     ({"data": {"channels": 2}}, "data.channels: input should be 1 or 3"),
-    ({"model": {"ngf": 8}}, "model: needs 'name'"),
+    ({"model": {"ngf": 8}}, "model.name: required"),
+    ({"model": {"name": "unet_small", "ngf": "8"}}, "model.ngf: must be int"),
     ({"model": {"name": "unet_small", "width": 8}}, "model.width: unknown field for network"),
     ({"eval": {"metric": "is"}}, "eval.metric: input should be 'fid' or 'kid'"),
 ])
@@ -138,9 +139,9 @@ def test_paper_recipes_match_the_paper(name: str, data: str, ngf: int, hflip: bo
     assert (t.loss, t.anneal_power, t.batch_size, t.n_iters, t.lr) == ("dsm", 2.0, 128, 200_000,
                                                                         1e-3)
     assert (t.betas, t.weight_decay, t.ema_rate) == ((0.9, 0.999), 0.0, None)
-    s = c.sampling
-    assert (s.n_steps_each, s.step_size, s.convention, s.final_denoise) == (100, 2e-5, "paper",
-                                                                            False)
+    s = c.sampling  # as the official code samples: step_lr 2e-5, official convention
+    assert (s.n_steps_each, s.step_size, s.convention, s.final_denoise) == (100, 2e-5,
+                                                                            "official", False)
     if name == "celeba":
         assert c.data.image_size == 32
 
@@ -153,3 +154,15 @@ def test_ncsnv2_recipe() -> None:
     s = c.sampling
     assert (s.n_steps_each, s.step_size, s.convention, s.final_denoise) == (5, 6.2e-6,
                                                                             "official", True)
+
+
+def test_logit_data_makes_the_official_network_take_logits() -> None:
+    def model(**sections: dict) -> dict:
+        return validate_config(sections).model
+
+    refinenet = {"name": "cond_refinenet", "ngf": 8}
+    assert model(data={"logit": True}, model=refinenet)["logit_input"] is True
+    assert "logit_input" not in model(data={"logit": False}, model=refinenet)
+    assert model(data={"logit": True}, model={**refinenet, "logit_input": False}) == {
+        **refinenet, "logit_input": False}  # an explicit choice stays
+    assert model(data={"logit": True}, model={"name": "unet_small"}) == {"name": "unet_small"}

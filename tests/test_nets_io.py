@@ -35,7 +35,7 @@ def test_build_network_passes_only_the_named_context():
 
 
 def test_network_fields_lists_hyperparameters_with_defaults():
-    assert network_fields("cond_refinenet") == {"ngf": 64}
+    assert network_fields("cond_refinenet") == {"ngf": 64, "logit_input": False}
     assert network_fields("ncsnv2") == {"ngf": 128, "depth": "auto"}
 
 
@@ -43,20 +43,21 @@ def test_unknown_name_lists_allowed_names():
     with pytest.raises(UserError, match=r"unknown network name 'resnet'; allowed: "
                                         r"cond_refinenet, ncsnv2, unet_small, mlp"):
         build_network({"name": "resnet"}, **CTX)
-    with pytest.raises(UserError, match="needs a 'name'"):
+    with pytest.raises(UserError, match=r"network\.name: required"):
         build_network({"ngf": 4}, **CTX)
 
 
 def test_unknown_field_is_named_with_allowed_fields():
-    with pytest.raises(UserError, match=r"unknown field\(s\) nfg for network 'cond_refinenet'; "
-                                        r"allowed fields: ngf"):
+    with pytest.raises(UserError, match=r"network\.nfg: unknown field for network "
+                                        r"'cond_refinenet'; allowed: name, ngf, logit_input"):
         build_network({"name": "cond_refinenet", "nfg": 4}, **CTX)
     with pytest.raises(UserError, match="unknown field"):
         build_network({"name": "ncsnv2", "channels": 3}, **CTX)
 
 
 def test_mistyped_field_is_refused():
-    with pytest.raises(UserError, match=r"network\.ngf .* must be int"):
+    with pytest.raises(UserError, match=r"network\.ngf: must be int \(like the default 64\), "
+                                        r"got '64' for network 'cond_refinenet'"):
         build_network({"name": "cond_refinenet", "ngf": "64"}, **CTX)
     with pytest.raises(UserError, match=r"network\.ngf"):
         build_network({"name": "cond_refinenet", "ngf": True}, **CTX)

@@ -1,5 +1,6 @@
-"""Official-checkpoint import: key list written from the architecture (SPEC section 4), a
-functional reference forward over those keys, exact round trip and clear refusals."""
+"""Official-checkpoint import: key list written from the architecture (docs/networks.md), a
+functional reference forward over those keys, exact round trip, the official sampler step and
+clear refusals."""
 
 import subprocess
 import sys
@@ -11,8 +12,9 @@ import torch.nn.functional as F
 
 from ncsn.cli import main
 from ncsn.core.noise import geometric_sigmas
+from ncsn.core.samplers import annealed_langevin
 from ncsn.errors import UserError
-from ncsn.nets.io import load_model
+from ncsn.nets.io import load_model, sampling_settings
 from ncsn.nets.official import (
     convert_official,
     load_official,
@@ -25,7 +27,7 @@ KEYS_FILE = Path(__file__).parent / "data" / "official-cond-refinenet-keys.txt"
 
 
 def official_keys(ngf: int, channels: int, levels: int) -> dict[str, tuple[int, ...]]:
-    """The official CondRefineNetDilated state-dict keys and shapes, from SPEC section 4."""
+    """The official CondRefineNetDilated state-dict keys and shapes (docs/networks.md)."""
     keys: dict[str, tuple[int, ...]] = {}
 
     def norm(p, c):
@@ -78,8 +80,9 @@ def official_keys(ngf: int, channels: int, levels: int) -> dict[str, tuple[int, 
     return keys
 
 
-def reference_forward(sd, x, y):
-    """The official forward pass (SPEC section 4) written functionally over the state dict."""
+def reference_forward(sd, x, y, logit=False):
+    """The official forward pass (docs/networks.md) written functionally over the state dict;
+    with ``logit`` (the official logit_transform) the input is not rescaled to 2x - 1."""
 
     def norm(p, h):
         c = h.shape[1]
@@ -130,7 +133,7 @@ def reference_forward(sd, x, y):
             h = path + h
         return rcu(f"refine{k}.output_convs", h, 3 if k == 4 else 1)
 
-    h = conv("begin_conv", 2 * x - 1)
+    h = conv("begin_conv", x if logit else 2 * x - 1)
     layers = []
     for stage, dilation in [(1, 1), (2, 1), (3, 2), (4, 4)]:
         for j in (0, 1):
@@ -260,7 +263,10 @@ def test_cli_converts(tmp_path, capsys):
     assert code == 0
     net, spec = load_model(tmp_path / "m.json")
     assert spec["channels"] == 3 and spec["image_size"] == 32 and len(spec["sigmas"]) == 10
-    assert spec["sampling"]["convention"] == "paper"
+    assert spec["network"] == {"name": "cond_refinenet", "ngf": 8}
+    sampling = spec["sampling"]
+    assert (sampling["n_steps_each"], sampling["step_size"], sampling["convention"],
+            sampling["logit"]) == (100, 2e-5, "official", False)
 
 
 def test_cli_wrong_checkpoint_is_one_line_exit_2(tmp_path):
@@ -291,3 +297,72 @@ def test_cli_converts_with_our_config(tmp_path):
     assert spec["sampling"]["n_steps_each"] == 7 and spec["sampling"]["convention"] == "official"
     assert main(["convert-official", str(ckpt), "--out", str(tmp_path / "m"), "--config",
                  str(config), "--ngf", "8"]) == 2
+
+
+class _Stop(Exception):
+    pass
+
+
+def _first_steps(net, x0, sigmas, settings, count, seed):
+    """The images after each of the first ``count`` steps of the model's default sampler."""
+    seen = []
+
+    def keep(info):
+        seen.append(info["x"].clone())
+        if len(seen) == count:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        annealed_langevin(net, x0, sigmas, settings["n_steps_each"], settings["step_size"],
+                          convention=settings["convention"],
+                          generator=torch.Generator().manual_seed(seed), callback=keep)
+    return seen
+
+
+def test_converted_model_samples_with_the_official_step(tmp_path):
+    """The official runner: T = 100 steps per level of x + a s + sqrt(2a) z with
+    a = step_lr (sigma_i / sigma_L)^2 and step_lr = 2e-5 (paper eps 4e-5, not the text's 2e-5)."""
+    ckpt = tmp_path / "checkpoint.pth"
+    write_official_checkpoint(ckpt, random_official_state(8, 1, 10))
+    convert_official(ckpt, tmp_path / "m", official_spec("mnist", ngf=8, image_size=12))
+    net, spec = load_model(tmp_path / "m")
+    settings = sampling_settings(spec)
+    assert (settings["n_steps_each"], settings["final_denoise"]) == (100, False)
+    sigmas = net.sigmas
+    x0 = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    # The first two steps at sigma_1, and at sigma_6 (a chain over sigmas[5:] starts there; its
+    # sigma_L is still 0.01), against the official update on the same noise.
+    for first in (0, 5):
+        seen = _first_steps(net, x0, sigmas[first:], settings, count=2, seed=1)
+        gen, x = torch.Generator().manual_seed(1), x0
+        a = 2e-5 * float(sigmas[first] / sigmas[-1]) ** 2
+        with torch.no_grad():
+            for after_step in seen:
+                z = torch.randn(x.shape, generator=gen)
+                x = x + a * net(x, sigmas[first].expand(2)) + (2 * a) ** 0.5 * z
+                torch.testing.assert_close(after_step, x, rtol=0, atol=1e-6)
+        assert float((seen[0] - x0).abs().max()) > 1e-3  # the step moved the images
+
+
+def test_logit_checkpoint_takes_logits_without_rescaling(tmp_path):
+    sd = random_official_state(8, 1, 10)
+    ckpt = tmp_path / "checkpoint.pth"
+    write_official_checkpoint(ckpt, sd)
+    config = tmp_path / "logit.yaml"
+    config.write_text("data: {name: mnist5k, logit: true}\nmodel: {name: cond_refinenet, ngf: 8}\n"
+                      "noise: {sigma_max: 1.0, sigma_min: 0.01, num_levels: 10}\n")
+    assert main(["convert-official", str(ckpt), "--out", str(tmp_path / "c"), "--config",
+                 str(config)]) == 0
+    assert main(["convert-official", str(ckpt), "--out", str(tmp_path / "p"), "--preset",
+                 "mnist", "--ngf", "8", "--logit"]) == 0
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(2)) * 3  # logits
+    levels = torch.tensor([0, 4, 9])
+    with torch.no_grad():
+        expected = reference_forward(sd, x, levels, logit=True)
+        rescaled = reference_forward(sd, x, levels)
+        for stem in ("c", "p"):
+            net, spec = load_model(tmp_path / stem)
+            assert spec["network"]["logit_input"] is True and spec["sampling"]["logit"] is True
+            ours = net(x, net.sigmas[levels])
+            torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+            assert float((ours - rescaled).abs().max()) > 1e-2

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import importlib.resources
-import inspect
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -87,11 +86,19 @@ class DataConfig(_Section):
 
 
 class NoiseConfig(_Section):
-    """Geometric noise levels; ``"auto"`` applies NCSNv2 techniques 1 (sigma_max) and 2 (L)."""
+    """Noise levels for training. ``distribution: discrete`` (the paper) trains on
+    ``num_levels`` geometric levels; ``log_uniform`` (over [sigma_min, sigma_max]) and
+    ``log_normal`` (log sigma ~ N(p_mean, p_std^2), Karras et al. 2022) draw a sigma per sample,
+    for networks conditioned on continuous sigma; the geometric levels then serve as the
+    default sampling schedule and the test-loss levels. ``"auto"`` applies NCSNv2 techniques
+    1 (sigma_max) and 2 (L)."""
 
+    distribution: Literal["discrete", "log_uniform", "log_normal"] = "discrete"
     sigma_max: PositiveOrAuto = 1.0
     sigma_min: float = Field(default=0.01, gt=0)
     num_levels: int | Literal["auto"] = 10
+    p_mean: float = -1.2
+    p_std: float = Field(default=1.2, gt=0)
 
     @field_validator("num_levels")
     @classmethod
@@ -135,6 +142,9 @@ class TrainingConfig(_Section):
     compile: bool = False
     amp: bool = False
     channels_last: bool = False
+    # DSM weight: "power" = sigma^anneal_power (paper); "edm" = that times
+    # (sigma^2 + sigma_data^2) / sigma_data^2 with the network's sigma_data (Karras et al. 2022)
+    weighting: Literal["power", "edm"] = "power"
 
     @field_validator("betas")
     @classmethod
@@ -152,13 +162,46 @@ class TrainingConfig(_Section):
 
 
 class SamplingConfig(_Section):
-    """Annealed Langevin dynamics (Algorithm 1); ``step_size: auto`` is NCSNv2 technique 4."""
+    """How the trained model samples by default (stored in its model file): a registered
+    ``sampler`` (:data:`ncsn.sampling.SAMPLERS`), the ``schedule`` (``model``, ``geometric``,
+    ``karras``; default: the sampler's), a budget ``nfe`` of network evaluations, ``num_levels``,
+    ``rho`` (Karras), and the sampler's own settings as further fields (annealed Langevin's
+    ``n_steps_each``, ``step_size`` (``auto`` = NCSNv2 technique 4), ``convention``,
+    ``final_denoise``; see ``ncsn samplers``)."""
 
-    n_steps_each: int = Field(default=100, gt=0)
-    step_size: PositiveOrAuto = 2e-5
-    convention: Literal["paper", "official"] = "paper"
-    final_denoise: bool = False
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    sampler: str = "annealed_langevin"
+    schedule: Literal["model", "geometric", "karras"] | None = None
+    nfe: int | None = Field(default=None, gt=0)
+    num_levels: int | None = Field(default=None, gt=0)
+    rho: float = Field(default=7.0, gt=0)
     num_samples: int = Field(default=64, gt=0)
+
+    @model_validator(mode="after")
+    def _sampler_settings(self) -> SamplingConfig:
+        from ncsn.sampling.registry import SAMPLERS, setting_fields
+
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler: unknown sampler {self.sampler!r}; choose one of "
+                             f"{', '.join(SAMPLERS)}")
+        settings_model = SAMPLERS[self.sampler].settings
+        owners = setting_fields()
+        for key in self.model_extra or {}:
+            if key not in settings_model.model_fields:
+                where = f" (a setting of {', '.join(owners[key])})" if key in owners else ""
+                raise ValueError(f"{key}: not a setting of sampler {self.sampler}{where}; its "
+                                 f"settings: {', '.join(settings_model.model_fields) or 'none'}")
+        try:
+            settings_model(**(self.model_extra or {}))
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise ValueError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        return self
+
+    def settings(self) -> dict[str, Any]:
+        """The sampler's own settings given in this section (others take their defaults)."""
+        return dict(self.model_extra or {})
 
 
 class EvalConfig(_Section):
@@ -180,13 +223,6 @@ class Config(_Section):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
-    @field_validator("model")
-    @classmethod
-    def _network(cls, v: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(v.get("name"), str):
-            raise ValueError("needs 'name' (a network registry name)")
-        return v
-
 
 def _describe(err: Mapping[str, Any]) -> str:
     """One pydantic error as ``path: message`` with plain-language comparison messages."""
@@ -203,20 +239,6 @@ def _describe(err: Mapping[str, Any]) -> str:
     return f"{loc}: {msg}"
 
 
-def _check_network_fields(model: Mapping[str, Any]) -> None:
-    """Reject unknown and missing network hyper-parameters with ``model.<field>`` paths."""
-    from ncsn.nets.registry import network_fields
-
-    fields = network_fields(model["name"])
-    unknown = sorted(set(model) - set(fields) - {"name"})
-    if unknown:
-        raise UserError(f"model.{unknown[0]}: unknown field for network {model['name']!r}; "
-                        f"allowed: name, {', '.join(fields)}")
-    missing = [f for f, d in fields.items() if d is inspect.Parameter.empty and f not in model]
-    if missing:
-        raise UserError(f"model.{missing[0]}: required for network {model['name']!r}")
-
-
 def validate_config(raw: Any, source: str = "config") -> Config:
     """Validate a plain mapping into a :class:`Config` (UserError naming the field path)."""
     if not isinstance(raw, Mapping):
@@ -226,7 +248,12 @@ def validate_config(raw: Any, source: str = "config") -> Config:
     except ValidationError as err:
         problems = "; ".join(_describe(e) for e in err.errors())
         raise UserError(f"{source}: {problems}") from None
-    _check_network_fields(config.model)
+    from ncsn.nets.registry import check_network_section, network_fields
+
+    check_network_section(config.model, "model")
+    if config.data.logit and "logit_input" in network_fields(config.model["name"]):
+        # the official network skips its 2x - 1 input rescaling on logit data (docs/networks.md)
+        config.model.setdefault("logit_input", True)
     return config
 
 

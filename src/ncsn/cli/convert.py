@@ -32,6 +32,8 @@ def register(sub: Any) -> None:
     p.add_argument("--sigma-max", type=float, help="largest noise level (default 1)")
     p.add_argument("--sigma-min", type=float, help="smallest noise level (default 0.01)")
     p.add_argument("--num-levels", type=int, help="number of noise levels (default 10)")
+    p.add_argument("--logit", action="store_true", help="the checkpoint was trained with the "
+                   "official data.logit_transform: true (its network takes logits as they are)")
     p.set_defaults(func=run)
 
 
@@ -56,7 +58,7 @@ def spec_from_config(path: str) -> dict[str, Any]:
     sigmas = geometric_sigmas(float(noise.sigma_max), noise.sigma_min, int(noise.num_levels))
     return {"network": dict(config.model), "channels": int(channels),
             "image_size": int(image_size), "sigmas": sigmas.tolist(),
-            "sampling": sampling_spec(config, sigmas), "source": "official NCSN checkpoint"}
+            "sampling": sampling_spec(config), "source": "official NCSN checkpoint"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,11 +67,12 @@ def run(args: argparse.Namespace) -> int:
                  "num_levels": args.num_levels}
     if args.config is not None:
         given = [f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None]
+        given += ["--logit"] if args.logit else []
         if given:
             raise UserError(f"{', '.join(given)} only refine --preset; edit the config instead")
         spec = spec_from_config(args.config)
     else:
-        spec = official_spec(args.preset, **overrides)
+        spec = official_spec(args.preset, logit=args.logit, **overrides)
     path = convert_official(args.checkpoint, args.out, spec)
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0

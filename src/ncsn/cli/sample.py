@@ -1,20 +1,20 @@
-"""``ncsn sample`` and ``ncsn inpaint``: annealed Langevin dynamics from a model file.
+"""``ncsn sample``, ``ncsn inpaint`` and ``ncsn samplers``: images from a model file through
+:mod:`ncsn.sampling` (the one path shared with training grids, evaluation, the demo and the
+Python API).
 
-Both run in batches (memory bounded by ``--batch-size`` for any number of images), show a
-progress bar over Langevin steps, take every random draw from one ``torch.Generator`` seeded by
-``--seed`` and write a grid PNG plus individual PNGs or one ``.npz`` (streamed to disk).
-Sampler settings come from :func:`ncsn.nets.io.sampling_settings`: the command line over the
-model's ``spec["sampling"]`` over the paper's (T = 100, eps = 2e-5). A model trained on
-logit-transformed data (``spec["sampling"]["logit"]``) samples in logit space; images are mapped
-back to [0, 1] before they are written.
+Both commands run in batches (memory bounded by ``--batch-size`` for any number of images), show
+a progress bar over network evaluations, take every random draw from one ``torch.Generator``
+seeded by ``--seed`` and write a grid PNG plus individual PNGs or one ``.npz`` (streamed to disk).
+What runs is the model's stored default (``spec["sampling"]``) unless ``--sampler``, ``--nfe``,
+``--schedule``, ``--levels``, ``--rho`` or a sampler setting flag says otherwise; each setting flag
+belongs to the samplers that have that setting (``ncsn samplers`` lists them).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ncsn.core.noise import geometric_sigmas
-from ncsn.core.samplers import (
-    annealed_langevin,
-    inpaint,
-    predictor_corrector,
-    probability_flow_heun,
-)
-from ncsn.data.transforms import inverse_logit_transform, logit_transform
 from ncsn.errors import UserError
 from ncsn.imageio import (
     NpzStream,
@@ -42,22 +34,83 @@ from ncsn.imageio import (
     save_pngs,
     to_uint8,
 )
-from ncsn.nets.io import load_model, sampling_settings
+from ncsn.nets.io import load_model
+from ncsn.sampling import (
+    SAMPLERS,
+    SCHEDULES,
+    SamplingPlan,
+    accepts_any_sigma,
+    counting,
+    inpaint_images,
+    plan_sampling,
+    sample_batches,
+    stored_sampling,
+    to_pixels,
+)
+from ncsn.sampling.pipeline import batch_ranges
+from ncsn.sampling.registry import setting_fields
 
 MASKS = ("right", "lower", "center", "random")
-SAMPLERS = ("annealed_langevin", "predictor_corrector", "probability_flow_ode")
+# CLI names of sampler settings whose flag is not just the field name with dashes
+FLAG_NAMES = {"n_steps_each": "--steps-each", "n_corrector": "--corrector-steps"}
+SETTING_HELP = {
+    "n_steps_each": "steps per noise level T",
+    "step_size": "annealed Langevin eps (paper) or step_lr (official), or 'auto' (NCSNv2 Eq. 4)",
+    "convention": "paper: x += eps_i/2 s + sqrt(eps_i) z; official: x += a_i s + sqrt(2 a_i) z",
+    "final_denoise": "end with x + sigma_L^2 s(x, sigma_L) (NCSNv2)",
+    "eta": "consistent annealed sampling: step eta sigma^2, in (0, 1]",
+    "n_corrector": "predictor_corrector: Langevin corrector steps per level",
+    "snr": "predictor_corrector: corrector signal-to-noise ratio",
+    "s_churn": "edm: total churn S_churn", "s_tmin": "edm: churn only for sigma >= this",
+    "s_tmax": "edm: churn only for sigma <= this", "s_noise": "edm: noise inflation S_noise",
+}
+
+
+def _flag(field: str) -> str:
+    return FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
+def _float_or_auto(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
+def _add_setting_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per sampler setting of the registry, typed from its pydantic annotation."""
+    group = p.add_argument_group("sampler settings (each applies to the samplers that have it)")
+    for field, owners in setting_fields().items():
+        info = SAMPLERS[owners[0]].settings.model_fields[field]
+        kind, choices = info.annotation, typing.get_args(info.annotation)
+        help_text = f"{SETTING_HELP.get(field, field)} [{', '.join(owners)}]"
+        if kind is bool:
+            group.add_argument(_flag(field), dest=field, action=argparse.BooleanOptionalAction,
+                               default=None, help=help_text)
+        elif typing.get_origin(kind) is typing.Literal:
+            group.add_argument(_flag(field), dest=field, choices=choices, help=help_text)
+        elif kind in (int, float):
+            group.add_argument(_flag(field), dest=field, type=kind, help=help_text)
+        else:
+            group.add_argument(_flag(field), dest=field, type=_float_or_auto, help=help_text)
 
 
 def _add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model .safetensors/.json, their stem, or a run directory")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--steps-each", type=int, help="Langevin steps per noise level T")
-    p.add_argument("--step-size", type=float, help="eps (paper) or step_lr (official)")
-    p.add_argument("--convention", choices=["paper", "official"],
-                   help="paper: x += eps_i/2 s + sqrt(eps_i) z; official: x += a_i s + "
-                        "sqrt(2 a_i) z")
-    p.add_argument("--final-denoise", action=argparse.BooleanOptionalAction, default=None,
-                   help="end with x + sigma_L^2 s(x, sigma_L) (NCSNv2)")
+    p.add_argument("--sampler", choices=list(SAMPLERS),
+                   help="sampling algorithm (default: the model's; see `ncsn samplers`)")
+    p.add_argument("--nfe", type=int,
+                   help="budget of network evaluations per image: sets the number of levels or "
+                        "the steps per level")
+    p.add_argument("--schedule", choices=SCHEDULES,
+                   help="noise levels: the model's own, or geometric / Karras (rho) over its "
+                        "sigma range (networks conditioned on continuous sigma only)")
+    p.add_argument("--levels", type=int, dest="num_levels", help="number of noise levels")
+    p.add_argument("--rho", type=float, help="Karras schedule exponent (default 7)")
+    _add_setting_flags(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (memory bound)")
     p.add_argument("--format", choices=["png", "npz"], default="png",
@@ -69,31 +122,22 @@ def _add_common_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("sample", help="draw images with annealed Langevin dynamics",
-                       description="Sample N images from a model by annealed Langevin dynamics "
-                                   "(paper Algorithm 1), starting from U[0, 1].")
+    p = sub.add_parser("sample", help="draw images from a model",
+                       description="Sample N images from a model with any registered sampler "
+                                   "(default: the model's own choice; the paper's annealed "
+                                   "Langevin dynamics for the paper's models).")
     _add_common_args(p)
     p.add_argument("-n", "--num-samples", type=int, default=64, help="number of images")
-    p.add_argument("--sampler", choices=SAMPLERS, default="annealed_langevin",
-                   help="annealed_langevin (paper Algorithm 1, default); predictor_corrector "
-                        "(VE SDE, Song et al. 2021: reverse diffusion + Langevin corrector); "
-                        "probability_flow_ode (deterministic Heun steps, 2L-1 evaluations)")
-    p.add_argument("--snr", type=float, default=0.16,
-                   help="predictor_corrector: corrector signal-to-noise ratio (default 0.16)")
-    p.add_argument("--corrector-steps", type=int, default=1,
-                   help="predictor_corrector: Langevin corrector steps per level (default 1)")
-    p.add_argument("--levels", type=int,
-                   help="predictor_corrector / probability_flow_ode: re-space the model's "
-                        "[sigma_1, sigma_L] geometrically into this many levels (networks "
-                        "conditioned on continuous sigma only, e.g. unet_small, ncsnv2)")
-    p.add_argument("--gif", help="write the annealing of the first batch as an animated GIF")
+    p.add_argument("--gif", help="write the sampling of the first batch as an animated GIF")
     p.add_argument("--gif-frames", type=int, default=100, help="about this many GIF frames")
     p.set_defaults(func=run_sample)
 
     q = sub.add_parser("inpaint", help="complete masked images (paper Algorithm 2)",
-                       description="Fill the hidden pixels of images with annealed Langevin "
-                                   "dynamics; observed pixels are kept exactly. grid.png rows: "
-                                   "original, masked input, completions.")
+                       description="Fill the hidden pixels of images with a sampler that keeps "
+                                   "the observed pixels at the current noise level after every "
+                                   "step (paper Algorithm 2 for annealed Langevin); observed "
+                                   "pixels are kept exactly. grid.png rows: original, masked "
+                                   "input, completions.")
     _add_common_args(q)
     src = q.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", nargs="+", help="image files and/or folders of images")
@@ -110,21 +154,42 @@ def register(sub: Any) -> None:
     q.add_argument("-k", "--completions", type=int, default=4, help="completions per image")
     q.set_defaults(func=run_inpaint)
 
+    r = sub.add_parser("samplers", help="list the samplers, their settings and costs",
+                       description="The sampler registry: name, cost in network evaluations, "
+                                   "prior, default schedule and settings with defaults.")
+    r.set_defaults(func=run_samplers)
 
-def _pixels(x: Tensor, logit: bool) -> Tensor:
-    """Model space -> images in [0, 1] on the CPU (inverse logit when the model uses it)."""
-    return (inverse_logit_transform(x) if logit else x).clamp(0.0, 1.0).cpu()
 
-
-def _check_counts(**counts: int) -> None:
+def _check_counts(**counts: int | None) -> None:
     for name, value in counts.items():
-        if value < 1:
+        if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
 
-def _batches(total: int, size: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, total, size):
-        yield start, min(start + size, total)
+def resolve_device(name: str) -> torch.device:
+    """A torch device that exists here (one-line UserError otherwise)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise UserError(f"bad --device {name!r}: {err}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only torch build" if torch.version.cuda is None else "no visible GPU"
+            raise UserError(f"--device {name}: CUDA is not available here ({build}); use "
+                            "--device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
+    elif device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name}: only cpu and cuda devices are supported")
+    return device
+
+
+def _out_dir(path: str) -> Path:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is an existing file; give a folder (it is created if "
+                        "missing)")
+    return out
 
 
 class _Output:
@@ -160,127 +225,72 @@ class _Output:
 
 
 def _progress(total: int, desc: str, hide: bool) -> tqdm:
-    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True,
+    return tqdm(total=total, desc=desc, unit="eval", dynamic_ncols=True,
                 disable=True if hide else None)
 
 
-@dataclass
-class _Session:
-    """A loaded model with its noise levels, sampler settings and seeded generator."""
-
-    net: nn.Module
-    spec: dict[str, Any]
-    sigmas: Tensor
-    settings: dict[str, Any]
-    generator: torch.Generator
-
-    @property
-    def logit(self) -> bool:
-        """Whether the model works in logit space (images are mapped back for output)."""
-        return bool(self.settings["logit"])
-
-    def sampler_kwargs(self) -> dict[str, Any]:
-        langevin = {k: v for k, v in self.settings.items() if k != "logit"}
-        return {**langevin, "generator": self.generator}
+def _given_settings(args: argparse.Namespace, sampler: str) -> dict[str, Any]:
+    """Sampler settings given on the command line; a flag of another sampler is an error."""
+    given = {f: getattr(args, f) for f in setting_fields() if getattr(args, f) is not None}
+    own = SAMPLERS[sampler].settings.model_fields
+    for field in given:
+        if field not in own:
+            owners = ", ".join(setting_fields()[field])
+            raise UserError(f"{_flag(field)} is a setting of {owners}, not of {sampler}; pick "
+                            f"--sampler accordingly or drop the flag")
+    return given
 
 
-def _setup(args: argparse.Namespace) -> _Session:
-    _check_counts(batch_size=args.batch_size, grid_max=args.grid_max, scale=args.scale)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as err:
-        raise UserError(f"bad --device {args.device!r}: {err}") from err
+def setup_plan(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any], SamplingPlan,
+                                                  torch.device]:
+    """Load the model and plan its sampling from the command line (all checks before work)."""
+    _check_counts(batch_size=args.batch_size, grid_max=args.grid_max, scale=args.scale,
+                  nfe=args.nfe, levels=args.num_levels)
+    device = resolve_device(args.device)
     net, spec = load_model(args.model, device=device)
-    given = {"n_steps_each": args.steps_each, "step_size": args.step_size,
-             "convention": args.convention, "final_denoise": args.final_denoise}
-    return _Session(net=net, spec=spec,
-                    sigmas=torch.tensor(spec["sigmas"], dtype=torch.float32, device=device),
-                    settings=sampling_settings(spec, given),
-                    generator=torch.Generator(device=device).manual_seed(args.seed))
-
-
-def _sampler_levels(args: argparse.Namespace, sigmas: Tensor) -> Tensor:
-    """The model's noise levels, or ``--levels`` geometric ones over the same range."""
-    if args.levels is None or args.sampler == "annealed_langevin":
-        return sigmas
-    _check_counts(levels=args.levels)
-    return geometric_sigmas(float(sigmas[0]), float(sigmas[-1]), args.levels).to(sigmas.device)
-
-
-def _steps_per_batch(args: argparse.Namespace, run: _Session, levels: Tensor) -> int:
-    if args.sampler == "predictor_corrector":
-        return len(levels) * (args.corrector_steps + 1)
-    if args.sampler == "probability_flow_ode":
-        return len(levels)
-    return len(levels) * run.settings["n_steps_each"]
-
-
-def _draw(args: argparse.Namespace, run: _Session, levels: Tensor, shape: tuple[int, ...],
-          callback: Any) -> tuple[Tensor, Tensor]:
-    """One batch: (initial images for the movie, samples in model space).
-
-    Annealed Langevin starts from U[0, 1] (the paper); the SDE/ODE samplers start from
-    U[0, 1] + sigma_1 z, an approximation of the data perturbed at the largest level.
-    """
-    x0 = torch.rand(shape, generator=run.generator, device=levels.device)
-    start = logit_transform(x0) if run.logit else x0
-    try:
-        if args.sampler == "annealed_langevin":
-            return x0, annealed_langevin(run.net, start, levels, **run.sampler_kwargs(),
-                                         callback=callback)
-        noise = torch.randn(shape, generator=run.generator, device=levels.device)
-        start = start + float(levels[0]) * noise
-        if args.sampler == "predictor_corrector":
-            _check_counts(corrector_steps=args.corrector_steps)
-            x = predictor_corrector(run.net, start, levels, n_corrector=args.corrector_steps,
-                                    snr=args.snr, generator=run.generator, callback=callback)
-        else:
-            x = probability_flow_heun(run.net, start, levels, callback=callback)
-    except ValueError as err:
-        raise UserError(f"{args.sampler} with these noise levels failed: {err}; a network "
-                        "trained on discrete levels only accepts its own sigmas (drop "
-                        "--levels)") from err
-    return start.clamp(0, 1), x
+    sampler = args.sampler or stored_sampling(spec)["sampler"]
+    plan = plan_sampling(spec, continuous=accepts_any_sigma(net), sampler=args.sampler,
+                         nfe=args.nfe, schedule=args.schedule, num_levels=args.num_levels,
+                         rho=args.rho, settings=_given_settings(args, sampler))
+    return net, spec, plan, device
 
 
 def run_sample(args: argparse.Namespace) -> int:
     """``ncsn sample``: N images in batches -> grid.png + samples/ (PNGs) or samples.npz."""
     _check_counts(num_samples=args.num_samples, gif_frames=args.gif_frames)
-    run = _setup(args)
-    spec, sigmas, logit = run.spec, run.sigmas, run.logit
-    levels = _sampler_levels(args, sigmas)
+    out = _out_dir(args.out)
+    net, spec, plan, device = setup_plan(args)
     shape = (int(spec["channels"]), int(spec["image_size"]), int(spec["image_size"]))
-    out = Path(args.out)
-    total_steps = _steps_per_batch(args, run, levels)
-    every = max(1, total_steps // args.gif_frames)
+    every = max(1, plan.nfe // args.gif_frames)
     frames: list[Tensor] = []
+    seen = {"last": -1, "recorded": -1}
+
+    def record(info: dict[str, Any]) -> None:
+        if info["batch_start"] != 0:
+            return
+        seen["last"] = info["index"]
+        if (info["index"] + 1) % every == 0:
+            frames.append(to_pixels(info["x"][: args.grid_max], plan.logit).cpu())
+            seen["recorded"] = info["index"]
+
     writer = _Output(out, args.format, (args.num_samples, *shape), args.grid_max, "samples")
     n_batches = math.ceil(args.num_samples / args.batch_size)
-    with _progress(n_batches * total_steps, "sampling", args.no_progress) as bar:
-        for start, stop in _batches(args.num_samples, args.batch_size):
-            record = args.gif is not None and start == 0
-
-            def callback(info: dict[str, Any], record: bool = record) -> None:
-                bar.update(1)
-                if record and info["index"] % every == 0:
-                    frames.append(_pixels(info["x"][: args.grid_max], logit))
-
-            x0, x = _draw(args, run, levels, (stop - start, *shape), callback)
-            if record:
-                frames.insert(0, x0[: args.grid_max].cpu())
-            images = _pixels(x, logit)
+    with _progress(n_batches * plan.nfe, "sampling", args.no_progress) as bar:
+        score = counting(net, lambda: bar.update(1))
+        batches = sample_batches(score, plan, args.num_samples, shape,
+                                 generator=torch.Generator(device=device).manual_seed(args.seed),
+                                 device=device, batch_size=args.batch_size,
+                                 callback=record if args.gif is not None else None)
+        for (start, _), images in zip(batch_ranges(args.num_samples, args.batch_size), batches,
+                                      strict=True):
             writer.add(images, start)
-            if record and run.settings["final_denoise"]:
-                frames.append(images[: args.grid_max])
     grid = save_grid(torch.cat(writer.grid), out / "grid.png", scale=args.scale)
     written = [str(grid), writer.close()]
     if args.gif is not None:
+        if seen["recorded"] != seen["last"]:
+            frames.append(writer.grid[0])
         written.append(str(save_gif(frames, args.gif, scale=args.scale)))
-    settings = run.settings if args.sampler == "annealed_langevin" else {
-        "levels": len(levels), **({"snr": args.snr, "corrector_steps": args.corrector_steps}
-                                  if args.sampler == "predictor_corrector" else {})}
-    print(f"{args.num_samples} samples, {args.sampler} ({settings}): "
-          f"wrote {', '.join(written)}")
+    print(f"{args.num_samples} samples, {plan.describe()}: wrote {', '.join(written)}")
     return 0
 
 
@@ -353,30 +363,24 @@ def run_inpaint(args: argparse.Namespace) -> int:
     Completion j of image i is number i * k + j.
     """
     _check_counts(completions=args.completions)
-    run = _setup(args)
-    channels, size = int(run.spec["channels"]), int(run.spec["image_size"])
+    out = _out_dir(args.out)
+    net, spec, plan, device = setup_plan(args)
+    channels, size = int(spec["channels"]), int(spec["image_size"])
     images = load_inputs(args, channels, size)
     masks = make_masks(args.mask, images.shape[0], size, fraction=args.fraction, box=args.box,
                        generator=torch.Generator().manual_seed(args.seed))
     k, n = args.completions, images.shape[0]
     total = n * k
-    out = Path(args.out)
     writer = _Output(out, args.format, (total, channels, size, size), args.grid_max * k,
                      "completions")
-    steps = len(run.sigmas) * run.settings["n_steps_each"]
-    with _progress(math.ceil(total / args.batch_size) * steps, "inpainting",
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    with _progress(math.ceil(total / args.batch_size) * plan.nfe, "inpainting",
                    args.no_progress) as bar:
-        def update(info: dict[str, Any]) -> None:
-            bar.update(1)
-
-        for start, stop in _batches(total, args.batch_size):
+        score = counting(net, lambda: bar.update(1))
+        for start, stop in batch_ranges(total, args.batch_size):
             owner = torch.arange(start, stop) // k
-            observed, mask = images[owner], masks[owner]
-            device = run.sigmas.device
-            x = inpaint(run.net, (logit_transform(observed) if run.logit else observed).to(device),
-                        mask.to(device), run.sigmas, **run.sampler_kwargs(), callback=update)
-            # observed pixels exactly as given, also after a logit round trip
-            writer.add(torch.where(mask > 0, observed, _pixels(x, run.logit)), start)
+            writer.add(inpaint_images(score, plan, images[owner], masks[owner],
+                                      generator=generator, device=device), start)
     shown = min(n, args.grid_max)
     completions = torch.cat(writer.grid).reshape(shown, k, channels, size, size)
     masked = images[:shown] * masks[:shown] + 0.5 * (1 - masks[:shown])
@@ -384,5 +388,16 @@ def run_inpaint(args: argparse.Namespace) -> int:
     grid = save_grid(rows.reshape(-1, channels, size, size), out / "grid.png", nrow=k + 2,
                      scale=args.scale)
     saved = writer.close(originals=to_uint8(images), masks=masks[:, 0].to(torch.uint8).numpy())
-    print(f"{n} images x {k} completions ({run.settings}): wrote {grid}, {saved}")
+    print(f"{n} images x {k} completions, {plan.describe()}: wrote {grid}, {saved}")
+    return 0
+
+
+def run_samplers(args: argparse.Namespace) -> int:
+    """``ncsn samplers``: the registry, one block per sampler."""
+    del args
+    for entry in SAMPLERS.values():
+        settings = ", ".join(f"{name}={info.default}" for name, info in
+                             entry.settings.model_fields.items()) or "none"
+        print(f"{entry.name}: {entry.summary}\n    prior {entry.prior}, default schedule "
+              f"{entry.default_schedule}, settings: {settings}")
     return 0

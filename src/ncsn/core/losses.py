@@ -111,7 +111,8 @@ def draw_projections(x: Tensor, n_particles: int, projection: Projection,
 
 
 def ssm_loss(score: ScoreFn, x: Tensor, sigmas: Tensor | None = None, *,
-             levels: Tensor | None = None, noise: Tensor | None = None,
+             levels: Tensor | None = None, sigma: Tensor | None = None,
+             noise: Tensor | None = None,
              anneal_power: float = 2.0, n_particles: int = 1,
              projection: Projection = "gaussian", variance_reduced: bool = True,
              projections: Tensor | None = None, generator: torch.Generator | None = None,
@@ -120,14 +121,15 @@ def ssm_loss(score: ScoreFn, x: Tensor, sigmas: Tensor | None = None, *,
 
     ``variance_reduced`` (SSM-VR) replaces 0.5 (v^T s)^2 by its expectation 0.5 ||s||^2 (exact for
     projections with E[v v^T] = I). v^T (ds/dx) v is one vector-Jacobian product per projection.
-    ``projections`` (n_particles, *x.shape) fixes v. With ``sigmas`` the data are first perturbed as
-    in :func:`dsm_loss` and each sample is weighted by sigma^anneal_power (annealed SSM); without,
+    ``projections`` (n_particles, *x.shape) fixes v. With ``sigmas`` (or per-sample ``sigma``) the
+    data are first perturbed as in :func:`dsm_loss` and each sample is weighted by
+    sigma^anneal_power (annealed SSM); without,
     the score is evaluated at the clean data with sigma = 0.
     """
-    if sigmas is None:
+    if sigmas is None and sigma is None:
         x_in, sigma, weight = x, torch.zeros(x.shape[0], device=x.device, dtype=x.dtype), None
     else:
-        x_in, sigma, _ = _perturb(x, sigmas, levels, None, noise, generator)
+        x_in, sigma, _ = _perturb(x, sigmas, levels, sigma, noise, generator)
         weight = sigma**anneal_power
     if projections is None:
         projections = draw_projections(x, n_particles, projection, generator)

@@ -151,6 +151,18 @@ def annealed_langevin(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float],
     return x
 
 
+def check_consistent_eta(sigmas: Tensor | list[float], eta: float) -> None:
+    """ValueError unless 1 - sigma_{i+1}/sigma_i <= eta <= 1 for every step of the schedule
+    (the condition of :func:`consistent_annealed` for a non-negative noise variance)."""
+    if not 0.0 < eta <= 1.0:
+        raise ValueError(f"eta must lie in (0, 1], got {eta}")
+    levels = _as_list(sigmas)
+    for high, low in zip(levels[:-1], levels[1:], strict=True):
+        if low < (1.0 - eta) * high:
+            raise ValueError(f"eta = {eta} is too small for the step from sigma {high:.4g} to "
+                             f"{low:.4g}: consistency needs eta >= {1 - low / high:.4g}")
+
+
 @torch.no_grad()
 def consistent_annealed(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float],
                         n_steps_each: int = 1, eta: float = 1.0, *,
@@ -167,15 +179,10 @@ def consistent_annealed(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float],
     Needs 1 - sigma'/sigma <= eta <= 1; eta = 1 denoises fully and re-noises to sigma'.
     The last update adds no noise.
     """
-    if not 0.0 < eta <= 1.0:
-        raise ValueError(f"eta must lie in (0, 1], got {eta}")
     if n_steps_each < 1:
         raise ValueError(f"n_steps_each must be >= 1, got {n_steps_each}")
     levels = _as_list(sigmas)
-    for high, low in zip(levels[:-1], levels[1:], strict=True):
-        if low < (1.0 - eta) * high:
-            raise ValueError(f"eta = {eta} is too small for the step from sigma {high:.4g} to "
-                             f"{low:.4g}: consistency needs eta >= {1 - low / high:.4g}")
+    check_consistent_eta(levels, eta)
     visits = [(level, step, s) for level, s in enumerate(levels) for step in range(n_steps_each)]
     updates = _Updates(callback, constrain)
     x = updates.start(x, levels[0])

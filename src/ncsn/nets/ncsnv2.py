@@ -30,6 +30,8 @@ def resolve_depth(depth: str, image_size: int) -> str:
 class NCSNv2(RefineNetBody):
     """NCSNv2: s(x, sigma) = RefineNet(x) / sigma (ngf 128 in NCSNv2's CIFAR-10 and CelebA)."""
 
+    continuous_sigma = True
+
     def __init__(self, *, channels: int, image_size: int, ngf: int = 128,
                  depth: str = "auto") -> None:
         resolved = resolve_depth(depth, image_size)

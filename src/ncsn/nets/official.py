@@ -1,4 +1,4 @@
-"""Import checkpoints of the official NCSN release (CondRefineNetDilated, SPEC section 4).
+"""Import checkpoints of the official NCSN release (CondRefineNetDilated, docs/networks.md).
 
 An official ``checkpoint.pth`` is a list ``[model_state_dict, optimizer_state_dict]`` written by
 ``torch.save``; with DataParallel the keys start with ``module.``. Our CondRefineNetDilated uses
@@ -31,6 +31,12 @@ OFFICIAL_PRESETS: dict[str, dict[str, Any]] = {
     "celeba": {"ngf": 128, "channels": 3, "image_size": 32},
 }
 OFFICIAL_SIGMAS = {"sigma_max": 1.0, "sigma_min": 0.01, "num_levels": 10}
+# The official runner draws its samples with annealed Langevin dynamics, T = 100 steps per level,
+# step_lr = 2e-5 in its own convention (x + a s + sqrt(2a) z, a = step_lr sigma_i^2 / sigma_L^2):
+# paper-convention eps = 4e-5, twice the 2e-5 of the paper's text (docs/core.md). Converted
+# checkpoints sample the same way.
+OFFICIAL_SAMPLING: dict[str, Any] = {**PAPER_SAMPLING, "n_steps_each": 100, "step_size": 2e-5,
+                                     "convention": "official"}
 
 
 def strip_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -62,10 +68,12 @@ def load_official_state_dict(path: str | Path) -> dict[str, Tensor]:
     return strip_prefix(obj)
 
 
-def official_spec(preset: str, **overrides: Any) -> dict[str, Any]:
-    """A model spec for an official checkpoint: the preset's sizes, 10 levels 1 -> 0.01, paper
-    sampling; ``overrides`` (ngf, channels, image_size, sigma_max, sigma_min, num_levels) that
-    are not None replace preset values."""
+def official_spec(preset: str, *, logit: bool = False, **overrides: Any) -> dict[str, Any]:
+    """A model spec for an official checkpoint: the preset's sizes, 10 levels 1 -> 0.01, the
+    official sampler (:data:`OFFICIAL_SAMPLING`); ``overrides`` (ngf, channels, image_size,
+    sigma_max, sigma_min, num_levels) that are not None replace preset values. ``logit``: the
+    checkpoint was trained with the official ``logit_transform`` (its network then takes logits
+    as they are, without the 2x - 1 rescaling, and samples are mapped back through a sigmoid)."""
     if preset not in OFFICIAL_PRESETS:
         raise UserError(f"unknown preset {preset!r}; allowed: {', '.join(OFFICIAL_PRESETS)}")
     values = {**OFFICIAL_PRESETS[preset], **OFFICIAL_SIGMAS}
@@ -77,12 +85,15 @@ def official_spec(preset: str, **overrides: Any) -> dict[str, Any]:
         sigmas = geometric_sigmas(values["sigma_max"], values["sigma_min"], values["num_levels"])
     except ValueError as err:
         raise UserError(f"bad noise levels: {err}") from err
+    network: dict[str, Any] = {"name": "cond_refinenet", "ngf": int(values["ngf"])}
+    if logit:
+        network["logit_input"] = True
     return {
-        "network": {"name": "cond_refinenet", "ngf": int(values["ngf"])},
+        "network": network,
         "channels": int(values["channels"]),
         "image_size": int(values["image_size"]),
         "sigmas": sigmas.tolist(),
-        "sampling": dict(PAPER_SAMPLING),
+        "sampling": {**OFFICIAL_SAMPLING, "logit": logit},
         "source": "official NCSN checkpoint",
     }
 

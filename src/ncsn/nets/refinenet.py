@@ -1,16 +1,19 @@
-"""RefineNet score networks: the paper's CondRefineNetDilated (NCSN, SPEC section 4) and the
-shared body that NCSNv2 reuses.
+"""RefineNet score networks: the paper's CondRefineNetDilated (NCSN, Song & Ermon 2019,
+Appendix B.1; details in docs/networks.md) and the shared body that NCSNv2 reuses.
 
 Layout (names = official state-dict keys): ``begin_conv`` -> stages ``res1..resN`` (two residual
 blocks each) -> RefineNet blocks ``refine1..refineN`` from the deepest stage up -> ``normalizer``
--> ELU -> ``end_conv``. The input is rescaled to 2x - 1 first.
+-> ELU -> ``end_conv``. Pixel inputs in [0, 1] are rescaled to 2x - 1 first; logit-transformed
+inputs (``logit_input``) are used as they are, as in the official code.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -46,13 +49,15 @@ class RefineNetBody(nn.Module):
     Refine block k fuses stage N+1-k with the previous refine output and outputs the width of the
     next shallower stage (``ngf`` for the last one). ``norm`` builds the residual blocks' and head's
     norms; ``refine_norm`` those inside refine blocks (None: no norms); ``pool`` is the chained
-    residual pooling ("avg" for NCSN, "max" for NCSNv2).
+    residual pooling ("avg" for NCSN, "max" for NCSNv2). ``logit_input``: the inputs are
+    logit-transformed pixels, not rescaled to 2x - 1.
     """
 
     def __init__(self, *, channels: int, ngf: int, stages: Sequence[Stage], norm: NormFactory,
-                 refine_norm: NormFactory | None, pool: str) -> None:
+                 refine_norm: NormFactory | None, pool: str, logit_input: bool = False) -> None:
         super().__init__()
         self.num_stages = len(stages)
+        self.logit_input = logit_input
         self.begin_conv = nn.Conv2d(channels, ngf, 3, padding=1)
         widths = [s.mult * ngf for s in stages]
         in_ch = ngf
@@ -72,9 +77,9 @@ class RefineNetBody(nn.Module):
         self.end_conv = nn.Conv2d(ngf, channels, 3, padding=1)
 
     def body(self, x: Tensor, y: Tensor | None) -> Tensor:
-        """The network on images ``x`` in [0, 1]; ``y`` are level indices (None: unconditional).
-        Subclasses define ``forward(x, sigma)`` on top of it."""
-        h = self.begin_conv(2.0 * x - 1.0)
+        """The network on images ``x`` in [0, 1] (or logits); ``y`` are level indices (None:
+        unconditional). Subclasses define ``forward(x, sigma)`` on top of it."""
+        h = self.begin_conv(x if self.logit_input else 2.0 * x - 1.0)
         features = []
         for k in range(1, self.num_stages + 1):
             for block in getattr(self, f"res{k}"):
@@ -95,18 +100,38 @@ class CondRefineNetDilated(RefineNetBody):
     in chained residual pooling. ``sigmas`` (L,) is kept as a non-persistent buffer, so the
     ``state_dict`` keys are exactly the official checkpoint keys; each input sigma is mapped to
     its level (a ValueError for a sigma the network was not trained on). Any channels/size.
+    ``logit_input``: trained on logit-transformed pixels (the official ``logit_transform``), so
+    the input is not rescaled to 2x - 1; a config with ``data.logit`` sets it by default.
     """
 
-    def __init__(self, *, channels: int, sigmas: Tensor, ngf: int = 64) -> None:
+    continuous_sigma = False  # only the trained levels (ncsn.sampling.accepts_any_sigma)
+
+    def __init__(self, *, channels: int, sigmas: Tensor, ngf: int = 64,
+                 logit_input: bool = False) -> None:
         num_levels = int(sigmas.numel())
 
         def norm(c: int) -> nn.Module:
             return CondInstanceNorm2dPlus(c, num_levels)
 
         super().__init__(channels=channels, ngf=ngf, stages=STAGES_4, norm=norm,
-                         refine_norm=norm, pool="avg")
+                         refine_norm=norm, pool="avg", logit_input=logit_input)
         self.register_buffer("sigmas", sigmas.detach().clone().float(), persistent=False)
+        self._checked_sigma: tuple[weakref.ref[Tensor], int] | None = None
 
     def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
         """Score estimate at noise scale ``sigma`` (B,), one of the trained levels."""
-        return self.body(x, sigma_to_level(sigma, self.sigmas))
+        return self.body(x, self._levels(sigma))
+
+    def _levels(self, sigma: Tensor) -> Tensor:
+        """Level indices of ``sigma``. The trained-level check reads a flag back from the device,
+        so it runs once per sigma tensor: the samplers pass one tensor for all the steps at a
+        level, a sync per level rather than per step (under torch.compile it never syncs, see
+        :func:`~ncsn.nets.layers.sigma_to_level`)."""
+        if torch.compiler.is_compiling():
+            return sigma_to_level(sigma, self.sigmas)
+        seen = self._checked_sigma
+        fresh = seen is None or seen[0]() is not sigma or seen[1] != sigma._version
+        levels = sigma_to_level(sigma, self.sigmas, check=fresh)
+        if fresh and isinstance(sigma, Tensor):
+            self._checked_sigma = (weakref.ref(sigma), sigma._version)
+        return levels

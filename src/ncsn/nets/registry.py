@@ -51,10 +51,11 @@ def network_fields(name: str) -> dict[str, Any]:
             if p.name not in CONTEXT_ARGS and p.kind == inspect.Parameter.KEYWORD_ONLY}
 
 
-def _check_type(name: str, field: str, value: Any, default: Any) -> None:
-    """Reject a value whose type differs from the default's (ints are accepted for floats)."""
+def _type_problem(value: Any, default: Any) -> str | None:
+    """Why ``value`` does not fit a field whose default is ``default`` (ints pass for floats);
+    None when it fits or the field has no typed default."""
     if default is inspect.Parameter.empty or default is None:
-        return
+        return None
     expected: tuple[type, ...]
     if isinstance(default, bool):
         expected = (bool,)
@@ -66,33 +67,43 @@ def _check_type(name: str, field: str, value: Any, default: Any) -> None:
         expected = (list, tuple)
     else:
         expected = (type(default),)
-    if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
-        raise UserError(f"network.{field} for {name!r} must be {type(default).__name__} "
-                        f"(like the default {default!r}); got {value!r}")
+    if isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected):
+        return None
+    return f"must be {type(default).__name__} (like the default {default!r}), got {value!r}"
+
+
+def check_network_section(section: Mapping[str, Any], path: str = "network") -> None:
+    """The one check of a network section: a registered ``name``, no unknown fields, every
+    required field, values typed like the defaults. UserError ``<path>.<field>: problem``."""
+    name = section.get("name")
+    if not isinstance(name, str):
+        raise UserError(f"{path}.name: required, a network registry name; allowed: "
+                        f"{', '.join(NETWORKS)}")
+    fields = network_fields(name)
+    unknown = sorted(set(section) - set(fields) - {"name"})
+    if unknown:
+        raise UserError(f"{path}.{unknown[0]}: unknown field for network {name!r}; allowed: "
+                        f"{', '.join(['name', *fields])}")
+    missing = [f for f, d in fields.items() if d is inspect.Parameter.empty and f not in section]
+    if missing:
+        raise UserError(f"{path}.{missing[0]}: required for network {name!r}")
+    for field, value in section.items():
+        problem = None if field == "name" else _type_problem(value, fields[field])
+        if problem:
+            raise UserError(f"{path}.{field}: {problem} for network {name!r}")
 
 
 def build_network(section: Mapping[str, Any], *, channels: int, image_size: int,
                   sigmas: Tensor) -> nn.Module:
     """Build the network ``section["name"]`` with the section's other keys as hyper-parameters.
 
-    Unknown names and fields, missing required fields and mistyped values raise UserError.
+    Unknown names and fields, missing required fields and mistyped values raise UserError
+    (:func:`check_network_section`).
     """
-    if "name" not in section:
-        raise UserError(f"network section needs a 'name'; allowed: {', '.join(NETWORKS)}")
+    check_network_section(section)
     name = section["name"]
     cls = network_class(name)
-    fields = network_fields(name)
     given = {k: v for k, v in section.items() if k != "name"}
-    unknown = sorted(set(given) - set(fields))
-    if unknown:
-        allowed = ", ".join(fields) or "(none)"
-        raise UserError(f"unknown field(s) {', '.join(unknown)} for network {name!r}; "
-                        f"allowed fields: {allowed}")
-    missing = [f for f, d in fields.items() if d is inspect.Parameter.empty and f not in given]
-    if missing:
-        raise UserError(f"network {name!r} needs field(s) {', '.join(missing)}")
-    for field, value in given.items():
-        _check_type(name, field, value, fields[field])
     params = inspect.signature(cls).parameters
     context = {"channels": channels, "image_size": image_size, "sigmas": sigmas}
     kwargs = {k: v for k, v in context.items() if k in params}

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ncsn.config import Config, SamplingConfig
-from ncsn.core.noise import geometric_sigmas, ncsnv2_num_levels, ncsnv2_sigma_max, ncsnv2_step_size
+from ncsn.config import Config, TrainingConfig
+from ncsn.core.noise import geometric_sigmas, ncsnv2_num_levels, ncsnv2_sigma_max
 from ncsn.data import load_dataset, logit_transform, to_float
 from ncsn.errors import UserError
 
@@ -39,6 +39,20 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
                         "--overwrite to replace it, or another --run-dir")
     print(f"removing the existing run directory {run_dir} (--overwrite)")
     shutil.rmtree(run_dir)
+
+
+def check_device_options(training: TrainingConfig, device: torch.device) -> None:
+    """Refuse option combinations that would fail or crawl on the first step: bf16 autocast off
+    CUDA, and ``compile`` with SSM (its loss differentiates the network twice, which
+    torch.compile's aot_autograd does not support: "does not currently support double
+    backward")."""
+    if training.amp and device.type != "cuda":
+        raise UserError("training.amp (bf16) needs a CUDA device; it is far slower on a CPU; "
+                        "set training.amp=false")
+    if training.compile and training.loss == "ssm":
+        raise UserError("training.compile cannot train loss ssm (torch.compile does not support "
+                        "the double backward of sliced score matching); set "
+                        "training.compile=false or training.loss=dsm")
 
 
 def load_split(config: Config, split: str) -> Tensor:
@@ -73,21 +87,32 @@ def resolve_noise(config: Config, train_images: Tensor) -> tuple[Config, Tensor]
     return resolved, geometric_sigmas(float(sigma_max), noise.sigma_min, int(num_levels))
 
 
-def resolve_step_size(sampling: SamplingConfig, sigmas: Tensor) -> float:
-    """``step_size: auto`` is NCSNv2 technique 4 (Eq. 4), converted to the chosen convention
-    (the paper's eps is twice the official step_lr)."""
-    if sampling.step_size != "auto":
-        return float(sampling.step_size)
-    step_lr = ncsnv2_step_size(sigmas, sampling.n_steps_each)
-    return 2.0 * step_lr if sampling.convention == "paper" else step_lr
-
-
-def sampling_spec(config: Config, sigmas: Tensor) -> dict[str, Any]:
-    """Sampler defaults stored with the model (``nets.io`` spec ``"sampling"``)."""
+def sampling_spec(config: Config) -> dict[str, Any]:
+    """The model's default sampling choices (``spec["sampling"]``, read back by
+    :func:`ncsn.sampling.stored_sampling`); ``step_size: auto`` is resolved when sampling."""
     s = config.sampling
-    return {"n_steps_each": s.n_steps_each, "step_size": resolve_step_size(s, sigmas),
-            "convention": s.convention, "final_denoise": s.final_denoise,
+    return {"sampler": s.sampler, "schedule": s.schedule, "nfe": s.nfe,
+            "num_levels": s.num_levels, "rho": s.rho, "settings": s.settings(),
             "logit": config.data.logit}
+
+
+def check_noise_model(config: Config, net: torch.nn.Module) -> float | None:
+    """Check that the network can be trained with the configured noise levels and loss weight;
+    returns the sigma_data of the EDM weighting (None for the plain sigma^power weight)."""
+    from ncsn.sampling import accepts_any_sigma
+
+    name = config.model["name"]
+    if config.noise.distribution != "discrete" and not accepts_any_sigma(net):
+        raise UserError(f"noise.distribution {config.noise.distribution} draws continuous "
+                        f"sigmas, but network {name!r} knows only its discrete levels; use "
+                        "noise.distribution=discrete or a network such as unet_small or ncsnv2")
+    if config.training.weighting == "power":
+        return None
+    sigma_data = getattr(net, "sigma_data", None)
+    if sigma_data is None:
+        raise UserError(f"training.weighting edm needs the network's sigma_data, which network "
+                        f"{name!r} does not have; use training.weighting=power")
+    return float(sigma_data)
 
 
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str,

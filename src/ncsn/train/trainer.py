@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ncsn.config import Config, config_to_dict, save_config
 from ncsn.core.losses import draw_levels, draw_projections, dsm_loss, ssm_loss
+from ncsn.core.noise import draw_sigmas
 from ncsn.data import apply_train_transforms, to_float
 from ncsn.errors import UserError
 from ncsn.nets import build_network
@@ -33,15 +34,19 @@ from ncsn.train import periodic
 from ncsn.train.distributed import (
     DistInfo,
     barrier,
+    broadcast_bytes,
     init_distributed,
     local_rank_from_env,
     mean_over_ranks,
+    raise_together,
     select_device,
     shutdown,
 )
 from ncsn.train.ema import EMA
 from ncsn.train.logs import MetricsLog
 from ncsn.train.setup import (
+    check_device_options,
+    check_noise_model,
     check_resume_config,
     load_split,
     prepare_run_dir,
@@ -50,6 +55,7 @@ from ncsn.train.setup import (
 )
 
 EPOCH_SEED_STRIDE = 1_000_003
+COMPILE_BACKEND = "inductor"  # torch.compile's backend for ``training.compile``
 
 
 class NonFiniteLossError(UserError):
@@ -88,9 +94,7 @@ class Trainer:
         if t.threads:
             torch.set_num_threads(t.threads)
         self.device = select_device(t.device, local_rank_from_env())
-        if t.amp and self.device.type != "cuda":
-            raise UserError("training.amp (bf16) needs a CUDA device; it is far slower on a CPU; "
-                            "set training.amp=false")
+        check_device_options(t, self.device)
         self.info: DistInfo = init_distributed(self.device)
         if t.batch_size % self.info.world_size:
             raise UserError(f"training.batch_size ({t.batch_size}) must be divisible by the "
@@ -111,6 +115,7 @@ class Trainer:
         self.gen = torch.Generator(device=self.device).manual_seed(t.seed)
         self.step, self.skipped, self.best = 0, 0, None
         self.sigmas_dev = self.sigmas.to(self.device)
+        self.loss_sigma_data = check_noise_model(self.config, self.net)
         self.ckpt_dir = self.run_dir / "checkpoints"
         if self.info.is_main:  # after every check above: --overwrite deletes only a usable setup
             prepare_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
@@ -128,22 +133,42 @@ class Trainer:
         return {"lr": t.lr, "betas": t.betas, "eps": t.adam_eps, "weight_decay": t.weight_decay}
 
     def _wrap(self, net: nn.Module) -> nn.Module:
-        wrapped: nn.Module = net
-        if self.info.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            wrapped = DistributedDataParallel(net, device_ids=ids)
+        """The training forward: ``net`` compiled in place (``training.compile``), then wrapped
+        in DDP, the order PyTorch's compile docs advise. ``net`` keeps its own ``state_dict``
+        keys (no ``_orig_mod.``), and the EMA copy, made before, stays uncompiled."""
         if self.config.training.compile:
-            wrapped = torch.compile(wrapped)
-        return wrapped
+            net.compile(backend=COMPILE_BACKEND)
+        if not self.info.enabled:
+            return net
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(net, device_ids=ids)
 
     def _resume(self) -> None:
-        found = ckpt.list_checkpoints(self.ckpt_dir)
-        if not found:
-            if self.info.is_main:
+        """Continue from rank 0's latest checkpoint. Rank 0 chooses it and sends its bytes to
+        every process (nodes need not share a file system), so all load the same state; an
+        error on any process stops them all."""
+        name, data = None, None
+        if self.info.is_main:
+            found = ckpt.list_checkpoints(self.ckpt_dir)
+            if found:
+                name, data = found[-1][1].name.encode(), found[-1][1].read_bytes()
+            else:
                 print(f"--resume: no checkpoint in {self.ckpt_dir}; starting from step 0")
+        name = broadcast_bytes(name, self.info, self.device)
+        data = broadcast_bytes(data, self.info, self.device)
+        if name is None:
             return
-        path = found[-1][1]
-        state = ckpt.load_checkpoint(path, map_location="cpu")
+        path, error = self.ckpt_dir / name.decode(), None
+        try:
+            self._load_state(ckpt.load_checkpoint(path, data=data), path)
+        except UserError as err:
+            error = err
+        raise_together(error, self.info, self.device)
+        if self.info.is_main:
+            print(f"resuming from {path} (step {self.step})")
+
+    def _load_state(self, state: dict[str, Any], path: Path) -> None:
+        """Weights, EMA, Adam, step and generators from a loaded checkpoint ``state``."""
         check_resume_config(state["config"], config_to_dict(self.config), path)
         try:
             self.net.load_state_dict(state["model"])
@@ -156,25 +181,26 @@ class Trainer:
         except (RuntimeError, KeyError, ValueError) as err:
             raise UserError(f"checkpoint {path} was made with a different model config: {err}"
                             ) from None
-        rng = state["rng"]
-        self.gen.set_state(rng["generator"])
+        rng, seed = state["rng"], self.config.training.seed
+        if ckpt.restore_generator(self.gen, rng, seed=seed, step=state["step"]) and \
+                self.info.is_main:
+            print(f"{path} holds a {ckpt.saved_generator_device(rng)} generator state and this "
+                  f"run trains on {self.device.type}: the training generator is re-seeded from "
+                  f"(seed {seed}, step {state['step']}), so later draws differ from an "
+                  "uninterrupted run's")
         torch.set_rng_state(rng["torch"])
-        if torch.cuda.is_available() and rng.get("cuda"):
-            torch.cuda.set_rng_state_all(rng["cuda"])
         self.step, self.skipped, self.best = state["step"], state["skipped"], state["best"]
-        if self.info.is_main:
-            print(f"resuming from {path} (step {self.step})")
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: weights, EMA, Adam, step, config, RNGs."""
-        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        """Everything needed to continue exactly: weights, EMA, Adam, step, config, the
+        trainer's generator (with its device type) and the CPU global generator (the global
+        CUDA generators are never drawn from, so not saved)."""
         return {"format": 1, "step": self.step, "skipped": self.skipped, "best": self.best,
                 "model": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()},
                 "ema": self.ema.state_dict() if self.ema is not None else None,
                 "optimizer": self.optimizer.state_dict(), "config": config_to_dict(self.config),
                 "sigmas": self.sigmas.clone(),
-                "rng": {"generator": self.gen.get_state(), "torch": torch.get_rng_state(),
-                        "cuda": cuda}}
+                "rng": {**ckpt.generator_state(self.gen), "torch": torch.get_rng_state()}}
 
     def save_checkpoint(self) -> Path | None:
         """Write ``checkpoints/ckpt_<step>.pt`` atomically (rank 0) and prune old ones."""
@@ -191,33 +217,43 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def _global_batch(self) -> tuple[Tensor, Tensor, Tensor]:
-        """(images, level indices, noise) of the whole global batch for the current step."""
+        """(images, per-sample sigma, noise) of the whole global batch for the current step."""
         t, d = self.config.training, self.config.data
         idx = batch_indices(self.step, self.train_images.shape[0], t.batch_size, t.seed)
         x = to_float(self.train_images[idx]).to(self.device)
         x = apply_train_transforms(x, dequantize=d.dequantize, hflip=d.hflip, logit=d.logit,
                                    generator=self.gen)
-        levels = draw_levels(x.shape[0], self.sigmas.numel(), self.gen, self.device)
+        sigma = self._draw_sigma(x.shape[0])
         noise = torch.randn(x.shape, generator=self.gen, device=self.device)
-        return x, levels, noise
+        return x, sigma, noise
+
+    def _draw_sigma(self, batch: int) -> Tensor:
+        """One of the discrete levels per sample (the paper), or a draw from the continuous
+        ``noise.distribution``."""
+        n = self.config.noise
+        if n.distribution == "discrete":
+            return self.sigmas_dev[draw_levels(batch, self.sigmas.numel(), self.gen, self.device)]
+        return draw_sigmas(batch, n.distribution, sigma_min=n.sigma_min,
+                           sigma_max=float(n.sigma_max), p_mean=n.p_mean, p_std=n.p_std,
+                           generator=self.gen, device=self.device)
 
     def _loss(self) -> Tensor:
         t = self.config.training
-        x, levels, noise = self._global_batch()
+        x, sigma, noise = self._global_batch()
         per_rank = x.shape[0] // self.info.world_size
         part = slice(self.info.rank * per_rank, (self.info.rank + 1) * per_rank)
         projections = None
         if t.loss == "ssm":  # drawn for the global batch, so every world size sees the same v
             projections = draw_projections(x, 1, t.ssm_projection, self.gen)[:, part]
-        x, levels, noise = x[part], levels[part], noise[part]
+        x, sigma, noise = x[part], sigma[part], noise[part]
         if t.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         amp = torch.autocast("cuda", dtype=torch.bfloat16) if t.amp else contextlib.nullcontext()
         with amp:
             if t.loss == "dsm":
-                return dsm_loss(self.score_fn, x, self.sigmas_dev, levels=levels, noise=noise,
-                                anneal_power=t.anneal_power)
-            return ssm_loss(self.score_fn, x, self.sigmas_dev, levels=levels, noise=noise,
+                return dsm_loss(self.score_fn, x, sigma=sigma, noise=noise,
+                                anneal_power=t.anneal_power, sigma_data=self.loss_sigma_data)
+            return ssm_loss(self.score_fn, x, sigma=sigma, noise=noise,
                             projections=projections, anneal_power=t.anneal_power,
                             variance_reduced=t.ssm_variance_reduced)
 
@@ -236,22 +272,27 @@ class Trainer:
             f"lower training.lr (now {t.lr:g}), --resume after lowering it, or "
             "training.skip_nonfinite=true to skip such steps")
 
-    def _gradients_finite(self) -> bool:
+    def _gradients_finite(self) -> Tensor:
+        """0-d bool tensor, no host sync: is max |g| over all gradients finite (one fused
+        ``torch._foreach_norm``, not an ``isfinite`` kernel per parameter)."""
         grads = [p.grad for p in self.net.parameters() if p.grad is not None]
-        return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+        return torch.nn.utils.get_total_norm(grads, math.inf, foreach=True).isfinite()
 
     def train_step(self) -> float:
-        """One optimizer step on the global batch; returns the (global) loss value. A non-finite
-        loss or gradient never reaches the weights (see :meth:`_nonfinite`)."""
+        """One optimizer step on the global batch; returns the (global) loss value. The loss and
+        the gradients' finiteness are read back together after backward, one host sync per
+        step; a non-finite loss or gradient never reaches the weights (see :meth:`_nonfinite`)."""
         self.net.train()
         loss = self._loss()
-        value = float(mean_over_ranks(loss.detach().float(), self.info))
         self.optimizer.zero_grad(set_to_none=True)
-        problem = None if math.isfinite(value) else f"loss became {value}"
-        if problem is None:
-            loss.backward()
-            if not self._gradients_finite():
-                problem = "the gradient became non-finite"
+        loss.backward()
+        mean_loss = mean_over_ranks(loss.detach().float(), self.info)
+        value, grads_finite = torch.stack([mean_loss, self._gradients_finite().float()]).tolist()
+        problem = None
+        if not math.isfinite(value):
+            problem = f"loss became {value}"
+        elif not grads_finite:
+            problem = "the gradient became non-finite"
         if problem is None:
             self.optimizer.step()
             if self.ema is not None:
@@ -262,12 +303,33 @@ class Trainer:
         return value
 
     # ------------------------------------------------------------------ the loop
+    def _record(self, results: dict[str, float]) -> None:
+        """Log the periodic work's results and keep ``best.pt`` when ``eval.metric`` improved
+        (a NaN score never does; a resumed run with another metric starts its best afresh)."""
+        if "test_loss" in results:
+            self.log.write({"step": self.step, "test_loss": results["test_loss"]})
+        e = self.config.eval
+        if e.metric not in results:
+            return
+        value = results[e.metric]
+        improved = math.isfinite(value) and (self.best is None or self.best["metric"] != e.metric
+                                             or value < self.best["value"])
+        if improved:
+            self.best = {"metric": e.metric, "value": value, "step": self.step}
+            ckpt.save_atomic(self.state_dict(), self.ckpt_dir / ckpt.BEST_NAME)
+        self.log.write({"step": self.step, e.metric: value, "best": improved,
+                        "eval_num_samples": e.num_samples})
+
+    def model_spec(self) -> dict[str, Any]:
+        """The spec written beside the weights (:mod:`ncsn.nets.io`), also used for grids."""
+        return {"network": self.config.model, "channels": self.channels,
+                "image_size": self.image_size, "sigmas": self.sigmas,
+                "sampling": sampling_spec(self.config)}
+
     def _write_models(self) -> None:
         """``model`` and, with EMA on, ``model_ema`` (which ``load_model`` prefers: a stale one
         from before a resume that turned EMA off is removed)."""
-        spec = {"network": self.config.model, "channels": self.channels,
-                "image_size": self.image_size, "sigmas": self.sigmas,
-                "sampling": sampling_spec(self.config, self.sigmas)}
+        spec = self.model_spec()
         save_model(self.run_dir / "model", self.net, spec)
         if self.ema is not None:
             save_model(self.run_dir / "model_ema", self.ema.model, spec)
@@ -304,7 +366,7 @@ class Trainer:
                     self.log.write({"step": self.step, "loss": mean, "steps_per_s": rate,
                                     "elapsed_s": now - began})
                 if self.info.is_main:
-                    self.periodic.after_step()
+                    self._record(self.periodic.after_step())
                 if self.step % t.snapshot_freq == 0 or self.step == t.n_iters:
                     self.save_checkpoint()
             if self.info.is_main:
