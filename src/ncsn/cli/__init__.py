@@ -15,7 +15,7 @@ from ncsn import __version__
 from ncsn.errors import UserError
 
 COMMAND_MODULES = ("toy", "train", "sample", "convert", "evaluate", "configs", "doctor",
-                   "likelihood")
+                   "likelihood", "noise_levels")
 
 
 class _Parser(argparse.ArgumentParser):
