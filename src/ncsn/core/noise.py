@@ -6,6 +6,7 @@ NCSNv2 = Song & Ermon (2020), "Improved Techniques for Training Score-Based Gene
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import torch
@@ -34,6 +35,36 @@ def ncsnv2_sigma_max(data: Tensor, chunk: int = 1024) -> float:
     return best
 
 
+def ncsnv2_sigma_max_bounds(data: Tensor, transform: Callable[[Tensor], Tensor] | None = None,
+                            chunk: int = 4096) -> tuple[float, float]:
+    """Bounds on NCSNv2's sigma_1 (the largest pairwise distance) over all of ``data`` in O(N D)
+    instead of O(N^2 D): with m the mean and f the point farthest from it,
+    max_j ||x_j - f|| <= sigma_1 <= 2 max_j ||x_j - m|| (the lower bound is a distance between
+    two data points, the upper one the triangle inequality). ``transform`` maps each chunk of
+    rows (e.g. uint8 images) to the float space where distances are measured."""
+
+    def rows() -> Iterator[Tensor]:
+        for start in range(0, data.shape[0], chunk):
+            part = data[start:start + chunk]
+            part = transform(part) if transform is not None else part
+            yield part.reshape(part.shape[0], -1).double()
+
+    total, count = None, 0
+    for part in rows():
+        total = part.sum(0) if total is None else total + part.sum(0)
+        count += part.shape[0]
+    if total is None:
+        raise ValueError("need at least one data point")
+    mean = total / count
+    radius, farthest = -1.0, mean
+    for part in rows():
+        dist = (part - mean).norm(dim=1)
+        if float(dist.max()) > radius:
+            radius, farthest = float(dist.max()), part[int(dist.argmax())]
+    lower = max(float((part - farthest).norm(dim=1).max()) for part in rows())
+    return lower, 2.0 * radius
+
+
 def _std_normal_cdf(z: float) -> float:
     return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
 
@@ -47,14 +78,24 @@ def ncsnv2_ratio_criterion(gamma: float, dim: int) -> float:
     return _std_normal_cdf(centre + 3.0 * gamma) - _std_normal_cdf(centre - 3.0 * gamma)
 
 
-def ncsnv2_num_levels(dim: int, sigma_max: float, sigma_min: float, target: float = 0.5) -> int:
-    """The number of geometric levels whose ratio gamma meets ``ncsnv2_ratio_criterion = target``.
+def ncsnv2_ratio_for_target(dim: int, target: float = 0.5) -> float:
+    """The geometric ratio gamma > 1 with ``ncsnv2_ratio_criterion(gamma, dim) = target``.
 
-    The criterion falls as gamma grows, so gamma is found by bisection;
-    L = 1 + log(s1/sL)/log(gamma), rounded to the nearest integer.
+    The criterion starts at Phi(3) - Phi(-3) = 0.9973 as gamma -> 1 and tends to 0 as gamma
+    grows when sqrt(2D) > 3, but to 1 when D <= 4 (its lower edge sqrt(2D)(gamma-1) - 3 gamma
+    then falls without bound): there no gamma reaches a target below 0.9973, and a ValueError
+    says so. gamma is found by bisection.
     """
-    if not 0.0 < target < 1.0:
-        raise ValueError(f"target must lie in (0, 1), got {target}")
+    if dim < 1:
+        raise ValueError(f"the data dimension must be >= 1, got {dim}")
+    start = ncsnv2_ratio_criterion(1.0, dim)
+    if not 0.0 < target < start:
+        raise ValueError(f"the criterion target must lie in (0, {start:.4f}) (its value as gamma "
+                         f"-> 1), got {target}")
+    if 2 * dim <= 9:
+        raise ValueError(f"NCSNv2's ratio criterion cannot reach {target} in dimension D = {dim}: "
+                         f"for D <= 4 it tends to 1 as gamma grows; choose the number of noise "
+                         "levels by hand")
     lo, hi = 1.0 + 1e-12, 2.0
     while ncsnv2_ratio_criterion(hi, dim) > target:
         hi *= 2.0
@@ -64,7 +105,14 @@ def ncsnv2_num_levels(dim: int, sigma_max: float, sigma_min: float, target: floa
             lo = mid
         else:
             hi = mid
-    gamma = 0.5 * (lo + hi)
+    return 0.5 * (lo + hi)
+
+
+def ncsnv2_num_levels(dim: int, sigma_max: float, sigma_min: float, target: float = 0.5) -> int:
+    """The number of geometric levels whose ratio gamma meets ``ncsnv2_ratio_criterion = target``
+    (NCSNv2 Technique 2): L = 1 + log(s1/sL)/log(gamma), rounded to the nearest integer, at
+    least 2. A ValueError where the criterion cannot reach the target (D <= 4)."""
+    gamma = ncsnv2_ratio_for_target(dim, target)
     return max(2, round(1.0 + math.log(sigma_max / sigma_min) / math.log(gamma)))
 
 

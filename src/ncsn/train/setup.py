@@ -62,23 +62,35 @@ def load_split(config: Config, split: str) -> Tensor:
                         download=d.download)
 
 
+def network_space(config: Config, images: Tensor) -> Tensor:
+    """uint8 images as the network sees them: floats in [0, 1], logits under ``data.logit``."""
+    data = to_float(images)
+    return logit_transform(data) if config.data.logit else data
+
+
+def sigma_max_sample(config: Config, train_images: Tensor) -> Tensor:
+    """The images ``sigma_max: auto`` measures (NCSNv2 technique 1): all of them, or a fixed
+    random subset of ``AUTO_SIGMA_SUBSET`` seeded by ``training.seed``, in network space."""
+    n = train_images.shape[0]
+    if n <= AUTO_SIGMA_SUBSET:
+        return network_space(config, train_images)
+    gen = torch.Generator().manual_seed(config.training.seed)
+    return network_space(config, train_images[torch.randperm(n, generator=gen)[:AUTO_SIGMA_SUBSET]])
+
+
 def resolve_noise(config: Config, train_images: Tensor) -> tuple[Config, Tensor]:
     """Replace ``"auto"`` noise settings (NCSNv2 techniques 1-2) by numbers; return the sigmas."""
     noise = config.noise
     sigma_max = noise.sigma_max
     if sigma_max == "auto":
-        gen = torch.Generator().manual_seed(config.training.seed)
-        n = train_images.shape[0]
-        subset = torch.randperm(n, generator=gen)[:AUTO_SIGMA_SUBSET] if n > AUTO_SIGMA_SUBSET \
-            else torch.arange(n)
-        data = to_float(train_images[subset])
-        if config.data.logit:  # distances where the network sees the data
-            data = logit_transform(data)
-        sigma_max = round(ncsnv2_sigma_max(data), 4)
+        sigma_max = round(ncsnv2_sigma_max(sigma_max_sample(config, train_images)), 4)
     num_levels = noise.num_levels
     if num_levels == "auto":
         dim = int(train_images[0].numel())
-        num_levels = ncsnv2_num_levels(dim, float(sigma_max), noise.sigma_min)
+        try:
+            num_levels = ncsnv2_num_levels(dim, float(sigma_max), noise.sigma_min)
+        except ValueError as err:
+            raise UserError(f"noise.num_levels: auto: {err}") from None
     resolved = config.model_copy(update={"noise": noise.model_copy(
         update={"sigma_max": float(sigma_max), "num_levels": int(num_levels)})})
     if float(sigma_max) < noise.sigma_min:
