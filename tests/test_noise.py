@@ -7,7 +7,9 @@ from ncsn.core.noise import (
     geometric_sigmas,
     ncsnv2_num_levels,
     ncsnv2_ratio_criterion,
+    ncsnv2_ratio_for_target,
     ncsnv2_sigma_max,
+    ncsnv2_sigma_max_bounds,
     ncsnv2_step_size,
     ncsnv2_variance_ratio,
 )
@@ -51,3 +53,27 @@ def test_step_size_reproduces_ncsnv2_cifar10_ratio():
     gap = lambda e: abs(ncsnv2_variance_ratio(e, gamma, 0.01, 5) - 1)  # noqa: E731
     assert gap(eps) <= gap(eps * 1.01) and gap(eps) <= gap(eps / 1.01)
     assert math.isfinite(eps)
+
+
+def test_num_levels_refuses_targets_the_criterion_cannot_reach():
+    # For D <= 4 (sqrt(2D) <= 3) the criterion rises from 0.9973 towards 1 as gamma grows.
+    for dim in (1, 2, 4):
+        assert ncsnv2_ratio_criterion(1e6, dim) > 0.99
+        with pytest.raises(ValueError, match=f"cannot reach 0.5 in dimension D = {dim}"):
+            ncsnv2_num_levels(dim, 5.0, 0.01)
+    assert ncsnv2_ratio_criterion(1e6, 5) < 0.5  # D = 5 crosses every target
+    gamma = ncsnv2_ratio_for_target(5, 0.5)
+    assert ncsnv2_ratio_criterion(gamma, 5) == pytest.approx(0.5, abs=1e-9)
+    assert ncsnv2_num_levels(5, 5.0, 0.01) >= 2
+    with pytest.raises(ValueError, match=r"target must lie in \(0, 0\.9973\)"):
+        ncsnv2_num_levels(3072, 50.0, 0.01, target=0.998)
+
+
+def test_sigma_max_bounds_enclose_the_largest_distance():
+    gen = torch.Generator().manual_seed(0)
+    points = torch.randint(0, 256, (300, 2, 3, 3), generator=gen, dtype=torch.uint8)
+    exact = ncsnv2_sigma_max(points.float() / 255)
+    lower, upper = ncsnv2_sigma_max_bounds(points, transform=lambda p: p.float() / 255, chunk=64)
+    assert lower <= exact + 1e-9 <= upper + 2e-9 and upper <= 2 * exact + 1e-9
+    line = torch.tensor([[0.0], [1.0], [4.0]])  # on a line the far point gives the exact value
+    assert ncsnv2_sigma_max_bounds(line) == pytest.approx((4.0, 2 * (4.0 - 5 / 3)))

@@ -142,6 +142,8 @@ def _build(args: argparse.Namespace) -> dict[str, Any]:
                         f"(got {', '.join(sources) or 'none'})")
     sigma_max, sigma_min, num_levels = args.sigma_max, args.sigma_min, args.num_levels
     steps, step_lr, technique1 = args.steps, args.step_size, None
+    sources = {"sigma_max": "given", "num_levels": "given" if num_levels else "technique 2",
+               "step_lr": "given" if step_lr is not None else "technique 4"}
     if args.dim is not None:
         if sigma_max is None:
             raise UserError("--dim needs --sigma-max (technique 1 needs the data)")
@@ -155,25 +157,28 @@ def _build(args: argparse.Namespace) -> dict[str, Any]:
         dim, technique1 = sigma_max_report(config)
         noise, settings = config.noise, _settings(config)
         if sigma_max is None:
-            sigma_max = technique1["value"] if noise.sigma_max == "auto" or args.config is None \
-                else float(noise.sigma_max)
+            from_config = args.config is not None and noise.sigma_max != "auto"
+            sigma_max = float(noise.sigma_max) if from_config else technique1["value"]
+            sources["sigma_max"] = "config" if from_config else "technique 1"
         if args.config is not None:
             sigma_min = sigma_min or noise.sigma_min
             if num_levels is None and noise.num_levels != "auto":
-                num_levels = int(noise.num_levels)
+                num_levels, sources["num_levels"] = int(noise.num_levels), "config"
             steps = steps or settings.get("n_steps_each")
             step = settings.get("step_size")
             if step_lr is None and isinstance(step, (int, float)):
                 step_lr = step / 2.0 if settings.get("convention", "paper") == "paper" else step
+                sources["step_lr"] = "config"
     report = noise_level_report(dim, float(sigma_max), sigma_min or 0.01, target=args.target,
                                 num_levels=num_levels, steps=steps or NCSNV2_STEPS,
                                 step_lr=step_lr)
-    return {"technique1": technique1, **report}
+    return {"technique1": technique1, "sources": sources, **report}
 
 
 def format_report(r: dict[str, Any]) -> str:
     """The report as text, one technique per paragraph."""
     t1, t2, t4, ncsn = r["technique1"], r["technique2"], r["technique4"], r["ncsn_defaults"]
+    sources = r["sources"]
     lines = [f"D = {r['dim']}"]
     if t1 is not None:
         space = " (logit space)" if t1["logit"] else ""
@@ -183,16 +188,17 @@ def format_report(r: dict[str, Any]) -> str:
                f"{t1['upper']:.4g}")
         lines.append(f"technique 1, sigma_1 = largest pairwise distance{space}: "
                      f"{t1['value']:.4g}, {how}")
-    lines.append(f"levels from sigma_1 = {r['sigma_max']:.4g} to sigma_L = {r['sigma_min']:.4g}")
+    lines.append(f"levels from sigma_1 = {r['sigma_max']:.4g} ({sources['sigma_max']}) to "
+                 f"sigma_L = {r['sigma_min']:.4g}")
     aim, used = t2["levels_for_target"], t2["levels"]
     lines.append(f"technique 2, criterion Phi(sqrt(2D)(g-1) + 3g) - Phi(sqrt(2D)(g-1) - 3g) = "
                  f"{t2['target']}: gamma = {t2['gamma_for_target']:.5f}, L = "
                  f"{aim['num_levels']} (rounded: gamma {aim['gamma']:.5f}, criterion "
                  f"{aim['criterion']:.3f})")
     if t2["levels_given"]:
-        lines.append(f"  given L = {used['num_levels']}: gamma {used['gamma']:.5f}, criterion "
-                     f"{used['criterion']:.3f}")
-    given = " (given)" if t4["step_given"] else ""
+        lines.append(f"  L = {used['num_levels']} ({sources['num_levels']}): gamma "
+                     f"{used['gamma']:.5f}, criterion {used['criterion']:.3f}")
+    given = f" ({sources['step_lr']})" if t4["step_given"] else ""
     lines.append(f"technique 4, T = {t4['steps']} steps per level at L = {used['num_levels']}: "
                  f"step_lr {t4['step_lr']:.3g}{given} (official convention; paper eps "
                  f"{t4['paper_eps']:.3g}), Eq. 4 ratio s_T^2/sigma^2 = "
