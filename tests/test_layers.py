@@ -15,7 +15,8 @@ from ncsn.nets.layers import (
 
 
 def _norm_plus_reference(x, gamma, alpha, beta):
-    """SPEC section 4 written out with explicit loops over channels (float64)."""
+    """Conditional instance norm++ (NCSN Appendix B.1, docs/networks.md) written out with
+    explicit loops over channels (float64)."""
     x = x.double()
     b, c = x.shape[:2]
     out = torch.empty_like(x)

@@ -1,4 +1,4 @@
-"""Building blocks of the RefineNet score networks (NCSN, SPEC section 4; NCSNv2).
+"""Building blocks of the RefineNet score networks (NCSN Appendix B.1, docs/networks.md; NCSNv2).
 
 Module attribute names follow the official release, so a network's ``state_dict`` keys are the
 official checkpoint keys (``normalize1``, ``conv2.conv``, ``1_2_norm``, ``crp.convs.0``, ...).
@@ -41,7 +41,7 @@ def sigma_to_level(sigma: Tensor, sigmas: Tensor, rel_tol: float = SIGMA_REL_TOL
 
 
 def instance_norm_plus(x: Tensor, gamma: Tensor, alpha: Tensor, beta: Tensor) -> Tensor:
-    """Instance norm++ (NCSN Eq. in Appendix; SPEC section 4).
+    """Instance norm++ (NCSN, Song & Ermon 2019, Appendix A.1, Eq. 5).
 
     mu_c = spatial mean per channel; m, v = mean and unbiased variance of mu over channels;
     out = gamma_c * (IN(x)_c + alpha_c * (mu_c - m) / sqrt(v + 1e-5)) + beta_c.
