@@ -15,7 +15,7 @@ from ncsn.nets.layers import (
 
 
 def _norm_plus_reference(x, gamma, alpha, beta):
-    """Conditional instance norm++ (NCSN Appendix B.1, docs/networks.md) written out with
+    """Conditional instance norm++ (NCSN Appendix A, docs/networks.md) written out with
     explicit loops over channels (float64)."""
     x = x.double()
     b, c = x.shape[:2]

@@ -1,4 +1,4 @@
-"""Building blocks of the RefineNet score networks (NCSN Appendix B.1, docs/networks.md; NCSNv2).
+"""Building blocks of the RefineNet score networks (NCSN Appendix A, docs/networks.md; NCSNv2).
 
 Module attribute names follow the official release, so a network's ``state_dict`` keys are the
 official checkpoint keys (``normalize1``, ``conv2.conv``, ``1_2_norm``, ``crp.convs.0``, ...).

@@ -1,5 +1,5 @@
 """RefineNet score networks: the paper's CondRefineNetDilated (NCSN, Song & Ermon 2019,
-Appendix B.1; details in docs/networks.md) and the shared body that NCSNv2 reuses.
+Appendix A; details in docs/networks.md) and the shared body that NCSNv2 reuses.
 
 Layout (names = official state-dict keys): ``begin_conv`` -> stages ``res1..resN`` (two residual
 blocks each) -> RefineNet blocks ``refine1..refineN`` from the deepest stage up -> ``normalizer``
