@@ -21,8 +21,7 @@ from tqdm import tqdm
 
 from ncsn.errors import UserError
 from ncsn.imageio import list_images, load_image, load_npz_images, save_npz
-
-SHARD_SEED_STRIDE = 1_000_003
+from ncsn.seeding import derived_seed
 
 
 def load_samples(source: str | Path, channels: int | None = None,
@@ -96,7 +95,7 @@ def generate_samples(model: str | Path, out_dir: str | Path, num_samples: int, *
             if len(images) >= count:
                 shards.append(images[:count])
                 continue
-        gen = torch.Generator(device=device).manual_seed(seed * SHARD_SEED_STRIDE + k)
+        gen = torch.Generator(device=device).manual_seed(derived_seed(seed, k))
         x = torch.rand((shard_size, *shape), generator=gen, device=device)
         if settings["logit"]:  # model trained on logit(lam + (1 - 2 lam) x)
             x = logit_transform(x)

@@ -29,6 +29,7 @@ from ncsn.data import apply_train_transforms, to_float
 from ncsn.errors import UserError
 from ncsn.nets import build_network
 from ncsn.nets.io import save_model
+from ncsn.seeding import derived_seed
 from ncsn.train import checkpoint as ckpt
 from ncsn.train import periodic
 from ncsn.train.distributed import (
@@ -54,7 +55,6 @@ from ncsn.train.setup import (
     sampling_spec,
 )
 
-EPOCH_SEED_STRIDE = 1_000_003
 COMPILE_BACKEND = "inductor"  # torch.compile's backend for ``training.compile``
 
 
@@ -79,7 +79,7 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> Tensor:
     incomplete batch of an epoch is dropped."""
     per_epoch = n // batch_size
     epoch, pos = divmod(step, per_epoch)
-    gen = torch.Generator().manual_seed(seed * EPOCH_SEED_STRIDE + epoch)
+    gen = torch.Generator().manual_seed(derived_seed(seed, epoch))
     return torch.randperm(n, generator=gen)[pos * batch_size:(pos + 1) * batch_size]
 
 
