@@ -1,5 +1,6 @@
 """Distributed data-parallel training: 2 CPU processes (gloo) equal 1 process on the same
-global batch."""
+global batch: each process sees its half of that batch, and the first step's gradients are the
+one-process gradients (averaged over processes, not summed), before Adam could hide a scale."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from ncsn.config import validate_config
 from ncsn.errors import UserError
 from ncsn.nets import build_network
 from ncsn.nets.io import load_model
-from ncsn.train import distributed, train
+from ncsn.train import Trainer, distributed, train
 from test_train_support import folder_raw, write_image_folder
 
 WORLD = 2
@@ -27,23 +28,65 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, raw: dict, run_dir: str, port: int) -> None:
+def _record_first_step(out: Path):
+    """A ``Trainer.train_step`` that also saves, for the first step, what this process fed the
+    score network and the gradients it holds after the step (after DDP's all-reduce)."""
+    original = Trainer.train_step
+
+    def train_step(self: Trainer) -> float:
+        if self.step > 0:
+            return original(self)
+        inputs, score_fn = [], self.score_fn
+        self.score_fn = lambda x, sigma: (inputs.append(x.detach().clone()), score_fn(x, sigma))[1]
+        try:
+            value = original(self)
+        finally:
+            self.score_fn = score_fn
+        grads = {n: p.grad.detach().clone() for n, p in self.net.named_parameters()
+                 if p.grad is not None}
+        torch.save({"inputs": torch.cat(inputs), "grads": grads}, out)
+        return value
+
+    return train_step
+
+
+def _worker(rank: int, raw: dict, run_dir: str, port: int, record: str) -> None:
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "LOCAL_RANK": str(rank), "WORLD_SIZE": str(WORLD)})
     torch.set_num_threads(1)
+    Trainer.train_step = _record_first_step(Path(record) / f"rank{rank}.pt")
     train(validate_config(raw), run_dir, progress=False)
 
 
-def test_two_processes_match_one_process(tmp_path: Path) -> None:
+def test_two_processes_match_one_process(tmp_path: Path, monkeypatch) -> None:
     raw = folder_raw(write_image_folder(tmp_path / "images"),
                      training={"n_iters": 4, "batch_size": 8, "ema_rate": 0.5})
+    record = tmp_path / "record"
+    record.mkdir()
+    monkeypatch.setattr(Trainer, "train_step", _record_first_step(record / "one.pt"))
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         train(validate_config(raw), tmp_path / "one", progress=False)
     finally:
         torch.set_num_threads(before)
-    mp.spawn(_worker, args=(raw, str(tmp_path / "two"), _free_port()), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(raw, str(tmp_path / "two"), _free_port(), str(record)),
+             nprocs=WORLD, join=True)
+
+    # the global batch of 8 is split: each process feeds the network its own 4 inputs, and
+    # together they are the one-process batch, in order
+    one = torch.load(record / "one.pt")
+    ranks = [torch.load(record / f"rank{r}.pt") for r in range(WORLD)]
+    assert [len(r["inputs"]) for r in ranks] == [4, 4] and len(one["inputs"]) == 8
+    torch.testing.assert_close(torch.cat([r["inputs"] for r in ranks]), one["inputs"],
+                               rtol=0, atol=0)
+    # the gradients after the first step are the one-process gradients on every process: DDP
+    # averages the per-process gradients of the per-process mean loss (a sum would double them)
+    assert one["grads"].keys() == ranks[0]["grads"].keys() and one["grads"]
+    for r in ranks:
+        for name, grad in one["grads"].items():
+            torch.testing.assert_close(r["grads"][name], grad, rtol=1e-4, atol=1e-6)
+    assert max(float(g.abs().max()) for g in one["grads"].values()) > 1e-3
 
     one, _ = load_model(tmp_path / "one" / "model")
     two, _ = load_model(tmp_path / "two" / "model")
