@@ -76,7 +76,7 @@ def test_checkpoint_contents_and_model_files(tmp_path: Path) -> None:
     assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [6, 7]
     state = load_checkpoint(run / "checkpoints" / "ckpt_00000007.pt")
     assert state["step"] == 7 and state["config"]["training"]["n_iters"] == 7
-    assert set(state["rng"]) == {"generator", "torch", "cuda"}
+    assert set(state["rng"]) == {"generator", "generator_device", "torch"}  # no global CUDA RNG
     assert torch.allclose(state["sigmas"], torch.tensor([1.0, 0.368403, 0.135721, 0.05]),
                           rtol=1e-4)
     net, spec = load_model(run)  # prefers model_ema

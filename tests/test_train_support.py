@@ -4,6 +4,7 @@ here, only helpers the test_train_*.py modules import."""
 from __future__ import annotations
 
 import copy
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +71,10 @@ def folder_raw(root: Path, **sections: dict[str, Any]) -> dict[str, Any]:
     raw = tiny_raw(**sections)
     raw["data"] = {"name": "folder", "root": str(root), "channels": 1}
     return raw
+
+
+def free_port() -> int:
+    """A TCP port that is free now (for a test's process group)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

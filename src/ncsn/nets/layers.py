@@ -20,24 +20,38 @@ NORM_EPS = 1e-5
 NormFactory = Callable[[int], nn.Module]
 
 
-def sigma_to_level(sigma: Tensor, sigmas: Tensor, rel_tol: float = SIGMA_REL_TOL) -> Tensor:
+def sigma_to_level(sigma: Tensor, sigmas: Tensor, rel_tol: float = SIGMA_REL_TOL, *,
+                   check: bool = True) -> Tensor:
     """Map each noise scale in ``sigma`` (B,) to the index of the nearest trained level.
 
     A match must lie within relative distance ``rel_tol`` of a level in ``sigmas`` (L,);
-    otherwise a ValueError names the offending sigma and the trained levels.
+    otherwise a ValueError names the offending sigma and the trained levels. That test reads a
+    flag back to the host (a sync on a GPU): ``check=False`` skips it for a tensor the caller
+    has already checked. While ``torch.compile`` traces, it is a device-side assert instead
+    (no host sync, no graph break; a failure raises without the levels listed).
     """
     sigma = torch.as_tensor(sigma, dtype=sigmas.dtype, device=sigmas.device)
     rel = (sigma.reshape(-1, 1) - sigmas.reshape(1, -1)).abs() / sigmas.reshape(1, -1)
     best, level = rel.min(dim=1)
-    bad = best > rel_tol
-    if bool(bad.any()):
-        wrong = sigma.reshape(-1)[bad][0].item()
-        levels = ", ".join(f"{s:.6g}" for s in sigmas.tolist())
-        raise ValueError(
-            f"sigma={wrong:.6g} is not one of the network's trained noise levels [{levels}] "
-            f"(relative tolerance {rel_tol:g}); sample with the sigmas the network was trained on"
-        )
+    if torch.compiler.is_compiling():
+        torch._assert_async((best <= rel_tol).all(), "sigma is not one of the network's trained "
+                            "noise levels; sample with the sigmas it was trained on")
+    elif check:
+        bad = best > rel_tol
+        if bool(bad.any()):
+            wrong = sigma.reshape(-1)[bad][0].item()
+            levels = ", ".join(f"{s:.6g}" for s in sigmas.tolist())
+            raise ValueError(
+                f"sigma={wrong:.6g} is not one of the network's trained noise levels [{levels}] "
+                f"(relative tolerance {rel_tol:g}); sample with the sigmas the network was "
+                "trained on")
     return level.reshape(sigma.shape)
+
+
+def _channels_last(x: Tensor) -> bool:
+    """True for a 4-d tensor laid out NHWC (and not also NCHW, as when H = W = 1)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+        and not x.is_contiguous()
 
 
 def instance_norm_plus(x: Tensor, gamma: Tensor, alpha: Tensor, beta: Tensor) -> Tensor:
@@ -46,14 +60,26 @@ def instance_norm_plus(x: Tensor, gamma: Tensor, alpha: Tensor, beta: Tensor) ->
     mu_c = spatial mean per channel; m, v = mean and unbiased variance of mu over channels;
     out = gamma_c * (IN(x)_c + alpha_c * (mu_c - m) / sqrt(v + 1e-5)) + beta_c.
     ``gamma``, ``alpha``, ``beta`` have shape (B, C) or (C,).
+
+    Computed in (at least) fp32 also under bf16/fp16 autocast: mu_c - m is a difference of nearly
+    equal means, mostly rounding error in bf16. The result has ``x``'s dtype. A channels_last
+    input stays channels_last (``F.instance_norm`` returns an NCHW tensor, which would undo the
+    layout before every convolution; docs/training.md, "channels_last").
     """
-    mu = x.mean(dim=(2, 3))
-    m = mu.mean(dim=1, keepdim=True)
-    v = mu.var(dim=1, keepdim=True, unbiased=True)
-    shift = (mu - m) / torch.sqrt(v + NORM_EPS)
-    h = F.instance_norm(x, eps=NORM_EPS)
-    h = h + (alpha * shift)[..., None, None]
-    return gamma.reshape(*gamma.shape, 1, 1) * h + beta.reshape(*beta.shape, 1, 1)
+    with torch.autocast(x.device.type, enabled=False):
+        h = x.to(torch.promote_types(x.dtype, torch.float32))
+        if _channels_last(h):
+            var, mu = torch.var_mean(h, dim=(2, 3), unbiased=False)
+            normed = (h - mu[..., None, None]) * torch.rsqrt(var[..., None, None] + NORM_EPS)
+        else:
+            mu = h.mean(dim=(2, 3))
+            normed = F.instance_norm(h, eps=NORM_EPS)
+        m = mu.mean(dim=1, keepdim=True)
+        v = mu.var(dim=1, keepdim=True, unbiased=True)
+        shift = (mu - m) / torch.sqrt(v + NORM_EPS)
+        h = normed + (alpha * shift)[..., None, None]
+        out = gamma.reshape(*gamma.shape, 1, 1) * h + beta.reshape(*beta.shape, 1, 1)
+    return out.to(x.dtype)
 
 
 class CondInstanceNorm2dPlus(nn.Module):

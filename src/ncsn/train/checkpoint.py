@@ -9,10 +9,17 @@ the old set of checkpoints or the new one, never a half-written ``ckpt_*.pt``.
 (``os._exit(137)``, like SIGKILL) after half of the bytes are written; ``sleep:SECONDS`` pauses
 there (a test can then kill the process during the write). A suffix ``@NAME`` (e.g.
 ``exit@ckpt_00000006.pt``) limits the fault to the file named NAME.
+
+The trainer's generator lives on the training device, and a CPU generator state (5,056 bytes) does
+not fit a CUDA generator (16 bytes) nor the reverse, so the device type is saved with the state.
+A checkpoint resumed on another device type continues with the generator re-seeded from
+(seed, step) (:func:`restore_generator`): deterministic, but not the stream of an uninterrupted
+run. The global CUDA generators are never saved: training draws only from its own generator.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -103,12 +110,14 @@ def prune_checkpoints(folder: str | Path, keep_last: int) -> list[Path]:
     return doomed
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
-                    ) -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``); UserError when it is unreadable."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *,
+                    data: bytes | None = None) -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``); UserError when it is unreadable.
+    ``data``: the file's bytes, already read (e.g. sent by rank 0); ``path`` then only names it."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(io.BytesIO(data) if data is not None else path,
+                           map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for truncated/corrupt files
         raise UserError(f"checkpoint {path} is corrupt/incomplete ({type(err).__name__}); "
                         "delete it to resume from the previous one") from None
@@ -117,3 +126,36 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
         raise UserError(f"checkpoint {path} is corrupt/incomplete (missing entries); "
                         "delete it to resume from the previous one")
     return state
+
+
+CPU_GENERATOR_STATE_BYTES = torch.Generator().get_state().numel()
+
+
+def generator_state(gen: torch.Generator) -> dict[str, Any]:
+    """The generator's state with the type of device it belongs to (the checkpoint's ``rng``)."""
+    return {"generator": gen.get_state(), "generator_device": gen.device.type}
+
+
+def saved_generator_device(rng: dict[str, Any]) -> str:
+    """Device type of a saved generator state; checkpoints that predate the record are told
+    apart by the state's size (only a CPU state has 5,056 bytes)."""
+    if "generator_device" in rng:
+        return str(rng["generator_device"])
+    return "cpu" if rng["generator"].numel() == CPU_GENERATOR_STATE_BYTES else "cuda"
+
+
+def reseed_value(seed: int, step: int) -> int:
+    """The generator seed after a change of device type: a hash of (seed, step), so it differs
+    from every epoch-permutation seed and from the run's initial seed."""
+    digest = hashlib.blake2b(f"ncsn-reseed:{seed}:{step}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def restore_generator(gen: torch.Generator, rng: dict[str, Any], *, seed: int, step: int) -> bool:
+    """Set ``gen`` to the saved state, or, when the state was saved on another device type,
+    seed it with :func:`reseed_value` ``(seed, step)``; True when it was re-seeded."""
+    if saved_generator_device(rng) == gen.device.type:
+        gen.set_state(rng["generator"])
+        return False
+    gen.manual_seed(reseed_value(seed, step))
+    return True

@@ -39,19 +39,36 @@ class DistInfo:
 
 
 def select_device(choice: str, local_rank: int = 0) -> torch.device:
-    """``auto``: CUDA (GPU ``local_rank``) when present, else the CPU."""
+    """The training device: ``auto`` is CUDA when present, else the CPU.
+
+    ``cuda`` takes this process's GPU: the only visible one when the launcher gives each process
+    its own (``CUDA_VISIBLE_DEVICES`` per process, e.g. SLURM ``--gpus-per-task=1``), else
+    visible GPU ``local_rank`` (torchrun on a node whose processes all see every GPU).
+    """
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
-    if choice.startswith("cuda"):
-        if ":" in choice and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise UserError(f"training.device {choice!r} would put every process on one GPU; "
-                            "under torchrun use training.device=cuda or auto (each process takes "
-                            "GPU LOCAL_RANK)")
-        if not torch.cuda.is_available():
-            raise UserError(f"training.device is {choice!r} but CUDA is not available; "
-                            "use training.device=auto or cpu")
-        return torch.device(choice if ":" in choice else f"cuda:{local_rank}")
-    return torch.device("cpu")
+    if not choice.startswith("cuda"):
+        return torch.device("cpu")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if ":" in choice and world_size > 1:
+        raise UserError(f"training.device {choice!r} would put every process on one GPU; "
+                        "under torchrun use training.device=cuda or auto (each process takes "
+                        "GPU LOCAL_RANK)")
+    if not torch.cuda.is_available():
+        raise UserError(f"training.device is {choice!r} but CUDA is not available; "
+                        "use training.device=auto or cpu")
+    count = torch.cuda.device_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "(not set)")
+    index = int(choice.partition(":")[2] or (0 if count == 1 else local_rank))
+    if index >= count:
+        raise UserError(f"training.device {choice!r} needs GPU {index}, but this process sees "
+                        f"{count} GPU(s) (CUDA_VISIBLE_DEVICES={visible}); start at most {count} "
+                        "processes per node, or give each process its own GPU")
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if count == 1 and local_world > 1 and "CUDA_VISIBLE_DEVICES" not in os.environ:
+        raise UserError(f"{local_world} processes on this node would share its one GPU; start "
+                        "one process per GPU (torchrun --nproc_per_node=1)")
+    return torch.device(f"cuda:{index}")
 
 
 def init_distributed(device: torch.device) -> DistInfo:
@@ -90,3 +107,34 @@ def mean_over_ranks(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def broadcast_bytes(data: bytes | None, info: DistInfo, device: torch.device) -> bytes | None:
+    """Rank 0's ``data`` (None: nothing) on every process, sent through the process group, so
+    ranks on nodes without a shared file system get it too."""
+    if not info.enabled:
+        return data
+    size = torch.tensor([-1 if data is None else len(data)], dtype=torch.int64, device=device)
+    dist.broadcast(size, src=0)
+    n = int(size.item())
+    if n <= 0:
+        return None if n < 0 else b""
+    if info.is_main:
+        assert data is not None
+        buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device)
+    else:
+        buffer = torch.empty(n, dtype=torch.uint8, device=device)
+    dist.broadcast(buffer, src=0)
+    return data if info.is_main else buffer.cpu().numpy().tobytes()
+
+
+def raise_together(error: UserError | None, info: DistInfo, device: torch.device) -> None:
+    """Raise on every process when any one has ``error`` (a process failing alone would leave
+    the others waiting in the next collective until the timeout)."""
+    failed = torch.tensor([error is not None], dtype=torch.int32, device=device)
+    if info.enabled:
+        dist.all_reduce(failed, op=dist.ReduceOp.MAX)
+    if error is not None:
+        raise error
+    if bool(failed.item()):
+        raise UserError("another process of this job stopped with an error (see its message)")

@@ -25,12 +25,18 @@ class EMA:
 
     @torch.no_grad()
     def update(self, net: nn.Module) -> None:
+        """One EMA step towards ``net``'s weights: a single fused ``torch._foreach_lerp_`` over
+        all floating-point tensors (not one kernel per tensor)."""
         source = net.state_dict()
+        averaged, targets = [], []
         for name, value in self.model.state_dict().items():
             if value.dtype.is_floating_point:
-                value.lerp_(source[name], 1.0 - self.rate)
+                averaged.append(value)
+                targets.append(source[name])
             else:
                 value.copy_(source[name])
+        if averaged:
+            torch._foreach_lerp_(averaged, targets, 1.0 - self.rate)
 
     def state_dict(self) -> dict[str, Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}

@@ -96,6 +96,15 @@ class Trainer:
         self.device = select_device(t.device, local_rank_from_env())
         check_device_options(t, self.device)
         self.info: DistInfo = init_distributed(self.device)
+        try:
+            self._setup(config, resume=resume, overwrite=overwrite)
+        except BaseException:
+            shutdown(self.info)  # a process that stops leaves the group rather than abort in it
+            raise
+
+    def _setup(self, config: Config, *, resume: bool, overwrite: bool) -> None:
+        """Data, noise levels, network, optimizer, EMA, run directory and the resumed state."""
+        t = config.training
         if t.batch_size % self.info.world_size:
             raise UserError(f"training.batch_size ({t.batch_size}) must be divisible by the "
                             f"number of processes ({self.info.world_size})")
