@@ -151,6 +151,14 @@ def annealed_langevin(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float],
     return x
 
 
+def ancestral_eta(sigmas: Tensor | list[float]) -> float:
+    """max over steps of 1 - (sigma_{i+1} / sigma_i)^2: the consistent-annealing eta of the exact
+    Gaussian posterior (ancestral) step, 1 for a single level."""
+    levels = _as_list(sigmas)
+    return max([1.0 - (low / high) ** 2 for high, low in zip(levels[:-1], levels[1:],
+                                                             strict=True)], default=1.0)
+
+
 def check_consistent_eta(sigmas: Tensor | list[float], eta: float) -> None:
     """ValueError unless 1 - sigma_{i+1}/sigma_i <= eta <= 1 for every step of the schedule
     (the condition of :func:`consistent_annealed` for a non-negative noise variance)."""
@@ -165,7 +173,7 @@ def check_consistent_eta(sigmas: Tensor | list[float], eta: float) -> None:
 
 @torch.no_grad()
 def consistent_annealed(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float],
-                        n_steps_each: int = 1, eta: float = 1.0, *,
+                        n_steps_each: int = 1, eta: float | None = None, *,
                         generator: torch.Generator | None = None,
                         callback: Callback | None = None,
                         constrain: Constraint | None = None) -> Tensor:
@@ -176,12 +184,15 @@ def consistent_annealed(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float],
     x <- x + eta sigma^2 s(x, sigma) + sqrt(sigma'^2 - (1 - eta)^2 sigma^2) z,
     which keeps the noise level of x at exactly sigma' if the score is exact (the paper's
     eps = eta sigma_L^2 and beta = sqrt(1 - gamma^2 (1 - eta)^2) for a geometric ratio gamma).
-    Needs 1 - sigma'/sigma <= eta <= 1; eta = 1 denoises fully and re-noises to sigma'.
-    The last update adds no noise.
+    Needs 1 - sigma'/sigma <= eta <= 1 (that bound is deterministic, DDIM-like); the default
+    ``eta = None`` takes 1 - (sigma'/sigma)^2 of the steepest step, which for a geometric schedule
+    is the exact Gaussian posterior step (ancestral sampling). eta = 1 (denoise, then add fresh
+    noise) loses the mixture weights. The last update adds no noise.
     """
     if n_steps_each < 1:
         raise ValueError(f"n_steps_each must be >= 1, got {n_steps_each}")
     levels = _as_list(sigmas)
+    eta = ancestral_eta(levels) if eta is None else eta
     check_consistent_eta(levels, eta)
     visits = [(level, step, s) for level, s in enumerate(levels) for step in range(n_steps_each)]
     updates = _Updates(callback, constrain)

@@ -41,8 +41,9 @@ def edm_denoiser(backbone: Backbone, x: Tensor, sigma: Tensor, *, sigma_data: fl
     s = _shaped(sigma, x)
     total = s**2 + sigma_data**2
     centred = x - data_mean
-    out = backbone(centred / torch.sqrt(total), sigma)
-    return data_mean + (sigma_data**2 / total) * centred + (s * sigma_data / torch.sqrt(total)) * out
+    root = torch.sqrt(total)
+    out = backbone(centred / root, sigma)
+    return data_mean + (sigma_data**2 / total) * centred + (s * sigma_data / root) * out
 
 
 def edm_score(backbone: Backbone, x: Tensor, sigma: Tensor, *, sigma_data: float,

@@ -48,10 +48,11 @@ class AnnealedLangevinSettings(Settings):
 
 
 class ConsistentAnnealedSettings(Settings):
-    """Jolicoeur-Martineau et al. 2021: ``eta`` = eps / sigma_L^2 in (0, 1]."""
+    """Jolicoeur-Martineau et al. 2021: ``eta`` = eps / sigma_L^2 in (0, 1]; None = the
+    ancestral step's 1 - (sigma'/sigma)^2 (:func:`ncsn.core.samplers.ancestral_eta`)."""
 
     n_steps_each: int = Field(default=1, ge=1)
-    eta: float = Field(default=1.0, gt=0.0, le=1.0)
+    eta: float | None = Field(default=None, gt=0.0, le=1.0)
 
 
 class PredictorCorrectorSettings(Settings):
@@ -120,8 +121,10 @@ def _ald_finalize(settings: dict[str, Any], sigmas: Tensor) -> dict[str, Any]:
 
 
 def _cas_finalize(settings: dict[str, Any], sigmas: Tensor) -> dict[str, Any]:
-    core.check_consistent_eta(sigmas, settings["eta"])
-    return settings
+    """Fix ``eta`` for the schedule (the ancestral value when None) and check consistency."""
+    eta = core.ancestral_eta(sigmas) if settings["eta"] is None else settings["eta"]
+    core.check_consistent_eta(sigmas, eta)
+    return {**settings, "eta": eta}
 
 
 def _ald_final(settings: dict[str, Any]) -> int:
