@@ -23,25 +23,11 @@ from ncsn.train import (
     train,
 )
 from ncsn.train.setup import resolve_noise
-from test_train_support import assert_same_training_state, final_state, tiny_config
+from test_train_support import assert_same_training_state, final_state, record_steps, tiny_config
 
 
 def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def _record_steps(monkeypatch) -> list[int]:
-    """The step each ``Trainer.train_step`` call starts from, from now on in this process: a
-    resume that silently restarted at step 0 (and happened to end in the same state) shows."""
-    steps: list[int] = []
-    real_step = Trainer.train_step
-
-    def recorded(self: Trainer) -> float:
-        steps.append(self.step)
-        return real_step(self)
-
-    monkeypatch.setattr(Trainer, "train_step", recorded)
-    return steps
 
 
 def test_batch_order_is_a_seeded_permutation_per_epoch() -> None:
@@ -69,7 +55,7 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path: Path, monkeypatc
         train(config, tmp_path / "cut", progress=False)
     assert [s for s, _ in list_checkpoints(tmp_path / "cut" / "checkpoints")] == [4]
     monkeypatch.setattr(Trainer, "train_step", real_step)
-    steps = _record_steps(monkeypatch)
+    steps = record_steps(monkeypatch)
     result = train(config, tmp_path / "cut", resume=True, progress=False)
     assert result.step == 8 and steps == [4, 5, 6, 7]  # from checkpoint 4, not from 0
     assert_same_training_state(final_state(tmp_path / "full"), final_state(tmp_path / "cut"))
@@ -80,7 +66,7 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path: Path, monkeypatc
 def test_resume_can_extend_training(tmp_path: Path, monkeypatch) -> None:
     train(tiny_config(training={"n_iters": 8}), tmp_path / "full", progress=False)
     train(tiny_config(training={"n_iters": 4}), tmp_path / "ext", progress=False)
-    steps = _record_steps(monkeypatch)
+    steps = record_steps(monkeypatch)
     train(tiny_config(training={"n_iters": 8}), tmp_path / "ext", resume=True, progress=False)
     assert steps == [4, 5, 6, 7]
     assert_same_training_state(final_state(tmp_path / "full"), final_state(tmp_path / "ext"))

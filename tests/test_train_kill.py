@@ -20,6 +20,7 @@ from test_train_support import (
     assert_same_training_state,
     final_state,
     folder_raw,
+    record_steps,
     write_image_folder,
 )
 
@@ -44,7 +45,7 @@ def _partial_writes(run_dir: Path, name: str) -> list[Path]:
     return sorted(folder.glob(f".{name}.*.tmp")) if folder.is_dir() else []
 
 
-def test_hard_kill_during_checkpoint_write_then_exact_resume(tmp_path: Path) -> None:
+def test_hard_kill_during_checkpoint_write_then_exact_resume(tmp_path: Path, monkeypatch) -> None:
     raw = folder_raw(write_image_folder(tmp_path / "images"),
                      training={"n_iters": 8, "snapshot_freq": 2, "keep_last": 3})
     exiting = _start(raw, tmp_path / "exit", "exit@ckpt_00000006.pt")
@@ -73,9 +74,11 @@ def test_hard_kill_during_checkpoint_write_then_exact_resume(tmp_path: Path) -> 
         assert sleeping.returncode == -signal.SIGKILL
         assert [s for s, _ in list_checkpoints(tmp_path / "kill" / "checkpoints")] == [2]
 
-        for name in ("exit", "kill"):
+        steps = record_steps(monkeypatch)
+        for name, kept in (("exit", 4), ("kill", 2)):  # the last complete checkpoint
+            steps.clear()
             result = train(validate_config(raw), tmp_path / name, resume=True, progress=False)
-            assert result.step == 8
+            assert result.step == 8 and steps == list(range(kept, 8))
             assert_same_training_state(reference, final_state(tmp_path / name))
             assert not list((tmp_path / name / "checkpoints").glob(".*.tmp")), \
                 "the partial write is cleaned up on resume"

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ncsn.config import Config, validate_config
-from ncsn.train import list_checkpoints, load_checkpoint
+from ncsn.train import Trainer, list_checkpoints, load_checkpoint
 
 TINY: dict[str, Any] = {
     "data": {"name": "digits8"},
@@ -78,3 +78,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def record_steps(monkeypatch: Any) -> list[int]:
+    """The step each ``Trainer.train_step`` call starts from, from now on in this process: a
+    resume that silently restarted at step 0 (and happened to end in the same state) shows."""
+    steps: list[int] = []
+    real_step = Trainer.train_step
+
+    def recorded(self: Trainer) -> float:
+        steps.append(self.step)
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", recorded)
+    return steps
