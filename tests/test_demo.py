@@ -12,6 +12,7 @@ from ncsn.cli import main
 from ncsn.config import load_config
 from ncsn.experiments.demo import demo_config
 from ncsn.nets.io import load_model
+from test_train_support import record_steps
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -43,13 +44,15 @@ def test_quick_demo_writes_grid_curve_and_metrics(tmp_path: Path, capsys) -> Non
     assert main(["demo", "--steps", "0", "--out", str(out)]) == 2
 
 
-def test_demo_resumes_an_interrupted_run_to_the_same_weights(tmp_path: Path, capsys) -> None:
+def test_demo_resumes_an_interrupted_run_to_the_same_weights(tmp_path: Path, capsys,
+                                                             monkeypatch) -> None:
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert main(["demo", "--quick", "--steps", "6", "--out", str(whole), "--no-progress"]) == 0
     assert main(["demo", "--quick", "--steps", "3", "--out", str(split), "--no-progress"]) == 0
     capsys.readouterr()
+    steps = record_steps(monkeypatch)
     assert main(["demo", "--quick", "--steps", "6", "--out", str(split), "--no-progress"]) == 0
-    assert "resuming from" in capsys.readouterr().out
+    assert "resuming from" in capsys.readouterr().out and steps == [3, 4, 5]
     for a, b in zip(load_model(whole)[0].state_dict().values(),
                     load_model(split)[0].state_dict().values(), strict=True):
         assert torch.equal(a, b)

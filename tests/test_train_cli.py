@@ -8,7 +8,7 @@ import yaml
 
 from ncsn.cli import main
 from ncsn.config import load_config
-from test_train_support import assert_same_training_state, final_state, tiny_raw
+from test_train_support import assert_same_training_state, final_state, record_steps, tiny_raw
 
 
 def _config_file(tmp_path: Path) -> Path:
@@ -17,7 +17,7 @@ def _config_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_train_set_overrides_and_resume(tmp_path: Path, capsys) -> None:
+def test_train_set_overrides_and_resume(tmp_path: Path, capsys, monkeypatch) -> None:
     config = _config_file(tmp_path)
     run = tmp_path / "run"
     args = ["train", "--config", str(config), "--run-dir", str(run), "--no-progress"]
@@ -28,10 +28,11 @@ def test_train_set_overrides_and_resume(tmp_path: Path, capsys) -> None:
 
     assert main(args) == 2
     assert "already exists; pass --resume" in capsys.readouterr().err
-    # resume with the run's own config and a longer schedule
+    # resume with the run's own config and a longer schedule: it runs steps 2 and 3 (0-based)
+    steps = record_steps(monkeypatch)
     assert main(["train", "--resume", "--run-dir", str(run), "--no-progress",
                  "--set", "training.n_iters=4"]) == 0
-    assert final_state(run)["step"] == 4
+    assert final_state(run)["step"] == 4 and steps == [2, 3]
 
     reference = tmp_path / "reference"
     assert main(["train", "--config", str(config), "--run-dir", str(reference), "--no-progress",
