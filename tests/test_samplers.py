@@ -55,14 +55,25 @@ def test_official_convention_is_paper_with_double_step():
         annealed_langevin(mix, init, sigmas, 1, 0.1, convention="ddpm")
 
 
-def test_callback_sees_every_step_and_final_denoise_is_tweedie():
-    mu = torch.tensor([[0.3, -0.7]])
-    point = lambda x, s: (mu - x) / s[:, None] ** 2  # noqa: E731  exact score of delta(mu) * N(0, s^2)
+def test_callback_sees_every_step_and_final_denoise_is_tweedie_at_sigma_l():
+    # N(mu, 0.5^2 I) perturbed with sigma has the score -(x - mu) / (0.25 + sigma^2), so the
+    # denoising step x + sigma^2 s(x, sigma) differs between sigma_L and sigma_1 (for a point
+    # mass, x + sigma^2 s = mu at every sigma and the test could not tell them apart).
+    mu, var = torch.tensor([0.3, -0.7]), 0.25
+    target = GaussianMixture([1.0], [mu.tolist()], var**0.5)
     seen = []
-    out = annealed_langevin(point, torch.zeros(4, 2), [1.0, 0.5, 0.25], 4, 0.01,
-                            final_denoise=True, callback=lambda info: seen.append(info["index"]))
-    assert seen == list(range(12))
-    assert torch.allclose(out, mu.expand(4, 2), atol=1e-6)
+    out = annealed_langevin(target, torch.zeros(4, 2), [2.0, 1.0, 0.5], 4, 0.01,
+                            final_denoise=True, generator=torch.Generator().manual_seed(0),
+                            callback=seen.append)
+    assert [info["index"] for info in seen] == list(range(len(seen)))
+    langevin_steps = [info for info in seen if info["step"] < 4]
+    assert [(i["level"], i["step"]) for i in langevin_steps] == [(k, t) for k in range(3)
+                                                                  for t in range(4)]
+    last = langevin_steps[-1]["x"]
+    tweedie = last - 0.5**2 * (last - mu) / (var + 0.5**2)  # x + sigma_L^2 s(x, sigma_L)
+    torch.testing.assert_close(out, tweedie, rtol=0, atol=1e-6)
+    at_sigma_1 = last - 2.0**2 * (last - mu) / (var + 2.0**2)
+    assert float((out - at_sigma_1).abs().max()) > 0.1
 
 
 def test_inpainting_never_changes_observed_pixels():
