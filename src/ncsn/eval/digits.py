@@ -263,7 +263,7 @@ def digit_metrics(images: torch.Tensor | np.ndarray,
                                              subset_size=size, seed=seed)
     return {"num_samples": len(images), "digit_num_reference": len(ref_feats),
             "digit_reference": "mnist5k test split" if reference is None else "given images",
-            "digit_confident": float(confident.float().mean()),
+            "digit_confident": int(confident.sum()) / len(images),
             "digit_classes": int((histogram > 0).sum()),
             "digit_balance": float((shares * -shares.log()).sum() / math.log(NUM_CLASSES)),
             "digit_histogram": histogram.tolist(),
