@@ -4,6 +4,7 @@ so the network runs once on 3 images (module-scoped)."""
 
 import hashlib
 import io
+import math
 import pickle
 import zipfile
 
@@ -168,3 +169,47 @@ def test_download_verifies_the_checksum(monkeypatch, tmp_path):
     monkeypatch.setattr(W, "PTH_SHA256_PREFIX",
                         hashlib.sha256(source.read_bytes()).hexdigest()[:8])
     assert W.download_weights(dest) == dest and dest.read_bytes() == source.read_bytes()
+
+
+def test_inception_head_on_a_closed_form_state_dict(tmp_path):
+    """A .pth whose head output is known without our network: every convolution zero and every
+    batch norm (mean 0, variance 1, scale 1) shifted by c, so each conv-BN-ReLU unit outputs c
+    everywhere, pooling and concatenation keep it, and the 2048 pool features are all c. The
+    Inception Score logits are then pool @ fc.weight^T = c * (row sums of fc.weight), without
+    the head's bias (which is set large, so using it would show)."""
+    from ncsn.eval.inception import FIDInceptionV3
+
+    c, gen = 0.7, torch.Generator().manual_seed(0)
+    state = {}
+    for key, value in FIDInceptionV3(with_logits=True).state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        if ".conv." in key:
+            value = torch.zeros_like(value)
+        elif ".bn." in key:
+            fill = {"running_var": 1.0, "weight": 1.0, "bias": c}.get(key.rsplit(".", 1)[-1], 0.0)
+            value = torch.full_like(value, fill)
+        state[key] = value
+    state["fc.weight"] = torch.randn(1008, 2048, generator=gen)
+    state["fc.bias"] = torch.full((1008,), 100.0)
+    path = tmp_path / W.PTH_NAME
+    torch.save(state, path)
+    net, _ = W.load_inception(path)
+    with torch.no_grad():
+        features, logits = net(torch.rand(2, 3, 16, 16, generator=gen))
+    torch.testing.assert_close(features, torch.full((2, 2048), c))
+    expected = c * state["fc.weight"].sum(1).expand(2, -1)
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_inception_score_by_hand_through_the_report():
+    """Known logits: rows alternate p = (3/4, 1/4) and (1/4, 3/4), so p(y) = (1/2, 1/2) in each
+    of the 10 splits and IS = exp(3/4 log(3/2) + 1/4 log(1/2)) = 1.5^(3/4) 0.5^(1/4)."""
+    by_hand = math.exp(0.75 * math.log(1.5) + 0.25 * math.log(0.5))
+    assert by_hand == pytest.approx(1.139754, abs=1e-6)
+    probs = np.tile([[0.75, 0.25], [0.25, 0.75]], (10, 1))
+    logits = np.log(probs) + np.arange(20)[:, None]  # softmax ignores a shift per row
+    stats = ReferenceStats(np.zeros(4), np.eye(4), np.zeros((3, 4)))
+    result = score_features(np.zeros((20, 4)), logits, stats, ["is"])
+    assert result["is"] == pytest.approx(by_hand, rel=1e-9)
+    assert result["is_std"] == pytest.approx(0.0, abs=1e-9)
