@@ -165,18 +165,32 @@ def test_gradient_check_is_one_fused_tensor_that_sees_every_nonfinite_value(tmp_
     tr.train_step()
     params = [p for p in tr.net.parameters() if p.grad is not None]
     assert len(params) > 10
-    flag = tr._gradients_finite()
-    assert isinstance(flag, torch.Tensor) and flag.dim() == 0 and bool(flag)
-    for bad in (float("nan"), float("inf"), -float("inf")):
-        for p in (params[0], params[len(params) // 2], params[-1]):
-            saved = p.grad.flatten()[-1].item()
-            p.grad.view(-1)[-1] = bad
-            assert not bool(tr._gradients_finite()), (bad, p.shape)
-            p.grad.view(-1)[-1] = saved
-    # a huge but finite gradient is finite (max |g|, not a norm that could overflow)
+    for exact in (False, True):
+        flag = tr._gradients_finite(exact)
+        assert isinstance(flag, torch.Tensor) and flag.dim() == 0 and bool(flag)
+        for bad in (float("nan"), float("inf"), -float("inf")):
+            for p in (params[0], params[len(params) // 2], params[-1]):
+                saved = p.grad.flatten()[-1].item()
+                p.grad.view(-1)[-1] = bad
+                assert not bool(tr._gradients_finite(exact)), (exact, bad, p.shape)
+                p.grad.view(-1)[-1] = saved
+    # huge but finite: the fast 2-norm overflows, max |g| confirms that all is finite
     params[0].grad.view(-1)[0] = 3e38
-    params[1].grad.view(-1)[0] = 3e38
-    assert bool(tr._gradients_finite())
+    assert not bool(tr._gradients_finite()) and bool(tr._gradients_finite(exact=True))
+
+
+def test_a_huge_finite_gradient_does_not_stop_training(tmp_path, monkeypatch) -> None:
+    real, calls = trainer_module.dsm_loss, []
+
+    def scaled(*args, **kwargs):
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * 1e30 if len(calls) == 3 else loss  # |g| ~ 1e30: its 2-norm overflows
+
+    monkeypatch.setattr(trainer_module, "dsm_loss", scaled)
+    result = train(tiny_config(training={"n_iters": 4}), tmp_path / "run", progress=False)
+    assert (result.step, result.skipped_steps) == (4, 0) and len(calls) == 4
+    assert all(torch.isfinite(v).all() for v in final_state(tmp_path / "run")["model"].values())
 
 
 def test_fused_ema_equals_the_per_tensor_average_and_copies_integer_buffers() -> None:
