@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ncsn.cli import main
 from ncsn.config import apply_overrides, load_config, save_config, validate_config
 from ncsn.errors import UserError
 
@@ -99,7 +100,7 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
         load_config(bad)
 
 
-def test_invalid_yaml_is_one_line_with_file_line_column(tmp_path: Path) -> None:
+def test_invalid_yaml_is_one_line_with_file_line_column(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: {name: mnist}\ntraining:\n  lr: 1e-3\n   batch_size: 8\n")
     with pytest.raises(UserError) as invalid:
@@ -109,6 +110,9 @@ def test_invalid_yaml_is_one_line_with_file_line_column(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"bad\.yaml:2:1: invalid YAML: expected ',' or ']'.*"
                                         r"flow sequence that starts at line 1\)$"):
         load_config(bad)
+    assert main(["train", "--config", str(bad), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err  # one line, no PyYAML caret block
+    assert err.startswith(f"ncsn train: error: {bad}:2:1: invalid YAML") and err.count("\n") == 1
     with pytest.raises(UserError) as invalid:
         apply_overrides({}, ["training.betas=[0.9, 0.99"])
     assert "\n" not in str(invalid.value) and "not valid YAML: expected ','" in str(invalid.value)
