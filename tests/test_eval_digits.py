@@ -19,6 +19,8 @@ from ncsn.eval.digits import (
     accuracy,
     digit_metrics,
     load_digit_classifier,
+    non_digits,
+    random_affine,
 )
 from ncsn.imageio import save_npz
 
@@ -31,6 +33,30 @@ MIN_TEST_ACCURACY = 0.97
 def test_digits():
     return load_dataset("mnist5k", "test").float() / 255, torch.from_numpy(
         mnist5k_labels("test").astype(np.int64))
+
+
+def test_augmentation_is_identity_at_zero_and_shifts_keep_the_ink(test_digits):
+    digits, gen = test_digits[0][::10], torch.Generator().manual_seed(0)
+    assert torch.allclose(random_affine(digits, gen, 0.0, 0.0, 0.0), digits, atol=1e-5)
+    # bilinear translation: each input pixel's weights sum to 1, so the ink is kept when it stays
+    # inside the frame (digits with no ink in the 3-pixel border), while the images do move
+    border = digits.clone()
+    border[:, :, 3:-3, 3:-3] = 0
+    digits = digits[border.sum((1, 2, 3)) == 0]
+    assert len(digits) >= 30  # of 50
+    shifted = random_affine(digits, gen, 2.0, 0.0, 0.0)
+    assert torch.allclose(shifted.sum((1, 2, 3)), digits.sum((1, 2, 3)), rtol=1e-4)
+    assert (shifted - digits).abs().amax((1, 2, 3)).min() > 0.1
+
+
+def test_non_digits_include_patch_shuffles_that_keep_the_pixels(test_digits):
+    digits = test_digits[0][::10]
+    fakes = non_digits(digits, torch.Generator().manual_seed(0))
+    assert fakes.shape == digits.shape and fakes.min() >= 0 and fakes.max() <= 1
+    same_pixels = [torch.equal(f.flatten().sort().values, d.flatten().sort().values)
+                   for f, d in zip(fakes, digits, strict=True)]
+    assert 5 <= sum(same_pixels) <= 30  # about a third are shuffles of their digit...
+    assert not any(torch.equal(f, d) for f, d in zip(fakes, digits, strict=True))  # ...moved
 
 
 def test_shipped_classifier_is_accurate_and_matches_its_record(test_digits):

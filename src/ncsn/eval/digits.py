@@ -1,8 +1,9 @@
 """Digit quality of 28x28 samples, scored by a small CNN classifier shipped with the package.
 
 Inception features fit 28x28 grey digits poorly; MNIST generative-model papers score samples with
-a digit classifier instead (e.g. the "Inception Score" on an MNIST classifier of Salimans et al.
-2016 and Binkowski et al. 2018, KID on a LeNet's features). :func:`digit_metrics` reports:
+a digit classifier's outputs and features instead (Binkowski et al. 2018 compute KID on MNIST in a
+LeNet's features). Training adds outlier exposure (Hendrycks et al. 2019) so that non-digits
+(noise, blobs) are not counted as confident digits. :func:`digit_metrics` reports:
 
 - ``digit_confident``: share of images whose largest softmax probability is >= 0.9;
 - ``digit_classes``: how many of the 10 classes get at least one confident prediction, with
