@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ncsn.cli import main
+from ncsn.cli.convert import spec_from_config
 from ncsn.core.noise import geometric_sigmas
 from ncsn.core.samplers import annealed_langevin
 from ncsn.errors import UserError
@@ -22,6 +23,7 @@ from ncsn.nets.official import (
     official_spec,
 )
 from ncsn.nets.refinenet import CondRefineNetDilated
+from ncsn.sampling import plan_sampling
 
 KEYS_FILE = Path(__file__).parent / "data" / "official-cond-refinenet-keys.txt"
 
@@ -294,7 +296,8 @@ def test_cli_converts_with_our_config(tmp_path):
                  str(config)]) == 0
     _, spec = load_model(tmp_path / "m")
     assert spec["image_size"] == 28 and spec["channels"] == 1
-    assert spec["sampling"]["n_steps_each"] == 7 and spec["sampling"]["convention"] == "official"
+    settings = plan_sampling(spec, continuous=False).settings
+    assert settings["n_steps_each"] == 7 and settings["convention"] == "official"
     assert main(["convert-official", str(ckpt), "--out", str(tmp_path / "m"), "--config",
                  str(config), "--ngf", "8"]) == 2
 
@@ -328,6 +331,10 @@ def test_converted_model_samples_with_the_official_step(tmp_path):
     net, spec = load_model(tmp_path / "m")
     settings = sampling_settings(spec)
     assert (settings["n_steps_each"], settings["final_denoise"]) == (100, False)
+    plan = plan_sampling(spec, continuous=False)  # what ncsn sample runs
+    assert plan.sampler == "annealed_langevin" and plan.schedule == "model"
+    assert {k: plan.settings[k] for k in settings if k in plan.settings} == {
+        k: v for k, v in settings.items() if k != "logit"}
     sigmas = net.sigmas
     x0 = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(0))
     # The first two steps at sigma_1, and at sigma_6 (a chain over sigmas[5:] starts there; its
@@ -366,3 +373,14 @@ def test_logit_checkpoint_takes_logits_without_rescaling(tmp_path):
             ours = net(x, net.sigmas[levels])
             torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
             assert float((ours - rescaled).abs().max()) > 1e-2
+
+
+@pytest.mark.parametrize(("name", "ngf", "channels", "size"), [
+    ("mnist", 64, 1, 28), ("cifar10", 128, 3, 32), ("celeba", 128, 3, 32)])
+def test_paper_configs_convert_to_the_official_sampler(name, ngf, channels, size):
+    spec = spec_from_config(name)
+    assert spec["network"] == {"name": "cond_refinenet", "ngf": ngf}
+    assert (spec["channels"], spec["image_size"], len(spec["sigmas"])) == (channels, size, 10)
+    settings = plan_sampling(spec, continuous=False).settings
+    assert (settings["n_steps_each"], settings["step_size"], settings["convention"],
+            settings["final_denoise"]) == (100, 2e-5, "official", False)
