@@ -194,13 +194,14 @@ def run_likelihood(args: argparse.Namespace) -> int:
         "model": str(args.model), "network": name,
         "images": f"{args.dataset}/{args.split}" if args.dataset else "files",
         "n": n, "dims": dims, "bits_per_dim": statistics.fmean(bpd),
-        "stderr": statistics.stdev(bpd) / math.sqrt(n) if n > 1 else float("nan"),
+        "stderr": statistics.stdev(bpd) / math.sqrt(n) if n > 1 else None,
         "solver": settings.solver, "rtol": settings.rtol, "atol": settings.atol,
         "steps": settings.steps, "probe": settings.probe,
         "probes": dims if settings.probe == "exact" else settings.probes,
         "sigma_min": sigmas[-1], "sigma_max": sigmas[0], "prior_mean": args.prior_mean,
         "logit": logit, "prior_gap_bound_bits_per_dim":
             float(torch.cat(gaps).mean()) / (dims * math.log(2)),
+        "sigma_min_floor_bits_per_dim": None if logit else sigma_min_floor(sigmas[-1], dims),
         "evaluations": evaluations, "batches": math.ceil(n / args.batch_size),
         "seconds": round(seconds, 2), "seed": args.seed, "per_image_bits_per_dim": bpd,
     }
@@ -208,16 +209,31 @@ def run_likelihood(args: argparse.Namespace) -> int:
     return 0
 
 
+def sigma_min_floor(sigma_min: float, dims: int) -> float:
+    """The fewest bits/dim any density smoothed by N(0, sigma_min^2 I) can give [0, 1) data:
+    such a density never exceeds the peak (2 pi sigma_min^2)^(-D/2) of the Gaussian."""
+    peak = torch.tensor([-0.5 * dims * math.log(2 * math.pi * sigma_min**2)])
+    return float(bits_per_dim(peak, dims, levels=LEVELS))
+
+
 def _summary(r: dict[str, Any]) -> str:
     solver = (f"rk45 rtol {r['rtol']:g} atol {r['atol']:g}" if r["solver"] == "rk45"
               else f"heun {r['steps']} steps")
     divergence = ("exact divergence" if r["probe"] == "exact"
                   else f"{r['probes']} {r['probe']} probe(s)")
-    return (f"{r['bits_per_dim']:.4f} +- {r['stderr']:.4f} bits/dim (mean +- standard error, "
-            f"{r['n']} {r['images']} images, dequantised)\n"
-            f"{solver}, {divergence}, sigma {r['sigma_min']:g} -> {r['sigma_max']:g}, "
-            f"prior N({r['prior_mean']:g}, {r['sigma_max']:g}^2 I) (mean cost <= "
-            f"{r['prior_gap_bound_bits_per_dim']:.4f} bits/dim with exact scores)"
-            f"{', logit Jacobian included' if r['logit'] else ''}\n"
-            f"{r['evaluations']} score evaluations in {r['batches']} batch(es), "
-            f"{r['seconds']:.1f} s ({r['seconds'] / r['n']:.2f} s/image)")
+    stderr = "n/a" if r["stderr"] is None else f"{r['stderr']:.4f}"
+    lines = [
+        f"{r['bits_per_dim']:.4f} +- {stderr} bits/dim (mean +- standard error, "
+        f"{r['n']} {'image files' if r['images'] == 'files' else r['images'] + ' images'}, "
+        "dequantised)",
+        f"{solver}, {divergence}, sigma {r['sigma_min']:g} -> {r['sigma_max']:g}, prior "
+        f"N({r['prior_mean']:g}, {r['sigma_max']:g}^2 I) (its mean cost with exact scores <= "
+        f"{r['prior_gap_bound_bits_per_dim']:.4f} bits/dim)"
+        + (", logit Jacobian included" if r["logit"] else ""),
+        f"{r['evaluations']} score evaluations in {r['batches']} batch(es), "
+        f"{r['seconds']:.1f} s ({r['seconds'] / r['n']:.2f} s/image)",
+    ]
+    if not r["logit"]:
+        lines.insert(1, f"(no density smoothed at sigma_min {r['sigma_min']:g} scores below "
+                        f"{r['sigma_min_floor_bits_per_dim']:.4f} bits/dim)")
+    return "\n".join(lines)
