@@ -169,3 +169,9 @@ def test_generation_is_resumable_and_refuses_mixed_settings(tmp_path, one_thread
     with pytest.raises(UserError, match="other settings"):
         generate_samples(tmp_path / "model", out, 6, shard_size=4,
                          overrides={"n_steps_each": 3, "step_size": 1e-5})
+    # shards record the device type: a rerun on another one would mix random streams
+    record = json.loads((out / "settings.json").read_text())
+    assert record["device"] == "cpu" and record["sampler"] == "annealed_langevin"
+    (out / "settings.json").write_text(json.dumps({**record, "device": "cuda"}))
+    with pytest.raises(UserError, match="drawn on cuda"):
+        generate_samples(tmp_path / "model", out, 6, **kw)

@@ -54,8 +54,10 @@ def _write_settings(out_dir: Path, record: dict[str, Any]) -> None:
         old = json.loads(path.read_text())
         if old != record:
             diff = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
+            hint = (f"; they were drawn on {old.get('device')}, whose random streams differ "
+                    f"from {record.get('device')}'s" if "device" in diff else "")
             raise UserError(f"{out_dir} holds samples made with other settings (differs in "
-                            f"{', '.join(diff)}); use another --samples-dir or delete it")
+                            f"{', '.join(diff)}{hint}); use another --samples-dir or delete it")
         return
     out_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
@@ -63,26 +65,29 @@ def _write_settings(out_dir: Path, record: dict[str, Any]) -> None:
 
 def generate_samples(model: str | Path, out_dir: str | Path, num_samples: int, *,
                      shard_size: int = 100, seed: int = 0, device: str | torch.device = "cpu",
-                     overrides: dict[str, Any] | None = None,
+                     sampler: str | None = None, nfe: int | None = None,
+                     schedule: str | None = None, num_levels: int | None = None,
+                     rho: float | None = None, overrides: dict[str, Any] | None = None,
                      progress: bool = False) -> torch.Tensor:
-    """Draw ``num_samples`` images with annealed Langevin dynamics (paper Algorithm 1) from a
-    saved model, in resumable shards under ``out_dir``; returns them clamped to [0, 1].
-
-    Chains start from U[0, 1) noise (the paper's initialisation), in logit space when the
-    model's sampling settings say ``logit``."""
-    from ncsn.core.samplers import annealed_langevin
-    from ncsn.data import inverse_logit_transform, logit_transform
-    from ncsn.nets.io import load_model, resolve_model_path, sampling_settings
+    """Draw ``num_samples`` images from a saved model in resumable shards under ``out_dir``,
+    through :mod:`ncsn.sampling` (the model's default sampler unless ``sampler``, ``nfe``,
+    ``schedule``, ``num_levels``, ``rho`` or sampler settings ``overrides`` say otherwise);
+    returns them in [0, 1]. The record in ``settings.json`` includes the device type: random
+    streams differ between CPU and CUDA, so a rerun on another device type is refused."""
+    from ncsn.nets.io import load_model, resolve_model_path
+    from ncsn.sampling import accepts_any_sigma, plan_sampling, sample_images
 
     if num_samples < 1 or shard_size < 1:
         raise UserError(f"num_samples and shard_size must be >= 1, got {num_samples}, "
                         f"{shard_size}")
     out_dir = Path(out_dir)
+    device = torch.device(device)
     net, spec = load_model(model, device)
-    settings = sampling_settings(spec, overrides)
+    plan = plan_sampling(spec, continuous=accepts_any_sigma(net), sampler=sampler, nfe=nfe,
+                         schedule=schedule, num_levels=num_levels, rho=rho, settings=overrides)
     _write_settings(out_dir, {"model": str(resolve_model_path(model).resolve()),
-                              "shard_size": shard_size, "seed": seed, **settings})
-    sigmas = torch.tensor(spec["sigmas"], dtype=torch.float32, device=device)
+                              "shard_size": shard_size, "seed": seed, "device": device.type,
+                              **plan.record()})
     shape = (int(spec["channels"]), int(spec["image_size"]), int(spec["image_size"]))
     num_shards = -(-num_samples // shard_size)
     shards = []
@@ -96,13 +101,8 @@ def generate_samples(model: str | Path, out_dir: str | Path, num_samples: int, *
                 shards.append(images[:count])
                 continue
         gen = torch.Generator(device=device).manual_seed(derived_seed(seed, k))
-        x = torch.rand((shard_size, *shape), generator=gen, device=device)
-        if settings["logit"]:  # model trained on logit(lam + (1 - 2 lam) x)
-            x = logit_transform(x)
-        x = annealed_langevin(net, x, sigmas, int(settings["n_steps_each"]),
-                              float(settings["step_size"]), convention=settings["convention"],
-                              final_denoise=bool(settings["final_denoise"]), generator=gen)
-        images = (inverse_logit_transform(x) if settings["logit"] else x).clamp(0, 1).cpu()
+        images = sample_images(net, plan, shard_size, shape, generator=gen, device=device,
+                               batch_size=shard_size)
         save_npz(images, path)
         shards.append(torch.from_numpy(load_npz_images(path))[:count])
     return torch.cat(shards)
