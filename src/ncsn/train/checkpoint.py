@@ -145,8 +145,8 @@ def saved_generator_device(rng: dict[str, Any]) -> str:
 
 
 def reseed_value(seed: int, step: int) -> int:
-    """The generator seed after a change of device type: a hash of (seed, step), so it differs
-    from every epoch-permutation seed and from the run's initial seed."""
+    """The generator seed after a change of device type: a 63-bit hash of (seed, step), not
+    one of the run's small seeds (its own, the epoch orders' ``derived_seed(seed, epoch)``)."""
     digest = hashlib.blake2b(f"ncsn-reseed:{seed}:{step}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & (2**63 - 1)
 
