@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from ncsn.errors import UserError
+from ncsn.train.distributed import DistInfo, broadcast_bytes
 
 CHECKPOINT_RE = re.compile(r"^ckpt_(\d{8})\.pt$")
 BEST_NAME = "best.pt"
@@ -99,6 +100,21 @@ def remove_partial_writes(folder: str | Path) -> list[Path]:
     for p in partial:
         p.unlink()
     return partial
+
+
+def latest_from_rank0(folder: Path, info: DistInfo, device: torch.device
+                      ) -> tuple[Path, bytes] | None:
+    """Rank 0's latest checkpoint in ``folder`` as (path, its bytes) on every process, or None
+    when rank 0 has none. Only rank 0 lists and reads; the bytes go through the process group,
+    so the processes agree on the step and state even when their nodes share no file system."""
+    name = data = None
+    if info.is_main and (found := list_checkpoints(folder)):
+        name, data = found[-1][1].name.encode(), found[-1][1].read_bytes()
+    name = broadcast_bytes(name, info, device)
+    data = broadcast_bytes(data, info, device)
+    if name is None or data is None:
+        return None
+    return folder / name.decode(), data
 
 
 def prune_checkpoints(folder: str | Path, keep_last: int) -> list[Path]:

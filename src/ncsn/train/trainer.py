@@ -35,7 +35,6 @@ from ncsn.train import periodic
 from ncsn.train.distributed import (
     DistInfo,
     barrier,
-    broadcast_bytes,
     init_distributed,
     local_rank_from_env,
     mean_over_ranks,
@@ -153,21 +152,14 @@ class Trainer:
         return DistributedDataParallel(net, device_ids=ids)
 
     def _resume(self) -> None:
-        """Continue from rank 0's latest checkpoint. Rank 0 chooses it and sends its bytes to
-        every process (nodes need not share a file system), so all load the same state; an
-        error on any process stops them all."""
-        name, data = None, None
-        if self.info.is_main:
-            found = ckpt.list_checkpoints(self.ckpt_dir)
-            if found:
-                name, data = found[-1][1].name.encode(), found[-1][1].read_bytes()
-            else:
+        """Continue from rank 0's latest checkpoint (every process loads the same state, see
+        :func:`~ncsn.train.checkpoint.latest_from_rank0`); an error on any process stops all."""
+        latest = ckpt.latest_from_rank0(self.ckpt_dir, self.info, self.device)
+        if latest is None:
+            if self.info.is_main:
                 print(f"--resume: no checkpoint in {self.ckpt_dir}; starting from step 0")
-        name = broadcast_bytes(name, self.info, self.device)
-        data = broadcast_bytes(data, self.info, self.device)
-        if name is None:
             return
-        path, error = self.ckpt_dir / name.decode(), None
+        (path, data), error = latest, None
         try:
             self._load_state(ckpt.load_checkpoint(path, data=data), path)
         except UserError as err:
