@@ -1,28 +1,44 @@
-"""Sampler cost vs accuracy on the paper's 2-D mixture with exact scores (no network).
+"""Quality per network evaluation of every registered sampler.
 
-Run: .venv/bin/python benchmarks/samplers.py [--num-samples 4000] [--seed 0]
-Every sampler starts from exact draws of the data perturbed at sigma = 20 (so only the sampler's
-own error shows) and anneals to sigma = 0.01, then to the data (Tweedie's denoising step for
-annealed Langevin, the noise-free last step of predictor-corrector and of the ODE). Printed
-per sampler: score evaluations per sample, fraction in the (-5,-5) mode (truth 0.2), sliced
-Wasserstein-1 distance to exact samples (exact vs exact of the same size gives the noise floor),
-and wall time.
+Exact scores (no network; only the samplers' own errors show):
+    .venv/bin/python benchmarks/samplers.py [--num-samples 4000] [--seed 0]
+  the paper's 2-D mixture 0.2 N((-5,-5), I) + 0.8 N((5,5), I), sigma 40 -> 0.01, every chain
+  started from exact draws of the data perturbed at sigma = 40; printed: fraction in the (-5,-5)
+  mode (truth 0.2) and sliced Wasserstein-1 distance to exact samples (two exact sets of the same
+  size give the noise floor).
+
+A trained digit model:
+    .venv/bin/python benchmarks/samplers.py --model runs/demo [--num-samples 500]
+  every sampler at each budget of ``--nfe`` network evaluations where it is defined for the
+  model (``ncsn.sampling.plan_sampling``: the sampler's default schedule over the model's sigma
+  range, or the model's own levels for a network trained on discrete levels), scored with the
+  digit classifier of ``ncsn.eval.digits``: share of confident digits, classes covered, class
+  balance, KID in the classifier's features against the mnist5k test split; and wall time.
+  Annealed Langevin runs the model's L levels with T = budget / L and ``--ald-step`` (default
+  ``auto``: NCSNv2 technique 4 for that T) and the final denoising step.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 
 import torch
 
-from ncsn.core.noise import geometric_sigmas, karras_sigmas
-from ncsn.core.samplers import annealed_langevin, predictor_corrector, probability_flow_heun
 from ncsn.core.toy import paper_mixture
+from ncsn.errors import UserError
 from ncsn.experiments.toy import mode_fraction, sliced_wasserstein
+from ncsn.sampling import (
+    SAMPLERS,
+    accepts_any_sigma,
+    counting,
+    plan_sampling,
+    run_plan,
+    sample_images,
+)
 
-SIGMA_MAX, SIGMA_MIN = 20.0, 0.01
+SIGMA_MAX, SIGMA_MIN = 40.0, 0.01
+NFES = (10, 20, 35, 50, 100, 250, 1000)
 
 
 def _fixed() -> torch.Generator:
@@ -30,50 +46,89 @@ def _fixed() -> torch.Generator:
     return torch.Generator().manual_seed(123)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-samples", type=int, default=4000)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+def _settings(name: str, ald_step: str) -> dict[str, object]:
+    if name != "annealed_langevin":
+        return {}
+    return {"final_denoise": True, "step_size": ald_step if ald_step == "auto"
+            else float(ald_step)}
+
+
+def exact_table(args: argparse.Namespace) -> None:
     mix = paper_mixture()
     gen = torch.Generator().manual_seed(args.seed)
-    exact = mix.sample(args.num_samples, gen)
-    floor = mix.sample(args.num_samples, gen)
+    exact, floor = mix.sample(args.num_samples, gen), mix.sample(args.num_samples, gen)
     prior = mix.perturbed(SIGMA_MAX).sample(args.num_samples, gen)
-
-    def annealed(levels: int, steps: int, eps: float) -> Callable[[], torch.Tensor]:
-        sigmas = geometric_sigmas(SIGMA_MAX, SIGMA_MIN, levels)
-        return lambda: annealed_langevin(mix, prior, sigmas, steps, eps, final_denoise=True,
-                                         generator=torch.Generator().manual_seed(1))
-
-    def pc(levels: int, correctors: int) -> Callable[[], torch.Tensor]:
-        sigmas = geometric_sigmas(SIGMA_MAX, SIGMA_MIN, levels)
-        return lambda: predictor_corrector(mix, prior, sigmas, n_corrector=correctors,
-                                           generator=torch.Generator().manual_seed(1))
-
-    def ode(levels: int) -> Callable[[], torch.Tensor]:
-        sigmas = karras_sigmas(SIGMA_MAX, SIGMA_MIN, levels)
-        return lambda: probability_flow_heun(mix, prior, sigmas)
-
-    runs = [
-        ("annealed Langevin, L=10, T=100, eps=2e-5", 10 * 100 + 1, annealed(10, 100, 2e-5)),
-        ("annealed Langevin, L=10, T=10, eps=2e-5", 10 * 10 + 1, annealed(10, 10, 2e-5)),
-        ("predictor-corrector, L=100, 1 corrector", 100 * 2, pc(100, 1)),
-        ("predictor-corrector, L=20, 1 corrector", 20 * 2, pc(20, 1)),
-        ("probability-flow ODE (Heun), 18 EDM levels", 2 * 18 - 1, ode(18)),
-        ("probability-flow ODE (Heun), 8 EDM levels", 2 * 8 - 1, ode(8)),
-    ]
-    print(f"{args.num_samples} samples, exact scores of 0.2 N((-5,-5), I) + 0.8 N((5,5), I); "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"| sampler | evaluations | mode fraction (0.2) | SW1 to exact (floor "
+    spec = {"sigmas": [SIGMA_MAX, SIGMA_MIN]}
+    print(f"{args.num_samples} samples, exact scores of 0.2 N((-5,-5), I) + 0.8 N((5,5), I), "
+          f"sigma {SIGMA_MAX:g} -> {SIGMA_MIN:g}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"| sampler | schedule | NFE | mode fraction (0.2) | SW1 to exact (floor "
           f"{sliced_wasserstein(floor, exact, generator=_fixed()):.3f}) | seconds |")
-    print("|---|---:|---:|---:|---:|")
-    for name, evaluations, run in runs:
-        start = time.perf_counter()
-        x = run()
-        seconds = time.perf_counter() - start
-        print(f"| {name} | {evaluations} | {mode_fraction(x):.3f} | "
-              f"{sliced_wasserstein(x, exact, generator=_fixed()):.3f} | {seconds:.2f} |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name in args.samplers:
+        for nfe in args.nfe:
+            try:
+                plan = plan_sampling(spec, continuous=True, sampler=name, nfe=nfe,
+                                     num_levels=10 if name == "annealed_langevin" else None,
+                                     settings=_settings(name, args.ald_step))
+            except UserError:
+                continue
+            calls: list[int] = []
+            start = time.perf_counter()
+            x = run_plan(plan, counting(mix, lambda calls=calls: calls.append(1)), prior,
+                         generator=torch.Generator().manual_seed(1))
+            seconds = time.perf_counter() - start
+            print(f"| {name} | {plan.schedule} {plan.sigmas.numel()} | {len(calls)} | "
+                  f"{mode_fraction(x):.3f} | "
+                  f"{sliced_wasserstein(x, exact, generator=_fixed()):.3f} | {seconds:.2f} |")
+
+
+def model_table(args: argparse.Namespace) -> None:
+    from ncsn.eval.digits import digit_metrics
+    from ncsn.nets.io import load_model
+
+    net, spec = load_model(args.model)
+    shape = (int(spec["channels"]), int(spec["image_size"]), int(spec["image_size"]))
+    print(f"{args.model}: {args.num_samples} samples per row, seed {args.seed}; torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads")
+    print("| sampler | schedule | NFE | confident | classes | balance | digit KID | seconds |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for name in args.samplers:
+        for nfe in args.nfe:
+            try:
+                plan = plan_sampling(spec, continuous=accepts_any_sigma(net), sampler=name,
+                                     nfe=nfe, settings=_settings(name, args.ald_step))
+            except UserError:
+                continue
+            start = time.perf_counter()
+            images = sample_images(net, plan, args.num_samples, shape,
+                                   generator=torch.Generator().manual_seed(args.seed),
+                                   batch_size=args.batch_size)
+            seconds = time.perf_counter() - start
+            m = digit_metrics(images)
+            print(f"| {name} | {plan.schedule} {plan.sigmas.numel()} | {plan.nfe} | "
+                  f"{m['digit_confident']:.3f} | {m['digit_classes']} | "
+                  f"{m['digit_balance']:.3f} | {m['digit_kid']:.3f} | {seconds:.1f} |",
+                  flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="a trained model (run directory or model file)")
+    parser.add_argument("--num-samples", type=int)
+    parser.add_argument("--nfe", type=int, nargs="+", default=list(NFES))
+    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=list(SAMPLERS))
+    parser.add_argument("--ald-step", default="auto",
+                        help="annealed Langevin step size (paper eps) or 'auto'")
+    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.model is None:
+        args.num_samples = args.num_samples or 4000
+        exact_table(args)
+    else:
+        args.num_samples = args.num_samples or 500
+        model_table(args)
 
 
 if __name__ == "__main__":

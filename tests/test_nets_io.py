@@ -8,7 +8,7 @@ import torch
 from ncsn.core.noise import geometric_sigmas
 from ncsn.errors import UserError
 from ncsn.nets import NETWORKS, build_network, network_fields
-from ncsn.nets.io import PAPER_SAMPLING, load_model, sampling_settings, save_model
+from ncsn.nets.io import load_model, save_model
 from ncsn.nets.ncsnv2 import NCSNv2
 from ncsn.nets.refinenet import CondRefineNetDilated
 
@@ -133,20 +133,6 @@ def test_mismatched_spec_names_the_keys(tmp_path):
     (tmp_path / "m.json").write_text(json.dumps(spec))
     with pytest.raises(UserError, match=r"missing keys: .*unexpected keys: "):
         load_model(tmp_path / "m")
-
-
-def test_sampling_settings_overrides_beat_the_spec_which_beats_the_paper():
-    spec = _spec({"name": "mlp"})
-    assert sampling_settings({"sampling": None}) == PAPER_SAMPLING
-    stored = sampling_settings(spec)
-    assert (stored["n_steps_each"], stored["step_size"], stored["convention"]) == (2, 1e-4, "paper")
-    given = sampling_settings(spec, {"n_steps_each": 5, "step_size": None,
-                                     "convention": "official"})
-    assert (given["n_steps_each"], given["step_size"], given["convention"]) == (5, 1e-4, "official")
-    with pytest.raises(UserError, match="steps per level >= 1"):
-        sampling_settings(spec, {"n_steps_each": 0})
-    with pytest.raises(UserError, match="convention must be paper or official"):
-        sampling_settings(spec, {"convention": "ddpm"})
 
 
 def test_a_value_the_network_rejects_is_a_user_error():

@@ -15,7 +15,7 @@ from ncsn.cli.convert import spec_from_config
 from ncsn.core.noise import geometric_sigmas
 from ncsn.core.samplers import annealed_langevin
 from ncsn.errors import UserError
-from ncsn.nets.io import load_model, sampling_settings
+from ncsn.nets.io import load_model
 from ncsn.nets.official import (
     convert_official,
     load_official,
@@ -267,8 +267,10 @@ def test_cli_converts(tmp_path, capsys):
     assert spec["channels"] == 3 and spec["image_size"] == 32 and len(spec["sigmas"]) == 10
     assert spec["network"] == {"name": "cond_refinenet", "ngf": 8}
     sampling = spec["sampling"]
-    assert (sampling["n_steps_each"], sampling["step_size"], sampling["convention"],
-            sampling["logit"]) == (100, 2e-5, "official", False)
+    settings = sampling["settings"]
+    assert (sampling["sampler"], settings["n_steps_each"], settings["step_size"],
+            settings["convention"], sampling["logit"]) == (
+        "annealed_langevin", 100, 2e-5, "official", False)
 
 
 def test_cli_wrong_checkpoint_is_one_line_exit_2(tmp_path):
@@ -329,12 +331,11 @@ def test_converted_model_samples_with_the_official_step(tmp_path):
     write_official_checkpoint(ckpt, random_official_state(8, 1, 10))
     convert_official(ckpt, tmp_path / "m", official_spec("mnist", ngf=8, image_size=12))
     net, spec = load_model(tmp_path / "m")
-    settings = sampling_settings(spec)
-    assert (settings["n_steps_each"], settings["final_denoise"]) == (100, False)
     plan = plan_sampling(spec, continuous=False)  # what ncsn sample runs
     assert plan.sampler == "annealed_langevin" and plan.schedule == "model"
-    assert {k: plan.settings[k] for k in settings if k in plan.settings} == {
-        k: v for k, v in settings.items() if k != "logit"}
+    settings = plan.settings
+    assert settings == {"n_steps_each": 100, "step_size": 2e-5, "convention": "official",
+                        "final_denoise": False}
     sigmas = net.sigmas
     x0 = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(0))
     # The first two steps at sigma_1, and at sigma_6 (a chain over sigmas[5:] starts there; its

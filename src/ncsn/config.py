@@ -13,11 +13,10 @@ import importlib.resources
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -27,6 +26,7 @@ from pydantic import (
 )
 
 from ncsn.errors import UserError
+from ncsn.sampling.registry import PositiveOrAuto
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -57,15 +57,6 @@ def _yaml_position(err: yaml.YAMLError) -> str:
     """``:line:column`` (1-based) of a YAML syntax error, or "" when PyYAML gives none."""
     mark = getattr(err, "problem_mark", None)
     return f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-
-
-def _positive_or_auto(v: float | str) -> float | str:
-    if not isinstance(v, str) and v <= 0:
-        raise ValueError("must be > 0 (or 'auto')")
-    return v
-
-
-PositiveOrAuto = Annotated[float | Literal["auto"], AfterValidator(_positive_or_auto)]
 
 
 class _Section(BaseModel):
@@ -178,27 +169,6 @@ class SamplingConfig(_Section):
     rho: float = Field(default=7.0, gt=0)
     num_samples: int = Field(default=64, gt=0)
 
-    @model_validator(mode="after")
-    def _sampler_settings(self) -> SamplingConfig:
-        from ncsn.sampling.registry import SAMPLERS, setting_fields
-
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler: unknown sampler {self.sampler!r}; choose one of "
-                             f"{', '.join(SAMPLERS)}")
-        settings_model = SAMPLERS[self.sampler].settings
-        owners = setting_fields()
-        for key in self.model_extra or {}:
-            if key not in settings_model.model_fields:
-                where = f" (a setting of {', '.join(owners[key])})" if key in owners else ""
-                raise ValueError(f"{key}: not a setting of sampler {self.sampler}{where}; its "
-                                 f"settings: {', '.join(settings_model.model_fields) or 'none'}")
-        try:
-            settings_model(**(self.model_extra or {}))
-        except ValidationError as err:
-            first = err.errors()[0]
-            raise ValueError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-        return self
-
     def settings(self) -> dict[str, Any]:
         """The sampler's own settings given in this section (others take their defaults)."""
         return dict(self.model_extra or {})
@@ -239,6 +209,28 @@ def _describe(err: Mapping[str, Any]) -> str:
     return f"{loc}: {msg}"
 
 
+def _check_sampler_settings(sampling: SamplingConfig, source: str) -> None:
+    """The sampling section's extra fields must be settings of its sampler, with valid values."""
+    from ncsn.sampling.registry import SAMPLERS, setting_fields
+
+    if sampling.sampler not in SAMPLERS:
+        raise UserError(f"{source}: sampling.sampler: unknown sampler {sampling.sampler!r}; "
+                        f"choose one of {', '.join(SAMPLERS)}")
+    settings_model = SAMPLERS[sampling.sampler].settings
+    own, owners = settings_model.model_fields, setting_fields()
+    for key in sampling.settings():
+        if key not in own:
+            where = f" (a setting of {', '.join(owners[key])})" if key in owners else ""
+            raise UserError(f"{source}: sampling.{key}: not a setting of sampler "
+                            f"{sampling.sampler}{where}; its settings: {', '.join(own) or 'none'}")
+    try:
+        settings_model(**sampling.settings())
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise UserError(f"{source}: " + _describe({**first, "loc": ("sampling", first["loc"][0])})
+                        ) from None
+
+
 def validate_config(raw: Any, source: str = "config") -> Config:
     """Validate a plain mapping into a :class:`Config` (UserError naming the field path)."""
     if not isinstance(raw, Mapping):
@@ -251,6 +243,7 @@ def validate_config(raw: Any, source: str = "config") -> Config:
     from ncsn.nets.registry import check_network_section, network_fields
 
     check_network_section(config.model, "model")
+    _check_sampler_settings(config.sampling, source)
     if config.data.logit and "logit_input" in network_fields(config.model["name"]):
         # the official network skips its 2x - 1 input rescaling on logit data (docs/networks.md)
         config.model.setdefault("logit_input", True)

@@ -33,7 +33,8 @@ from ncsn.core.likelihood import (
     prior_gap_bound,
 )
 from ncsn.errors import UserError
-from ncsn.nets.io import load_model, sampling_settings
+from ncsn.nets.io import load_model
+from ncsn.sampling import stored_sampling
 
 LEVELS = 256  # 8-bit pixels
 
@@ -170,7 +171,7 @@ def run_likelihood(args: argparse.Namespace) -> int:
     name = spec["network"].get("name", "?")
     check_continuous_sigma(net, name, shape, sigmas, device)
     images = load_uint8_images(args, shape)
-    logit = bool(sampling_settings(spec)["logit"])
+    logit = stored_sampling(spec)["logit"]
     generator = torch.Generator(device=device).manual_seed(args.seed)
     dims = math.prod(shape)
     log_probs, gaps, evaluations = [], [], 0

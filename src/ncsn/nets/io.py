@@ -1,8 +1,9 @@
 """Self-describing model files: ``<stem>.safetensors`` (weights) + ``<stem>.json`` (spec).
 
 The spec is ``{"network": {"name": ..., hyper-parameters}, "channels": C, "image_size": S,
-"sigmas": [sigma_1, ..., sigma_L], "sampling": {...}}`` ("sampling", optional, holds default
-sampler settings); it is all that is needed to rebuild the network.
+"sigmas": [sigma_1, ..., sigma_L], "sampling": {...}}`` ("sampling", optional, holds the default
+sampling choices read by :func:`ncsn.sampling.stored_sampling`); it is all that is needed to
+rebuild the network.
 """
 
 from __future__ import annotations
@@ -22,10 +23,7 @@ from ncsn.nets.registry import build_network
 
 SPEC_KEYS = ("network", "channels", "image_size", "sigmas")
 MAX_LISTED = 8
-# Sampler defaults: the paper's (Sec. 5: T = 100 steps per level, eps = 2e-5); ``logit`` says the
-# model was trained on logit-transformed pixels.
-PAPER_SAMPLING: dict[str, Any] = {"n_steps_each": 100, "step_size": 2e-5, "convention": "paper",
-                                  "final_denoise": False, "logit": False}
+
 
 
 def _listing(keys: list[str]) -> str:
@@ -78,22 +76,6 @@ def save_model(path: str | Path, net: nn.Module, spec: Mapping[str, Any]) -> Pat
     save_file(weights, str(weights_path), metadata={"format": "pt"})
     stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     return weights_path
-
-
-def sampling_settings(spec: Mapping[str, Any],
-                      overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Annealed-Langevin settings for a model: :data:`PAPER_SAMPLING`, then the model's
-    ``spec["sampling"]``, then the non-None ``overrides``; a UserError for unusable values."""
-    settings = dict(PAPER_SAMPLING)
-    settings.update({k: v for k, v in (spec.get("sampling") or {}).items() if k in settings})
-    settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    if int(settings["n_steps_each"]) < 1 or float(settings["step_size"]) <= 0:
-        raise UserError(f"sampling needs steps per level >= 1 and a step size > 0, got "
-                        f"{settings['n_steps_each']} and {settings['step_size']}")
-    if settings["convention"] not in ("paper", "official"):
-        raise UserError(f"sampling convention must be paper or official, got "
-                        f"{settings['convention']!r}")
-    return settings
 
 
 def resolve_model_path(path: str | Path) -> Path:

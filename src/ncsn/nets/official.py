@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ncsn.core.noise import geometric_sigmas
 from ncsn.errors import UserError, weights_only_load_reason
-from ncsn.nets.io import PAPER_SAMPLING, load_weights, save_model
+from ncsn.nets.io import load_weights, save_model
 from ncsn.nets.registry import build_network
 
 PREFIX = "module."
@@ -35,8 +35,10 @@ OFFICIAL_SIGMAS = {"sigma_max": 1.0, "sigma_min": 0.01, "num_levels": 10}
 # step_lr = 2e-5 in its own convention (x + a s + sqrt(2a) z, a = step_lr sigma_i^2 / sigma_L^2):
 # paper-convention eps = 4e-5, twice the 2e-5 of the paper's text (docs/core.md). Converted
 # checkpoints sample the same way.
-OFFICIAL_SAMPLING: dict[str, Any] = {**PAPER_SAMPLING, "n_steps_each": 100, "step_size": 2e-5,
-                                     "convention": "official"}
+OFFICIAL_SAMPLING: dict[str, Any] = {
+    "sampler": "annealed_langevin",
+    "settings": {"n_steps_each": 100, "step_size": 2e-5, "convention": "official",
+                 "final_denoise": False}}
 
 
 def strip_prefix(state: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from ncsn.core import samplers as core
@@ -30,6 +30,15 @@ from ncsn.core.noise import ncsnv2_step_size
 Prior = Literal["uniform", "uniform_noise"]
 Schedule = Literal["model", "geometric", "karras"]
 SCHEDULES: tuple[str, ...] = ("model", "geometric", "karras")
+
+
+def _positive_or_auto(value: float | str) -> float | str:
+    if not isinstance(value, str) and value <= 0:
+        raise ValueError("must be > 0 (or 'auto')")
+    return value
+
+
+PositiveOrAuto = Annotated[float | Literal["auto"], AfterValidator(_positive_or_auto)]
 
 
 class Settings(BaseModel):
@@ -42,7 +51,7 @@ class AnnealedLangevinSettings(Settings):
     """Paper Algorithm 1. ``step_size: auto`` = NCSNv2 technique 4 (Eq. 4) for the schedule."""
 
     n_steps_each: int = Field(default=100, ge=1)
-    step_size: float | Literal["auto"] = Field(default=2e-5)
+    step_size: PositiveOrAuto = 2e-5
     convention: Literal["paper", "official"] = "paper"
     final_denoise: bool = False
 

@@ -1,0 +1,141 @@
+"""The sampling layer: registry costs against counted score calls, budgets, schedules, stored
+settings, priors and the data-space round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ncsn.core.toy import paper_mixture
+from ncsn.errors import UserError
+from ncsn.sampling import (
+    SAMPLERS,
+    counting,
+    draw_prior,
+    plan_sampling,
+    run_plan,
+    sample_images,
+    stored_sampling,
+    to_model_space,
+    to_pixels,
+)
+
+SPEC = {"sigmas": [20.0, 5.0, 1.0, 0.2, 0.05]}
+
+
+def _count_calls(plan, score=None) -> int:
+    calls: list[int] = []
+    x = torch.randn(8, 2) * 20
+    run_plan(plan, counting(score or paper_mixture(), lambda: calls.append(1)), x,
+             generator=torch.Generator().manual_seed(0))
+    return len(calls)
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("nfe", [10, 35, 100])
+def test_reported_cost_is_the_number_of_score_calls_and_fits_the_budget(name, nfe):
+    settings = {"final_denoise": True} if name == "annealed_langevin" else {}
+    plan = plan_sampling(SPEC, continuous=True, sampler=name, nfe=nfe, settings=settings)
+    assert plan.nfe <= nfe
+    assert _count_calls(plan) == plan.nfe
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_cost_on_the_models_own_levels_without_a_budget(name):
+    plan = plan_sampling(SPEC, continuous=False, sampler=name,
+                         settings={"s_churn": 0.0} if name == "edm" else {})
+    assert plan.schedule == "model" and plan.sigmas.tolist() == pytest.approx(SPEC["sigmas"])
+    assert _count_calls(plan) == plan.nfe
+
+
+def test_budget_sets_levels_for_respaced_samplers_and_steps_for_annealed_langevin():
+    ode = plan_sampling(SPEC, continuous=True, sampler="probability_flow_ode", nfe=35)
+    assert (ode.schedule, ode.sigmas.numel(), ode.nfe) == ("karras", 18, 35)
+    assert ode.sigmas[0].item() == pytest.approx(20.0) and ode.sigmas[-1].item() == \
+        pytest.approx(0.05)
+    pc = plan_sampling(SPEC, continuous=True, sampler="predictor_corrector", nfe=35)
+    assert (pc.schedule, pc.sigmas.numel(), pc.nfe) == ("geometric", 17, 34)
+    ald = plan_sampling(SPEC, continuous=True, sampler="annealed_langevin", nfe=35,
+                        settings={"final_denoise": True})
+    assert (ald.sigmas.numel(), ald.settings["n_steps_each"], ald.nfe) == (5, 6, 31)
+    corrected = plan_sampling(SPEC, continuous=False, sampler="predictor_corrector", nfe=17)
+    assert (corrected.settings["n_corrector"], corrected.nfe) == (2, 15)
+    with pytest.raises(UserError, match="too few"):
+        plan_sampling(SPEC, continuous=False, sampler="annealed_langevin", nfe=4)
+
+
+def test_a_network_that_knows_only_its_levels_refuses_other_sigmas():
+    with pytest.raises(UserError, match="knows only its 5 trained noise levels"):
+        plan_sampling(SPEC, continuous=False, sampler="dpm_solver_2m", schedule="karras")
+    with pytest.raises(UserError, match="between the noise levels"):
+        plan_sampling(SPEC, continuous=False, sampler="edm")
+    with pytest.raises(UserError, match="more than the budget of 8"):
+        plan_sampling(SPEC, continuous=False, sampler="probability_flow_ode", nfe=8)
+
+
+def test_stored_choices_are_read_old_and_new_and_overridden_in_order():
+    legacy = {**SPEC, "sampling": {"n_steps_each": 7, "step_size": 1e-4, "convention": "official",
+                                   "final_denoise": True, "logit": True}}
+    stored = stored_sampling(legacy)
+    assert stored["sampler"] == "annealed_langevin" and stored["logit"] is True
+    plan = plan_sampling(legacy, continuous=False)
+    assert plan.settings == {"n_steps_each": 7, "step_size": 1e-4, "convention": "official",
+                             "final_denoise": True} and plan.nfe == 5 * 7 + 1
+    given = plan_sampling(legacy, continuous=False, settings={"n_steps_each": 2,
+                                                             "step_size": None})
+    assert given.settings["n_steps_each"] == 2 and given.settings["step_size"] == 1e-4
+    # another sampler starts from its own defaults, not the stored sampler's settings
+    other = plan_sampling(legacy, continuous=False, sampler="predictor_corrector")
+    assert other.settings == {"n_corrector": 1, "snr": 0.16}
+    new = {**SPEC, "sampling": {"sampler": "dpm_solver_2m", "nfe": 20, "schedule": "karras"}}
+    assert plan_sampling(new, continuous=True).nfe == 20
+    assert plan_sampling(new, continuous=True, nfe=10).sigmas.numel() == 10
+    with pytest.raises(UserError, match="snr: Input should be greater than 0"):
+        plan_sampling(SPEC, continuous=True, sampler="predictor_corrector",
+                      settings={"snr": -1.0})
+    with pytest.raises(UserError, match="eta: unknown setting"):
+        plan_sampling(SPEC, continuous=True, settings={"eta": 0.5})
+    with pytest.raises(UserError, match="unknown sampler"):
+        plan_sampling(SPEC, continuous=True, sampler="ddim")
+
+
+def test_step_size_auto_is_ncsnv2_technique_4_in_the_chosen_convention():
+    from ncsn.core.noise import ncsnv2_step_size
+
+    paper = plan_sampling(SPEC, continuous=False, settings={"step_size": "auto",
+                                                           "n_steps_each": 5})
+    official = plan_sampling(SPEC, continuous=False, settings={"step_size": "auto",
+                                                              "n_steps_each": 5,
+                                                              "convention": "official"})
+    step_lr = ncsnv2_step_size(torch.tensor(SPEC["sigmas"]), 5)
+    assert official.settings["step_size"] == pytest.approx(step_lr)
+    assert paper.settings["step_size"] == pytest.approx(2 * step_lr)
+
+
+def test_priors_and_the_logit_round_trip():
+    gen = torch.Generator().manual_seed(0)
+    uniform = draw_prior(plan_sampling(SPEC, continuous=True), (20000, 2), gen)
+    assert uniform.min() >= 0 and uniform.max() <= 1
+    noisy = draw_prior(plan_sampling(SPEC, continuous=True, sampler="dpm_solver_2m"),
+                       (20000, 2), gen)
+    expected_std = (20.0**2 + 1 / 12) ** 0.5  # U[0, 1] + sigma_1 z
+    assert noisy.std().item() == pytest.approx(expected_std, rel=0.02)
+    pixels = torch.rand(100)
+    assert torch.allclose(to_pixels(to_model_space(pixels, True), True), pixels, atol=1e-5)
+    assert to_pixels(torch.tensor([-0.5, 0.5, 1.5]), False).tolist() == [0.0, 0.5, 1.0]
+
+
+def test_sample_images_same_seed_same_images_and_pixel_range():
+    from ncsn.nets.unet import UNetSmall
+
+    torch.manual_seed(0)
+    net = UNetSmall(channels=1, image_size=8, ngf=4, ch_mult=(1, 2), emb_dim=8, groups=2).eval()
+    plan = plan_sampling(SPEC, continuous=True, sampler="edm", nfe=9)
+
+    def draw(seed: int) -> torch.Tensor:
+        return sample_images(net, plan, 5, (1, 8, 8), generator=torch.Generator().manual_seed(
+            seed), batch_size=2)
+
+    first = draw(1)
+    assert first.shape == (5, 1, 8, 8) and first.min() >= 0 and first.max() <= 1
+    assert torch.equal(first, draw(1)) and not torch.equal(first, draw(2))
