@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ncsn.devices import resolve_device
 from ncsn.errors import UserError
 from ncsn.imageio import (
     NpzStream,
@@ -41,16 +42,15 @@ from ncsn.sampling import (
     SamplingPlan,
     accepts_any_sigma,
     counting,
-    inpaint_images,
     plan_sampling,
     sample_batches,
     stored_sampling,
     to_pixels,
 )
+from ncsn.sampling.inpainting import inpaint_batches, make_masks
 from ncsn.sampling.pipeline import batch_ranges
 from ncsn.sampling.registry import setting_fields
 
-MASKS = ("right", "lower", "center", "random")
 # CLI names of sampler settings whose flag is not just the field name with dashes
 FLAG_NAMES = {"n_steps_each": "--steps-each", "n_corrector": "--corrector-steps"}
 SETTING_HELP = {
@@ -166,24 +166,6 @@ def _check_counts(**counts: int | None) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
 
-def resolve_device(name: str) -> torch.device:
-    """A torch device that exists here (one-line UserError otherwise)."""
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise UserError(f"bad --device {name!r}: {err}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            build = "a CPU-only torch build" if torch.version.cuda is None else "no visible GPU"
-            raise UserError(f"--device {name}: CUDA is not available here ({build}); use "
-                            "--device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
-    elif device.type not in ("cpu", "cuda"):
-        raise UserError(f"--device {name}: only cpu and cuda devices are supported")
-    return device
-
-
 def _out_dir(path: str) -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
@@ -246,7 +228,7 @@ def setup_plan(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any], Sam
     """Load the model and plan its sampling from the command line (all checks before work)."""
     _check_counts(batch_size=args.batch_size, grid_max=args.grid_max, scale=args.scale,
                   nfe=args.nfe, levels=args.num_levels)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     net, spec = load_model(args.model, device=device)
     sampler = args.sampler or stored_sampling(spec)["sampler"]
     plan = plan_sampling(spec, continuous=accepts_any_sigma(net), sampler=args.sampler,
@@ -325,38 +307,6 @@ def load_inputs(args: argparse.Namespace, channels: int, size: int) -> Tensor:
     return to_float(data[args.start: args.start + args.num_images])
 
 
-def make_masks(kind: str, n: int, size: int, *, fraction: float = 0.5, box: int | None = None,
-               generator: torch.Generator | None = None) -> Tensor:
-    """Masks (n, 1, S, S), 1 = observed pixel: ``right``/``lower`` hide that half, ``center``
-    hides a centred ``box`` x ``box`` square, ``random`` hides each pixel with prob ``fraction``;
-    any other ``kind`` is a mask image file (white = observed)."""
-    mask = torch.ones(n, 1, size, size)
-    if kind == "right":
-        mask[..., size // 2:] = 0
-    elif kind == "lower":
-        mask[..., size // 2:, :] = 0
-    elif kind == "center":
-        side = size // 2 if box is None else box
-        if not 1 <= side <= size:
-            raise UserError(f"--box must lie in 1..{size}, got {side}")
-        lo = (size - side) // 2
-        mask[..., lo: lo + side, lo: lo + side] = 0
-    elif kind == "random":
-        if not 0.0 <= fraction <= 1.0:
-            raise UserError(f"--fraction must lie in [0, 1], got {fraction}")
-        mask = (torch.rand(n, 1, size, size, generator=generator) >= fraction).float()
-    else:
-        path = Path(kind)
-        if not path.is_file():
-            raise UserError(f"--mask {kind!r} is not one of {', '.join(MASKS)} nor an image file")
-        image = torch.from_numpy(load_image(path, channels=1))
-        if image.shape[-2:] != (size, size):
-            raise UserError(f"mask image {path} is {image.shape[-1]}x{image.shape[-2]}, "
-                            f"the model's images {size}x{size}")
-        mask = (image > 0.5).float().expand(n, 1, size, size).clone()
-    return mask
-
-
 def run_inpaint(args: argparse.Namespace) -> int:
     """``ncsn inpaint``: k completions per image -> grid.png + completions/ or completions.npz.
 
@@ -377,10 +327,10 @@ def run_inpaint(args: argparse.Namespace) -> int:
     with _progress(math.ceil(total / args.batch_size) * plan.nfe, "inpainting",
                    args.no_progress) as bar:
         score = counting(net, lambda: bar.update(1))
-        for start, stop in batch_ranges(total, args.batch_size):
-            owner = torch.arange(start, stop) // k
-            writer.add(inpaint_images(score, plan, images[owner], masks[owner],
-                                      generator=generator, device=device), start)
+        for start, completions in inpaint_batches(score, plan, images, masks, k,
+                                                  generator=generator, device=device,
+                                                  batch_size=args.batch_size):
+            writer.add(completions, start)
     shown = min(n, args.grid_max)
     completions = torch.cat(writer.grid).reshape(shown, k, channels, size, size)
     masked = images[:shown] * masks[:shown] + 0.5 * (1 - masks[:shown])
