@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ncsn.cli.sample import add_sampler_args, sampler_choices
+from ncsn.devices import resolve_device
 from ncsn.errors import UserError
 
 EVAL_METRICS = ("fid", "kid", "is", "nn", "digits")
@@ -60,12 +62,7 @@ def register(sub: Any) -> None:
                      "(rerun to resume)")
     gen.add_argument("--shard-size", type=int, default=100, help="images per shard")
     gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--steps-each", type=int, default=None, help="Langevin steps per level "
-                     "(default: the model's sampling settings, else the paper's 100)")
-    gen.add_argument("--step-size", type=float, default=None, help="eps (paper) or step_lr "
-                     "(official); default: model's, else paper 2e-5")
-    gen.add_argument("--convention", choices=("paper", "official"), default=None)
-    gen.add_argument("--final-denoise", action=argparse.BooleanOptionalAction, default=None)
+    add_sampler_args(ev)
     _add_common(ev)
     ev.set_defaults(func=run_evaluate)
 
@@ -121,11 +118,10 @@ def _get_samples(args: argparse.Namespace) -> tuple[Any, str]:
         if args.samples_dir is None:
             raise UserError("--model needs --samples-dir, the folder for resumable shards")
         num = args.num_samples or 50_000
-        overrides = {"n_steps_each": args.steps_each, "step_size": args.step_size,
-                     "convention": args.convention, "final_denoise": args.final_denoise}
+        choices = sampler_choices(args)
         images = generate_samples(args.model, args.samples_dir, num, shard_size=args.shard_size,
-                                  seed=args.seed, device=args.device, overrides=overrides,
-                                  progress=True)
+                                  seed=args.seed, device=resolve_device(args.device, "--device"),
+                                  overrides=choices.pop("settings"), progress=True, **choices)
         return images, f"{num:,} generated from {args.model} (shards in {args.samples_dir})"
     if args.samples is None:
         raise UserError("give the samples (a folder of images or an .npz) or --model")

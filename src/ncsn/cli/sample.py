@@ -97,9 +97,9 @@ def _add_setting_flags(p: argparse.ArgumentParser) -> None:
             group.add_argument(_flag(field), dest=field, type=_float_or_auto, help=help_text)
 
 
-def _add_common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="model .safetensors/.json, their stem, or a run directory")
-    p.add_argument("--out", required=True, help="output folder")
+def add_sampler_args(parser: argparse.ArgumentParser) -> None:
+    """--sampler, --nfe, --schedule, --levels, --rho and every sampler-setting flag."""
+    p = parser.add_argument_group("sampler (default: the model's own choice)")
     p.add_argument("--sampler", choices=list(SAMPLERS),
                    help="sampling algorithm (default: the model's; see `ncsn samplers`)")
     p.add_argument("--nfe", type=int,
@@ -110,7 +110,22 @@ def _add_common_args(p: argparse.ArgumentParser) -> None:
                         "sigma range (networks conditioned on continuous sigma only)")
     p.add_argument("--levels", type=int, dest="num_levels", help="number of noise levels")
     p.add_argument("--rho", type=float, help="Karras schedule exponent (default 7)")
-    _add_setting_flags(p)
+    _add_setting_flags(parser)
+
+
+def sampler_choices(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`ncsn.sampling.plan_sampling` given on the command line
+    (settings of samplers other than the chosen one are refused when planning)."""
+    return {"sampler": args.sampler, "nfe": args.nfe, "schedule": args.schedule,
+            "num_levels": args.num_levels, "rho": args.rho,
+            "settings": {f: getattr(args, f) for f in setting_fields()
+                         if getattr(args, f) is not None}}
+
+
+def _add_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="model .safetensors/.json, their stem, or a run directory")
+    p.add_argument("--out", required=True, help="output folder")
+    add_sampler_args(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (memory bound)")
     p.add_argument("--format", choices=["png", "npz"], default="png",
@@ -211,16 +226,14 @@ def _progress(total: int, desc: str, hide: bool) -> tqdm:
                 disable=True if hide else None)
 
 
-def _given_settings(args: argparse.Namespace, sampler: str) -> dict[str, Any]:
-    """Sampler settings given on the command line; a flag of another sampler is an error."""
-    given = {f: getattr(args, f) for f in setting_fields() if getattr(args, f) is not None}
+def _check_setting_owners(given: dict[str, Any], sampler: str) -> None:
+    """A setting flag of another sampler than the one that runs is an error."""
     own = SAMPLERS[sampler].settings.model_fields
     for field in given:
         if field not in own:
             owners = ", ".join(setting_fields()[field])
             raise UserError(f"{_flag(field)} is a setting of {owners}, not of {sampler}; pick "
                             f"--sampler accordingly or drop the flag")
-    return given
 
 
 def setup_plan(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any], SamplingPlan,
@@ -230,10 +243,9 @@ def setup_plan(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any], Sam
                   nfe=args.nfe, levels=args.num_levels)
     device = resolve_device(args.device, "--device")
     net, spec = load_model(args.model, device=device)
-    sampler = args.sampler or stored_sampling(spec)["sampler"]
-    plan = plan_sampling(spec, continuous=accepts_any_sigma(net), sampler=args.sampler,
-                         nfe=args.nfe, schedule=args.schedule, num_levels=args.num_levels,
-                         rho=args.rho, settings=_given_settings(args, sampler))
+    choices = sampler_choices(args)
+    _check_setting_owners(choices["settings"], args.sampler or stored_sampling(spec)["sampler"])
+    plan = plan_sampling(spec, continuous=accepts_any_sigma(net), **choices)
     return net, spec, plan, device
 
 
