@@ -217,19 +217,22 @@ def test_train_equals_ncsn_train(tmp_path):
     assert ncsn.load(tmp_path / "api").image_shape == (1, 28, 28)
 
 
-def readme_python_example() -> str:
-    """The first python code block under README.md's "## From Python" heading."""
-    text = (ROOT / "README.md").read_text()
+def python_example(document: str) -> str:
+    """The first python code block under the "## From Python" heading of ``document``."""
+    text = (ROOT / document).read_text()
     section = text.split("\n## From Python\n", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
 
 
-def test_readme_python_example_runs_as_written(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("document", "writes"), [
+    ("README.md", ["inpainted.png", "samples.png"]),
+    ("docs/sampling.md", []),
+])
+def test_python_examples_run_as_written(tmp_path, monkeypatch, document, writes):
     """On a tiny random-weight model where the demo writes its run (the code is unchanged)."""
     _save_tiny(tmp_path / "runs" / "demo" / "model_ema", TINY_UNET, size=28)
-    code = readme_python_example()
+    code = python_example(document)
     assert 'ncsn.load("runs/demo")' in code
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), {})
-    written = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert written == ["inpainted.png", "samples.png"]
+    exec(compile(code, document, "exec"), {})
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == writes
