@@ -12,15 +12,19 @@ from ncsn.cli import main
 from ncsn.config import load_config
 from ncsn.experiments.demo import demo_config
 from ncsn.nets.io import load_model
+from ncsn.sampling import plan_sampling
+from ncsn.train.setup import sampling_spec
 from test_train_support import record_steps
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
-
-def test_demo_recipe_is_the_shipped_config() -> None:
-    assert demo_config() == load_config(CONFIGS / "mnist5k_cpu.yaml")
-    config = demo_config(steps=7, quick=True)
-    assert config.training.n_iters == 7 and config.model["ngf"] == 4
+def test_demo_recipe_trains_continuous_levels_and_samples_in_at_most_35_evaluations() -> None:
+    config = demo_config()
+    assert config == load_config("mnist5k_cpu")  # the packaged recipe, no second copy
+    assert config.noise.distribution != "discrete" and config.noise.sigma_max == "auto"
+    spec = {"sigmas": [15.0, 0.01], "sampling": sampling_spec(config)}
+    assert plan_sampling(spec, continuous=True).nfe <= 35
+    quick = demo_config(steps=7, quick=True)
+    assert quick.training.n_iters == 7 and quick.model["ngf"] == 4
 
 
 def test_quick_demo_writes_grid_curve_and_metrics(tmp_path: Path, capsys) -> None:
@@ -34,12 +38,13 @@ def test_quick_demo_writes_grid_curve_and_metrics(tmp_path: Path, capsys) -> Non
     assert Image.open(out / "loss.png").size[0] > 0
     summary = json.loads((out / "demo.json").read_text())
     assert summary["steps"] == 6 and summary["num_samples"] == 16
-    assert summary["network_evaluations"] == 10 * 2 + 1
+    assert summary["network_evaluations"] == summary["sampling"]["nfe"] <= 5
+    assert 0 <= summary["digits"]["digit_confident"] <= 1
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [2, 4, 6]
     assert [r["step"] for r in records if "test_loss" in r] == [3, 6]
     net, spec = load_model(out)
-    assert spec["image_size"] == 28 and spec["sampling"]["final_denoise"] is True
+    assert spec["image_size"] == 28 and spec["sampling"]["nfe"] == 5
 
     assert main(["demo", "--steps", "0", "--out", str(out)]) == 2
 

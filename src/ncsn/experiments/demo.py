@@ -1,49 +1,41 @@
-"""``ncsn demo``: train UNetSmall on the embedded 5,000 MNIST digits on a CPU, sample with
-annealed Langevin dynamics (+ NCSNv2's final denoising step) and write a sample grid, a loss curve
-and the metrics into one run directory. The recipe is ``DEMO_CONFIG`` (= configs/mnist5k_cpu.yaml).
+"""``ncsn demo``: train the packaged CPU recipe ``mnist5k_cpu`` (configs/mnist5k_cpu.yaml) on the
+embedded 5,000 MNIST digits, sample with the model's default sampler through
+:mod:`ncsn.sampling` (any other sampler or budget on request), score the digits with the
+classifier of :mod:`ncsn.eval.digits`, and write a sample grid, a loss curve and the metrics into
+one run directory.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from ncsn.config import Config, load_config, validate_config
+from ncsn.config import Config, load_config, parse_yaml, resolve_config_path, validate_config
 from ncsn.errors import UserError
 from ncsn.imageio import save_grid
 from ncsn.nets.io import load_model
+from ncsn.sampling import accepts_any_sigma, counting, plan_sampling, sample_images
 from ncsn.train import plot_loss_curve, train
-from ncsn.train.periodic import sample_images
 
-DEMO_CONFIG: dict[str, Any] = {
-    "data": {"name": "mnist5k", "dequantize": True},
-    "model": {"name": "unet_small", "ngf": 16, "ch_mult": [1, 2, 4]},
-    "noise": {"sigma_max": 1.0, "sigma_min": 0.01, "num_levels": 10},
-    "training": {"batch_size": 64, "n_iters": 1500, "lr": 2e-3, "ema_rate": 0.995,
-                 "snapshot_freq": 500, "keep_last": 2, "log_freq": 25, "test_freq": 250,
-                 "device": "cpu", "threads": 1, "seed": 0},
-    "sampling": {"n_steps_each": 100, "step_size": 4e-5, "convention": "paper",
-                 "final_denoise": True, "num_samples": 64},
-}
-# a seconds-long end-to-end run for tests (--quick): a tiny net, a few steps and Langevin steps
+DEMO_CONFIG = "mnist5k_cpu"
+# a seconds-long end-to-end run for tests (--quick): a tiny net, a few steps, a few evaluations
 QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "model": {"ngf": 4, "ch_mult": [1, 2], "emb_dim": 8, "groups": 2},
     "training": {"batch_size": 16, "n_iters": 6, "snapshot_freq": 3, "log_freq": 2,
                  "test_freq": 3, "test_batch_size": 32},
-    "sampling": {"n_steps_each": 2, "num_samples": 16},
+    "sampling": {"nfe": 5, "num_samples": 16},
 }
 
 
 @dataclass
 class DemoResult:
-    """Paths and timings of one demo run."""
+    """Paths, timings, the sampling plan and the digit scores of one demo run."""
 
     run_dir: Path
     grid: Path
@@ -51,25 +43,43 @@ class DemoResult:
     metrics: Path
     train_seconds: float
     sample_seconds: float
+    plan: str
+    digits: dict[str, Any] = field(default_factory=dict)
 
 
 def demo_config(*, steps: int | None = None, quick: bool = False) -> Config:
-    """The demo recipe, optionally tiny (``quick``) and/or with ``steps`` training steps."""
-    raw = copy.deepcopy(DEMO_CONFIG)
+    """The demo recipe (the packaged ``mnist5k_cpu``), optionally tiny (``quick``) and/or with
+    ``steps`` training steps."""
+    path = resolve_config_path(DEMO_CONFIG)
+    raw = parse_yaml(path.read_text())
     if quick:
         for section, values in QUICK_OVERRIDES.items():
             raw[section].update(values)
     if steps is not None:
         raw["training"]["n_iters"] = steps
-    return validate_config(raw, source="demo config")
+    return validate_config(raw, source=str(path))
+
+
+def _digit_scores(images: torch.Tensor) -> dict[str, Any]:
+    """The digit metric's summary for the demo's samples (empty for too few images)."""
+    from ncsn.eval.digits import digit_metrics
+
+    if images.shape[0] < 2:
+        return {}
+    scores = digit_metrics(images)
+    return {k: scores[k] for k in ("digit_confident", "digit_classes", "digit_balance",
+                                   "digit_kid", "digit_kid_std")}
 
 
 def run_demo(out_dir: str | Path, *, steps: int | None = None, quick: bool = False,
-             overwrite: bool = False, progress: bool = True) -> DemoResult:
+             overwrite: bool = False, progress: bool = True, sampler: str | None = None,
+             nfe: int | None = None, schedule: str | None = None,
+             settings: dict[str, Any] | None = None) -> DemoResult:
     """Train, sample, and write ``samples.png``, ``loss.png``, ``metrics.jsonl``, ``demo.json``.
 
     An existing ``out_dir`` is resumed from its latest checkpoint (a finished run is only sampled
-    again) unless ``overwrite`` starts afresh.
+    again) unless ``overwrite`` starts afresh. ``sampler``, ``nfe``, ``schedule`` and sampler
+    ``settings`` replace the model's default sampling choices.
     """
     out_dir = Path(out_dir)
     began = time.perf_counter()
@@ -77,33 +87,29 @@ def run_demo(out_dir: str | Path, *, steps: int | None = None, quick: bool = Fal
     if resume and not (out_dir / "config.yaml").is_file():
         raise UserError(f"{out_dir} is not empty and holds no run (no config.yaml); choose another "
                         "--out, or --overwrite to replace its contents")
-    train(demo_config(steps=steps, quick=quick), out_dir, resume=resume, overwrite=overwrite,
-          progress=progress)
+    config = demo_config(steps=steps, quick=quick)
+    train(config, out_dir, resume=resume, overwrite=overwrite, progress=progress)
     train_seconds = time.perf_counter() - began
     config = load_config(out_dir / "config.yaml")
     net, spec = load_model(out_dir)
-    sigmas = torch.tensor(spec["sigmas"])
+    plan = plan_sampling(spec, continuous=accepts_any_sigma(net), sampler=sampler, nfe=nfe,
+                         schedule=schedule, settings=settings)
     n = config.sampling.num_samples
-    bar = tqdm(total=sigmas.numel() * config.sampling.n_steps_each, unit="step",
-               desc="sample", disable=not progress, dynamic_ncols=True)
+    shape = (int(spec["channels"]), int(spec["image_size"]), int(spec["image_size"]))
     began = time.perf_counter()
-    samples = sample_images(net, config, sigmas, n, spec["channels"], spec["image_size"],
-                            torch.Generator().manual_seed(config.training.seed), net_device(net),
-                            callback=lambda info: bar.update(1))
-    bar.close()
+    with tqdm(total=plan.nfe, unit="eval", desc="sample", disable=not progress,
+              dynamic_ncols=True) as bar:
+        samples = sample_images(counting(net, lambda: bar.update(1)), plan, n, shape,
+                                generator=torch.Generator().manual_seed(config.training.seed),
+                                batch_size=n)
     sample_seconds = time.perf_counter() - began
     grid = save_grid(samples, out_dir / "samples.png", nrow=8, scale=3)
     curve = plot_loss_curve(out_dir / "metrics.jsonl", out_dir / "loss.png")
+    digits = _digit_scores(samples)
     summary = {"train_seconds": round(train_seconds, 1), "sample_seconds": round(sample_seconds, 1),
-               "steps": config.training.n_iters, "num_samples": n,
-               "network_evaluations": int(sigmas.numel()) * config.sampling.n_steps_each
-               + int(config.sampling.final_denoise),
-               "grid": grid.name, "loss_curve": curve.name}
+               "steps": config.training.n_iters, "threads": torch.get_num_threads(),
+               "num_samples": n, "network_evaluations": plan.nfe, "sampling": plan.record(),
+               "digits": digits, "grid": grid.name, "loss_curve": curve.name}
     (out_dir / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
     return DemoResult(out_dir, grid, curve, out_dir / "metrics.jsonl", train_seconds,
-                      sample_seconds)
-
-
-def net_device(net: torch.nn.Module) -> torch.device:
-    """The device holding ``net``'s parameters."""
-    return next(net.parameters()).device
+                      sample_seconds, plan.describe(), digits)
