@@ -129,13 +129,22 @@ class TrainingConfig(_Section):
     test_batch_size: int = Field(default=256, gt=0)
     sample_freq: int = Field(default=0, ge=0)
     device: str = "auto"
-    threads: int = Field(default=0, ge=0)
+    # CPU intra-op threads: 0 = torch's default (all cores), N, or "auto" = the idle cores
+    # (ncsn.devices.idle_core_threads)
+    threads: int | Literal["auto"] = 0
     compile: bool = False
     amp: bool = False
     channels_last: bool = False
     # DSM weight: "power" = sigma^anneal_power (paper); "edm" = that times
     # (sigma^2 + sigma_data^2) / sigma_data^2 with the network's sigma_data (Karras et al. 2022)
     weighting: Literal["power", "edm"] = "power"
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: int | str) -> int | str:
+        if not isinstance(v, str) and v < 0:
+            raise ValueError("must be >= 0 (or 'auto')")
+        return v
 
     @field_validator("betas")
     @classmethod

@@ -29,7 +29,7 @@ QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "model": {"ngf": 4, "ch_mult": [1, 2], "emb_dim": 8, "groups": 2},
     "training": {"batch_size": 16, "n_iters": 6, "snapshot_freq": 3, "log_freq": 2,
                  "test_freq": 3, "test_batch_size": 32},
-    "sampling": {"nfe": 5, "num_samples": 16},
+    "sampling": {"nfe": 5, "eta": None, "num_samples": 16},
 }
 
 

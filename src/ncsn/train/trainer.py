@@ -26,6 +26,7 @@ from ncsn.config import Config, config_to_dict, save_config
 from ncsn.core.losses import draw_levels, draw_projections, dsm_loss, ssm_loss
 from ncsn.core.noise import draw_sigmas
 from ncsn.data import apply_train_transforms, to_float
+from ncsn.devices import idle_core_threads
 from ncsn.errors import UserError
 from ncsn.nets import build_network
 from ncsn.nets.io import save_model
@@ -91,7 +92,7 @@ class Trainer:
         self.progress = progress
         t = config.training
         if t.threads:
-            torch.set_num_threads(t.threads)
+            torch.set_num_threads(idle_core_threads() if t.threads == "auto" else t.threads)
         self.device = select_device(t.device, local_rank_from_env())
         check_device_options(t, self.device)
         self.info: DistInfo = init_distributed(self.device)
@@ -350,7 +351,8 @@ class Trainer:
             save_config(self.config, self.run_dir / "config.yaml")
             ckpt.remove_partial_writes(self.ckpt_dir)
             self.log.write({"event": "resume" if start else "start", "step": start,
-                            "world_size": self.info.world_size, "device": str(self.device)})
+                            "world_size": self.info.world_size, "device": str(self.device),
+                            "threads": torch.get_num_threads()})
         barrier(self.info)
         bar = tqdm(total=t.n_iters, initial=start, unit="step", dynamic_ncols=True,
                    disable=not (self.progress and self.info.is_main), desc="train")
