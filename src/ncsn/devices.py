@@ -5,6 +5,7 @@ count of ``training.threads: auto``."""
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 
@@ -38,17 +39,36 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def busy_cores(interval: float = 0.5) -> float | None:
+    """Cores kept busy by the whole system over ``interval`` seconds, from the jiffies of
+    Linux's /proc/stat (this process sleeps meanwhile, so it is other processes' work); None
+    where /proc/stat is not available."""
+
+    def snapshot() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:9]]
+        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
+
+    try:
+        total0, idle0 = snapshot()
+        time.sleep(interval)
+        total1, idle1 = snapshot()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    busy = 1.0 - (idle1 - idle0) / (total1 - total0)
+    return busy * (os.cpu_count() or 1)
+
+
 def idle_core_threads() -> int:
-    """Intra-op threads for ``threads: auto``: the cores not already busy, i.e. the cores this
-    process may use minus the 1-minute load average (rounded), at least 1.
+    """Intra-op threads for ``threads: auto``: the cores this process may use minus the cores
+    other processes keep busy right now (:func:`busy_cores`, rounded), at least 1.
 
     On the 2-core dev box (docs/training.md) two threads train the demo 1.7x faster than one
     when the machine is idle, but 2.1x slower than one while another process keeps a core busy
     (OpenMP threads spin-wait for each other); this picks the faster choice in both cases.
     The thread count changes floating-point summation order, so runs are bit-reproducible
-    for the same count (recorded in the run's logs)."""
-    try:
-        busy = round(os.getloadavg()[0])
-    except (AttributeError, OSError):  # no load average on this platform
-        busy = 0
-    return max(1, available_cores() - busy)
+    for the same count (recorded in the run's log)."""
+    busy = busy_cores()
+    return max(1, available_cores() - round(busy or 0.0))
