@@ -91,7 +91,8 @@ def model_table(args: argparse.Namespace) -> None:
     shape = (int(spec["channels"]), int(spec["image_size"]), int(spec["image_size"]))
     print(f"{args.model}: {args.num_samples} samples per row, seed {args.seed}; torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads")
-    print("| sampler | schedule | NFE | confident | classes | balance | digit KID | seconds |")
+    print("| sampler | schedule | NFE | confident | classes | balance | digit KID (std) "
+          "| seconds |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name in args.samplers:
         for nfe in args.nfe:
@@ -108,7 +109,8 @@ def model_table(args: argparse.Namespace) -> None:
             m = digit_metrics(images)
             print(f"| {name} | {plan.schedule} {plan.sigmas.numel()} | {plan.nfe} | "
                   f"{m['digit_confident']:.3f} | {m['digit_classes']} | "
-                  f"{m['digit_balance']:.3f} | {m['digit_kid']:.3f} | {seconds:.1f} |",
+                  f"{m['digit_balance']:.3f} | {m['digit_kid']:.3f} ({m['digit_kid_std']:.3f}) | "
+                  f"{seconds:.1f} |",
                   flush=True)
 
 
