@@ -24,6 +24,7 @@ import argparse
 import time
 
 import torch
+import yaml
 
 from ncsn.core.toy import paper_mixture
 from ncsn.errors import UserError
@@ -46,11 +47,18 @@ def _fixed() -> torch.Generator:
     return torch.Generator().manual_seed(123)
 
 
-def _settings(name: str, ald_step: str) -> dict[str, object]:
-    if name != "annealed_langevin":
-        return {}
-    return {"final_denoise": True, "step_size": ald_step if ald_step == "auto"
-            else float(ald_step)}
+def _settings(name: str, args: argparse.Namespace) -> dict[str, object]:
+    """Annealed Langevin's benchmark settings, then every ``--setting`` the sampler has."""
+    settings: dict[str, object] = {}
+    if name == "annealed_langevin":
+        settings = {"final_denoise": True, "step_size": args.ald_step if args.ald_step == "auto"
+                    else float(args.ald_step)}
+    own = SAMPLERS[name].settings.model_fields
+    for item in args.setting:
+        key, _, value = item.partition("=")
+        if key in own:
+            settings[key] = yaml.safe_load(value)
+    return settings
 
 
 def exact_table(args: argparse.Namespace) -> None:
@@ -70,7 +78,7 @@ def exact_table(args: argparse.Namespace) -> None:
             try:
                 plan = plan_sampling(spec, continuous=True, sampler=name, nfe=nfe,
                                      num_levels=10 if name == "annealed_langevin" else None,
-                                     settings=_settings(name, args.ald_step))
+                                     settings=_settings(name, args))
             except UserError:
                 continue
             calls: list[int] = []
@@ -98,7 +106,7 @@ def model_table(args: argparse.Namespace) -> None:
         for nfe in args.nfe:
             try:
                 plan = plan_sampling(spec, continuous=accepts_any_sigma(net), sampler=name,
-                                     nfe=nfe, settings=_settings(name, args.ald_step))
+                                     nfe=nfe, settings=_settings(name, args))
             except UserError:
                 continue
             start = time.perf_counter()
@@ -122,6 +130,8 @@ def main() -> None:
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=list(SAMPLERS))
     parser.add_argument("--ald-step", default="auto",
                         help="annealed Langevin step size (paper eps) or 'auto'")
+    parser.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
+                        help="a sampler setting (e.g. eta=0.6) for the samplers that have it")
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
