@@ -179,8 +179,9 @@ class SamplingConfig(_Section):
     num_samples: int = Field(default=64, gt=0)
 
     def settings(self) -> dict[str, Any]:
-        """The sampler's own settings given in this section (others take their defaults)."""
-        return dict(self.model_extra or {})
+        """The sampler's own settings given in this section (others, and those set to null,
+        take their defaults)."""
+        return {k: v for k, v in (self.model_extra or {}).items() if v is not None}
 
 
 class EvalConfig(_Section):
