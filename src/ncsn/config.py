@@ -13,10 +13,11 @@ import importlib.resources
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -59,6 +60,21 @@ def _yaml_position(err: yaml.YAMLError) -> str:
     return f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
 
 
+def _count_or_auto(minimum: int) -> Any:
+    """``int | "auto"`` with the int at least ``minimum`` (a pydantic annotation)."""
+
+    def check(value: int | str) -> int | str:
+        if not isinstance(value, str) and value < minimum:
+            raise ValueError(f"must be >= {minimum} (or 'auto')")
+        return value
+
+    return Annotated[int | Literal["auto"], AfterValidator(check)]
+
+
+LevelsOrAuto = _count_or_auto(1)
+ThreadsOrAuto = _count_or_auto(0)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -87,16 +103,9 @@ class NoiseConfig(_Section):
     distribution: Literal["discrete", "log_uniform", "log_normal"] = "discrete"
     sigma_max: PositiveOrAuto = 1.0
     sigma_min: float = Field(default=0.01, gt=0)
-    num_levels: int | Literal["auto"] = 10
+    num_levels: LevelsOrAuto = 10
     p_mean: float = -1.2
     p_std: float = Field(default=1.2, gt=0)
-
-    @field_validator("num_levels")
-    @classmethod
-    def _positive_levels(cls, v: int | str) -> int | str:
-        if not isinstance(v, str) and v < 1:
-            raise ValueError("must be >= 1 (or 'auto')")
-        return v
 
     @model_validator(mode="after")
     def _ordered(self) -> NoiseConfig:
@@ -131,20 +140,13 @@ class TrainingConfig(_Section):
     device: str = "auto"
     # CPU intra-op threads: 0 = torch's default (all cores), N, or "auto" = the idle cores
     # (ncsn.devices.idle_core_threads)
-    threads: int | Literal["auto"] = 0
+    threads: ThreadsOrAuto = 0
     compile: bool = False
     amp: bool = False
     channels_last: bool = False
     # DSM weight: "power" = sigma^anneal_power (paper); "edm" = that times
     # (sigma^2 + sigma_data^2) / sigma_data^2 with the network's sigma_data (Karras et al. 2022)
     weighting: Literal["power", "edm"] = "power"
-
-    @field_validator("threads")
-    @classmethod
-    def _threads(cls, v: int | str) -> int | str:
-        if not isinstance(v, str) and v < 0:
-            raise ValueError("must be >= 0 (or 'auto')")
-        return v
 
     @field_validator("betas")
     @classmethod

@@ -39,13 +39,13 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def busy_cores(interval: float = 0.5) -> float | None:
+def busy_cores(interval: float = 0.5, stat_path: str = "/proc/stat") -> float | None:
     """Cores kept busy by the whole system over ``interval`` seconds, from the jiffies of
     Linux's /proc/stat (this process sleeps meanwhile, so it is other processes' work); None
     where /proc/stat is not available."""
 
     def snapshot() -> tuple[int, int]:
-        with open("/proc/stat") as stat:
+        with open(stat_path) as stat:
             ticks = [int(v) for v in stat.readline().split()[1:9]]
         return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
 
