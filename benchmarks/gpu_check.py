@@ -31,12 +31,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-import ncsn.train.trainer as trainer_module
+import ncsn.training.trainer as trainer_module
 from ncsn.cli import main as ncsn_cli
 from ncsn.config import Config, validate_config
 from ncsn.errors import UserError
 from ncsn.eval.features import InceptionExtractor
-from ncsn.train import Trainer
+from ncsn.training import Trainer
 
 MODES: dict[str, dict[str, bool]] = {"fp32": {}, "bf16 autocast": {"amp": True},
                                      "compile": {"compile": True},

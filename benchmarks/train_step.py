@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ncsn.config import load_config
-from ncsn.train import Trainer
+from ncsn.training import Trainer
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:

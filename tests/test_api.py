@@ -1,4 +1,4 @@
-"""The Python API (``ncsn.load``, ``ScoreModel``, ``ncsn.train``): the same images as the CLI for
+"""The Python API (``ncsn.load``, ``ScoreModel``, ``ncsn.training``): the same images as the CLI for
 the same seed and settings, the network's own scores, one-line UserErrors, the README example."""
 
 import re
@@ -53,14 +53,13 @@ def refinenet_path(tmp_path_factory):
                       {"name": "cond_refinenet", "ngf": 4})
 
 
-def test_import_is_light_and_train_stays_the_package_and_callable():
+def test_import_is_light_and_the_api_names_resolve():
     code = ("import sys, ncsn; light = 'torch' not in sys.modules\n"
-            "import ncsn.train.trainer as t\n"
-            "print(light, callable(ncsn.train), ncsn.train.Trainer is t.Trainer,"
-            " ncsn.train.__name__)")
+            "import ncsn.api\n"
+            "print(light, ncsn.train is ncsn.api.train, ncsn.load is ncsn.api.load)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
-    assert out == ["True", "True", "True", "ncsn.train"]
+    assert out == ["True", "True", "True"]
 
 
 @pytest.mark.parametrize("options", [

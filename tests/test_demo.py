@@ -13,7 +13,7 @@ from ncsn.config import load_config
 from ncsn.experiments.demo import demo_config
 from ncsn.nets.io import load_model
 from ncsn.sampling import plan_sampling
-from ncsn.train.setup import sampling_spec
+from ncsn.training.setup import sampling_spec
 from test_train_support import record_steps
 
 

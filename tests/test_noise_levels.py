@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-import ncsn.train.setup as setup
+import ncsn.training.setup as setup
 from ncsn.cli import main
 from ncsn.config import validate_config
 from ncsn.core.noise import ncsnv2_sigma_max

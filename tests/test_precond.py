@@ -100,7 +100,7 @@ def test_continuous_sigma_draws_follow_their_distribution(distribution):
 
 def test_trainer_draws_continuous_levels_with_the_edm_weight(tmp_path, monkeypatch):
     from ncsn.errors import UserError
-    from ncsn.train import Trainer, train
+    from ncsn.training import Trainer, train
     from test_train_support import tiny_config
 
     config = tiny_config(model={"precond": "edm"},

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator  # the dev extra has it
 
-from ncsn.train import read_metrics, train
+from ncsn.training import read_metrics, train
 from test_train_support import tiny_config
 
 

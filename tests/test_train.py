@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import ncsn.eval
-import ncsn.train.trainer as trainer_module
+import ncsn.training.trainer as trainer_module
 from ncsn.data import logit_transform, to_float
 from ncsn.errors import UserError
 from ncsn.nets.io import load_model
-from ncsn.train import (
+from ncsn.training import (
     EMA,
     NonFiniteLossError,
     Trainer,
@@ -22,7 +22,7 @@ from ncsn.train import (
     load_checkpoint,
     train,
 )
-from ncsn.train.setup import resolve_noise
+from ncsn.training.setup import resolve_noise
 from test_train_support import assert_same_training_state, final_state, record_steps, tiny_config
 
 

@@ -16,7 +16,7 @@ from ncsn.config import validate_config
 from ncsn.errors import UserError
 from ncsn.nets import build_network
 from ncsn.nets.io import load_model
-from ncsn.train import Trainer, distributed, train
+from ncsn.training import Trainer, distributed, train
 from test_train_support import folder_raw, write_image_folder
 
 WORLD = 2

@@ -7,12 +7,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-import ncsn.train.trainer as trainer_module
+import ncsn.training.trainer as trainer_module
 from ncsn.errors import UserError
 from ncsn.seeding import derived_seed
-from ncsn.train import EMA, Trainer, load_checkpoint, train
-from ncsn.train import checkpoint as ckpt
-from ncsn.train.distributed import select_device
+from ncsn.training import EMA, Trainer, load_checkpoint, train
+from ncsn.training import checkpoint as ckpt
+from ncsn.training.distributed import select_device
 from test_train_support import assert_same_training_state, final_state, tiny_config
 
 CUDA_GENERATOR_STATE = torch.arange(16, dtype=torch.uint8)  # a Philox state is 16 bytes

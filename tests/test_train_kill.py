@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from ncsn.config import validate_config
-from ncsn.train import list_checkpoints, train
-from ncsn.train.checkpoint import FAULT_ENV
+from ncsn.training import list_checkpoints, train
+from ncsn.training.checkpoint import FAULT_ENV
 from test_train_support import (
     assert_same_training_state,
     final_state,
@@ -28,7 +28,7 @@ SCRIPT = """
 import json, sys, torch
 torch.set_num_threads(1)
 from ncsn.config import validate_config
-from ncsn.train import train
+from ncsn.training import train
 train(validate_config(json.loads(sys.argv[1])), sys.argv[2], progress=False)
 """
 TIMEOUT = 120

@@ -8,7 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import ncsn.eval
-from ncsn.train import Trainer, periodic
+from ncsn.training import Trainer, periodic
 from test_train_support import tiny_config
 
 
@@ -17,7 +17,7 @@ def test_periodic_does_not_import_the_trainer() -> None:
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
                  for alias in node.names}
-    assert "ncsn.train.trainer" not in imported and "ncsn.train.checkpoint" not in imported
+    assert "ncsn.training.trainer" not in imported and "ncsn.training.checkpoint" not in imported
 
 
 def test_periodic_returns_its_measurements_and_keeps_nothing(tmp_path, monkeypatch) -> None:

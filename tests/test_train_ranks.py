@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-import ncsn.train.trainer as trainer_module
+import ncsn.training.trainer as trainer_module
 from ncsn.config import validate_config
 from ncsn.errors import UserError
 from ncsn.nets.io import load_model
-from ncsn.train import list_checkpoints, train
+from ncsn.training import list_checkpoints, train
 from test_train_support import folder_raw, free_port, write_image_folder
 
 WORLD = 2

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ncsn.config import Config, validate_config
-from ncsn.train import Trainer, list_checkpoints, load_checkpoint
+from ncsn.training import Trainer, list_checkpoints, load_checkpoint
 
 TINY: dict[str, Any] = {
     "data": {"name": "digits8"},

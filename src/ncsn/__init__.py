@@ -12,52 +12,25 @@ They are imported on first use, so ``import ncsn`` alone does not import torch.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = ["ScoreModel", "__version__", "load", "save_gif", "save_grid", "train"]
 
 if TYPE_CHECKING:
-    from ncsn.api import ScoreModel, load
+    from ncsn.api import ScoreModel, load, train
     from ncsn.imageio import save_gif, save_grid
 
-_LAZY = {"ScoreModel": "ncsn.api", "load": "ncsn.api", "save_grid": "ncsn.imageio",
-         "save_gif": "ncsn.imageio"}
+_LAZY = {"ScoreModel": "ncsn.api", "load": "ncsn.api", "train": "ncsn.api",
+         "save_grid": "ncsn.imageio", "save_gif": "ncsn.imageio"}
 
 
 def __getattr__(name: str) -> Any:
     """The API names, imported on first use (PEP 562)."""
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    if name == "train":
-        return importlib.import_module("ncsn.train")
     raise AttributeError(f"module 'ncsn' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
-
-
-class _TrainPackage(types.ModuleType):
-    """The :mod:`ncsn.train` package, also callable: ``ncsn.train(config, run_dir, ...)`` is
-    :func:`ncsn.api.train` (``ncsn.train.Trainer`` and the other names stay as they are)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from ncsn.api import train
-
-        return train(*args, **kwargs)
-
-
-class _Package(types.ModuleType):
-    """This package's module type: when the import system binds the subpackage ``ncsn.train``
-    as the attribute ``train`` (on its first import, from wherever), it becomes callable."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "train" and type(value) is types.ModuleType:
-            value.__class__ = _TrainPackage
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

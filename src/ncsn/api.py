@@ -37,8 +37,8 @@ from ncsn.sampling import (
     sample_images,
 )
 from ncsn.sampling.inpainting import check_masks, inpaint_batches, make_masks
-from ncsn.train.trainer import TrainResult
-from ncsn.train.trainer import train as train_config
+from ncsn.training.trainer import TrainResult
+from ncsn.training.trainer import train as train_config
 
 TORCH_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
 
@@ -255,6 +255,6 @@ def train(config: Config | Mapping[str, Any] | str | Path, run_dir: str | Path, 
     ``["training.n_iters=300"]``. ``run_dir`` receives config.yaml, checkpoints, metrics.jsonl
     and the model files (``load(run_dir)`` reads them). ``resume`` continues from the latest
     checkpoint (pass the run's ``config.yaml``); ``overwrite`` starts an existing ``run_dir``
-    afresh. Also reachable as ``ncsn.train(...)``."""
+    afresh. The top-level ``ncsn.train``."""
     return train_config(resolve_config(config, overrides or ()), run_dir, resume=resume,
                         overwrite=overwrite, progress=progress)

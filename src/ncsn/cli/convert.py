@@ -42,7 +42,7 @@ def spec_from_config(path: str) -> dict[str, Any]:
     sampling settings (noise levels must be numbers, not "auto")."""
     from ncsn.config import load_config
     from ncsn.data import DATASETS
-    from ncsn.train.setup import sampling_spec
+    from ncsn.training.setup import sampling_spec
 
     config = load_config(path)
     info = DATASETS.get(config.data.name)

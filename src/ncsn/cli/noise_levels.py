@@ -111,7 +111,7 @@ def sigma_max_report(config: Any) -> tuple[int, dict[str, Any]]:
     """(D, technique 1 on the config's training split): the largest pairwise distance over the
     images ``sigma_max: auto`` measures, and bounds over all images (network space)."""
     from ncsn.core.noise import ncsnv2_sigma_max, ncsnv2_sigma_max_bounds
-    from ncsn.train.setup import load_split, network_space, sigma_max_sample
+    from ncsn.training.setup import load_split, network_space, sigma_max_sample
 
     images = load_split(config, "train")
     sample = sigma_max_sample(config, images)

@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from ncsn.config import load_config
-    from ncsn.train import train
+    from ncsn.training import train
 
     config_path = args.config
     if config_path is None:

@@ -21,7 +21,7 @@ from ncsn.errors import UserError
 from ncsn.imageio import save_grid
 from ncsn.nets.io import load_model
 from ncsn.sampling import accepts_any_sigma, counting, plan_sampling, sample_images
-from ncsn.train import plot_loss_curve, train
+from ncsn.training import plot_loss_curve, train
 
 DEMO_CONFIG = "mnist5k_cpu"
 # a seconds-long end-to-end run for tests (--quick): a tiny net, a few steps, a few evaluations

@@ -16,9 +16,9 @@ from ncsn.core.losses import dsm_loss
 from ncsn.data import logit_transform, to_float
 from ncsn.imageio import make_grid, save_grid
 from ncsn.sampling import accepts_any_sigma, plan_sampling, sample_images
-from ncsn.train.distributed import DistInfo
-from ncsn.train.logs import MetricsLog
-from ncsn.train.setup import load_split
+from ncsn.training.distributed import DistInfo
+from ncsn.training.logs import MetricsLog
+from ncsn.training.setup import load_split
 
 TEST_SEED_OFFSET = 1
 SAMPLE_SEED_OFFSET = 2

@@ -31,9 +31,9 @@ from ncsn.errors import UserError
 from ncsn.nets import build_network
 from ncsn.nets.io import save_model
 from ncsn.seeding import derived_seed
-from ncsn.train import checkpoint as ckpt
-from ncsn.train import periodic
-from ncsn.train.distributed import (
+from ncsn.training import checkpoint as ckpt
+from ncsn.training import periodic
+from ncsn.training.distributed import (
     DistInfo,
     barrier,
     init_distributed,
@@ -43,9 +43,9 @@ from ncsn.train.distributed import (
     select_device,
     shutdown,
 )
-from ncsn.train.ema import EMA
-from ncsn.train.logs import MetricsLog
-from ncsn.train.setup import (
+from ncsn.training.ema import EMA
+from ncsn.training.logs import MetricsLog
+from ncsn.training.setup import (
     check_device_options,
     check_noise_model,
     check_resume_config,
@@ -154,7 +154,7 @@ class Trainer:
 
     def _resume(self) -> None:
         """Continue from rank 0's latest checkpoint (every process loads the same state, see
-        :func:`~ncsn.train.checkpoint.latest_from_rank0`); an error on any process stops all."""
+        :func:`~ncsn.training.checkpoint.latest_from_rank0`); an error on any process stops all."""
         latest = ckpt.latest_from_rank0(self.ckpt_dir, self.info, self.device)
         if latest is None:
             if self.info.is_main:

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from ncsn.errors import UserError
-from ncsn.train.distributed import DistInfo, broadcast_bytes
+from ncsn.training.distributed import DistInfo, broadcast_bytes
 
 CHECKPOINT_RE = re.compile(r"^ckpt_(\d{8})\.pt$")
 BEST_NAME = "best.pt"
