@@ -34,7 +34,15 @@ def _worker(rank: int, raws: list[dict], run_dirs: list[str], port: int, report:
         outcome = "ok"
     except UserError as err:
         outcome = str(err)
+    left = [name for name in _thread_names() if "gloo" in name]
+    if left:  # the group was not torn down: such a process can abort at exit (SIGABRT)
+        outcome += f" (process-group threads left running: {left})"
     Path(report, f"rank{rank}.txt").write_text(outcome)
+
+
+def _thread_names() -> list[str]:
+    tasks = Path("/proc/self/task")
+    return [(t / "comm").read_text().strip() for t in tasks.iterdir()] if tasks.exists() else []
 
 
 def _spawn(raws: list[dict], run_dirs: list[Path], report: Path) -> list[str]:

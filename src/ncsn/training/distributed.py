@@ -6,6 +6,7 @@ process. The backend is NCCL on CUDA devices and Gloo on the CPU. Only rank 0 wr
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -82,6 +83,11 @@ def init_distributed(device: torch.device) -> DistInfo:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
+        # torch._dynamo (imported by the first optimizer) keeps a reference to a process group
+        # that exists when it is imported, so destroy_process_group would leave gloo's threads
+        # running and a process stopping on an error could abort at exit (SIGABRT). Imported
+        # before the group exists, it holds none.
+        importlib.import_module("torch._dynamo")
         dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
     return info
 

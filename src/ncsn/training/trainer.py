@@ -381,6 +381,7 @@ class Trainer:
         finally:
             bar.close()
             self.log.close()
+            self.score_fn = self.net  # DDP holds the process group: release it, then leave
             shutdown(self.info)
         return TrainResult(self.run_dir, self.step, value, time.perf_counter() - began,
                            self.skipped, self.best)
