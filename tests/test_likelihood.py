@@ -309,3 +309,15 @@ def test_cli_mistakes_exit_2_with_one_line(models, capsys, tmp_path, model, extr
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_summary_flags_a_mean_below_the_sigma_min_floor():
+    from ncsn.cli.likelihood import BELOW_FLOOR_NOTE, _summary
+
+    report = {"bits_per_dim": 3.0, "stderr": 0.1, "n": 2, "images": "files", "solver": "heun",
+              "steps": 4, "rtol": 1e-5, "atol": 1e-5, "probe": "rademacher", "probes": 1,
+              "sigma_min": 0.01, "sigma_max": 1.0, "prior_mean": 0.0, "logit": False,
+              "prior_gap_bound_bits_per_dim": 0.01, "sigma_min_floor_bits_per_dim": 2.68,
+              "evaluations": 8, "batches": 1, "seconds": 1.0}
+    assert BELOW_FLOOR_NOTE not in _summary(report)
+    assert BELOW_FLOOR_NOTE in _summary({**report, "bits_per_dim": 2.0})

@@ -235,6 +235,16 @@ def _summary(r: dict[str, Any]) -> str:
         f"{r['seconds']:.1f} s ({r['seconds'] / r['n']:.2f} s/image)",
     ]
     if not r["logit"]:
+        floor = r["sigma_min_floor_bits_per_dim"]
         lines.insert(1, f"(no density smoothed at sigma_min {r['sigma_min']:g} scores below "
-                        f"{r['sigma_min_floor_bits_per_dim']:.4f} bits/dim)")
+                        f"{floor:.4f} bits/dim)")
+        if r["bits_per_dim"] < floor:
+            lines.insert(2, BELOW_FLOOR_NOTE)
     return "\n".join(lines)
+
+
+BELOW_FLOOR_NOTE = (
+    "note: below that floor. The exact score of a smoothed density has div s >= -D/sigma^2 "
+    "(its Jacobian is (Cov[x0|x] - sigma^2 I)/sigma^4); this network's is more contracting "
+    "somewhere, so the figure is the density of the model's own flow (normalised), not a fit "
+    "the data smoothed at sigma_min could reach: compare it with care (docs/likelihood.md)")
