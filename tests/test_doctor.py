@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import platform
 from pathlib import Path
 
@@ -36,6 +37,7 @@ def test_doctor_json_matches_this_installation(capsys) -> None:
     expected_device = "cuda:0" if torch.cuda.is_available() else "cpu"
     assert report["compute"]["device"] == expected_device
     assert report["compute"]["torch_threads"] == torch.get_num_threads()
+    assert 1 <= report["compute"]["auto_threads"] <= (os.cpu_count() or 1)
     parts = {p["name"]: p for p in report["parts"]}
     assert list(parts) == PART_NAMES
     assert parts["cuda"]["present"] == torch.cuda.is_available()

@@ -94,12 +94,14 @@ def optional_parts() -> list[Part]:
 
 
 def compute_setup() -> dict[str, Any]:
-    """The device ``training.device: auto`` resolves to, and the CPU threads torch uses when
-    ``training.threads`` is 0 (the CPU presets set 1)."""
+    """The device ``training.device: auto`` resolves to, the CPU threads torch uses when
+    ``training.threads`` is 0, and what ``training.threads: auto`` (the demo's) picks now."""
+    from ncsn.devices import idle_core_threads
     from ncsn.training.distributed import select_device
 
     return {"device": str(select_device("auto")), "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+            "auto_threads": idle_core_threads(), "cpu_count": os.cpu_count(),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
 
 
 def environment_report() -> dict[str, Any]:

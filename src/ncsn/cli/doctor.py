@@ -31,7 +31,8 @@ def run_doctor(args: argparse.Namespace) -> int:
     print(f"versions: {versions}")
     print(f"device:   {c['device']} (training.device auto; ncsn sample takes --device)")
     print(f"threads:  torch uses {c['torch_threads']} of {c['cpu_count']} CPUs{omp} "
-          "(training.threads 0; the CPU presets set 1)")
+          f"(training.threads 0); training.threads auto (the demo's) would use "
+          f"{c['auto_threads']} now (cores not busy with other processes)")
     print("optional parts:")
     width = max(len(p["name"]) for p in report["parts"])
     for part in report["parts"]:
