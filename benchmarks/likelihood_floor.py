@@ -18,7 +18,12 @@ import math
 
 import torch
 
-from ncsn.core.likelihood import ODESettings, ode_log_likelihood, probe_quadratic_forms
+from ncsn.core.likelihood import (
+    ODESettings,
+    draw_probes,
+    ode_log_likelihood,
+    probe_quadratic_forms,
+)
 from ncsn.data import dequantize, load_dataset, to_float
 from ncsn.nets.io import load_model
 
@@ -28,7 +33,7 @@ PROBES = 4
 def contraction(net: torch.nn.Module, x: torch.Tensor, sigma: float,
                 generator: torch.Generator) -> float:
     """Mean over the batch of sigma^2 div s(x, sigma) / D (Hutchinson, Rademacher probes)."""
-    probes = torch.randint(0, 2, (PROBES, *x.shape), generator=generator).to(x.dtype) * 2 - 1
+    probes = draw_probes(x, "rademacher", PROBES, generator)
     sigmas = torch.full((x.shape[0],), sigma)
     _, forms = probe_quadratic_forms(net, x, sigmas, probes)
     return float(forms.mean(0).mean()) * sigma**2 / x[0].numel()
