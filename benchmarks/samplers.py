@@ -24,8 +24,8 @@ import argparse
 import time
 
 import torch
-import yaml
 
+from ncsn.config import parse_yaml
 from ncsn.core.toy import paper_mixture
 from ncsn.errors import UserError
 from ncsn.experiments.toy import mode_fraction, sliced_wasserstein
@@ -57,7 +57,7 @@ def _settings(name: str, args: argparse.Namespace) -> dict[str, object]:
     for item in args.setting:
         key, _, value = item.partition("=")
         if key in own:
-            settings[key] = yaml.safe_load(value)
+            settings[key] = parse_yaml(value)
     return settings
 
 

@@ -27,7 +27,6 @@ from pydantic import (
 )
 
 from ncsn.errors import UserError
-from ncsn.sampling.registry import PositiveOrAuto
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -73,6 +72,15 @@ def _count_or_auto(minimum: int) -> Any:
 
 LevelsOrAuto = _count_or_auto(1)
 ThreadsOrAuto = _count_or_auto(0)
+
+
+def _positive_or_auto(value: float | str) -> float | str:
+    if not isinstance(value, str) and value <= 0:
+        raise ValueError("must be > 0 (or 'auto')")
+    return value
+
+
+PositiveOrAuto = Annotated[float | Literal["auto"], AfterValidator(_positive_or_auto)]
 
 
 class _Section(BaseModel):

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ncsn.errors import UserError
+from ncsn.sampling.registry import SCHEDULES
 
 DEFAULT_DEMO_DIR = "runs/demo"
 
@@ -48,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="start afresh in an existing --out (default: resume it)")
     d.add_argument("--sampler", help="sampler (default: the recipe's; see ncsn samplers)")
     d.add_argument("--nfe", type=int, help="budget of network evaluations per digit")
-    d.add_argument("--schedule", choices=["model", "geometric", "karras"],
+    d.add_argument("--schedule", choices=SCHEDULES,
                    help="noise schedule (default: the sampler's)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=run_demo_command)

@@ -19,26 +19,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from ncsn.config import PositiveOrAuto
 from ncsn.core import samplers as core
 from ncsn.core.noise import ncsnv2_step_size
 
 Prior = Literal["uniform", "uniform_noise"]
 Schedule = Literal["model", "geometric", "karras"]
 SCHEDULES: tuple[str, ...] = ("model", "geometric", "karras")
-
-
-def _positive_or_auto(value: float | str) -> float | str:
-    if not isinstance(value, str) and value <= 0:
-        raise ValueError("must be > 0 (or 'auto')")
-    return value
-
-
-PositiveOrAuto = Annotated[float | Literal["auto"], AfterValidator(_positive_or_auto)]
 
 
 class Settings(BaseModel):
