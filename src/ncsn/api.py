@@ -28,7 +28,6 @@ from ncsn.core import ScoreFn
 from ncsn.devices import resolve_device
 from ncsn.errors import UserError
 from ncsn.nets.io import load_model
-from ncsn.nets.layers import sigma_to_level
 from ncsn.sampling import (
     SamplingPlan,
     accepts_any_sigma,
@@ -110,13 +109,13 @@ class ScoreModel:
         if sigma_t.numel() != batch or not bool((sigma_t > 0).all()):
             raise UserError(f"sigma must be one positive number or {batch} of them (one per "
                             f"image), got {tuple(torch.as_tensor(sigma).shape)} values")
-        if not self.continuous:
-            try:
-                sigma_to_level(sigma_t, self.sigmas)
-            except ValueError as err:
-                raise UserError(str(err)) from None
         with torch.set_grad_enabled(x.requires_grad):
-            return self.net(x.to(self.device, torch.float32), sigma_t.to(self.device))
+            try:  # a discrete-level network checks that each sigma is one of its levels
+                return self.net(x.to(self.device, torch.float32), sigma_t.to(self.device))
+            except ValueError as err:
+                if self.continuous:
+                    raise
+                raise UserError(str(err)) from None
 
     def plan(self, *, sampler: str | None = None, nfe: int | None = None,
              schedule: str | None = None, num_levels: int | None = None,
