@@ -14,13 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from ncsn.config import Config, load_config, parse_yaml, resolve_config_path, validate_config
+from ncsn.api import load
+from ncsn.config import Config, load_config
 from ncsn.errors import UserError
 from ncsn.imageio import save_grid
-from ncsn.nets.io import load_model
-from ncsn.sampling import accepts_any_sigma, counting, plan_sampling, sample_images
 from ncsn.training import plot_loss_curve, train
 
 DEMO_CONFIG = "mnist5k_cpu"
@@ -50,14 +48,12 @@ class DemoResult:
 def demo_config(*, steps: int | None = None, quick: bool = False) -> Config:
     """The demo recipe (the packaged ``mnist5k_cpu``), optionally tiny (``quick``) and/or with
     ``steps`` training steps."""
-    path = resolve_config_path(DEMO_CONFIG)
-    raw = parse_yaml(path.read_text())
-    if quick:
-        for section, values in QUICK_OVERRIDES.items():
-            raw[section].update(values)
+    overrides = [f"{section}.{key}={json.dumps(value)}"  # JSON values are YAML
+                 for section, values in QUICK_OVERRIDES.items() for key, value in values.items()
+                 ] if quick else []
     if steps is not None:
-        raw["training"]["n_iters"] = steps
-    return validate_config(raw, source=str(path))
+        overrides.append(f"training.n_iters={steps}")
+    return load_config(DEMO_CONFIG, overrides)
 
 
 def _digit_scores(images: torch.Tensor) -> dict[str, Any]:
@@ -91,17 +87,13 @@ def run_demo(out_dir: str | Path, *, steps: int | None = None, quick: bool = Fal
     train(config, out_dir, resume=resume, overwrite=overwrite, progress=progress)
     train_seconds = time.perf_counter() - began
     config = load_config(out_dir / "config.yaml")
-    net, spec = load_model(out_dir)
-    plan = plan_sampling(spec, continuous=accepts_any_sigma(net), sampler=sampler, nfe=nfe,
-                         schedule=schedule, settings=settings)
+    model = load(out_dir)
+    choices = {"sampler": sampler, "nfe": nfe, "schedule": schedule, **(settings or {})}
+    plan = model.plan(**choices)
     n = config.sampling.num_samples
-    shape = (int(spec["channels"]), int(spec["image_size"]), int(spec["image_size"]))
     began = time.perf_counter()
-    with tqdm(total=plan.nfe, unit="eval", desc="sample", disable=not progress,
-              dynamic_ncols=True) as bar:
-        samples = sample_images(counting(net, lambda: bar.update(1)), plan, n, shape,
-                                generator=torch.Generator().manual_seed(config.training.seed),
-                                batch_size=n)
+    samples = model.sample(n, seed=config.training.seed, batch_size=n, progress=progress,
+                           **choices)
     sample_seconds = time.perf_counter() - began
     grid = save_grid(samples, out_dir / "samples.png", nrow=8, scale=3)
     curve = plot_loss_curve(out_dir / "metrics.jsonl", out_dir / "loss.png")
