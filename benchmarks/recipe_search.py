@@ -23,6 +23,7 @@ from ncsn.core.noise import draw_sigmas, geometric_sigmas
 from ncsn.data import apply_train_transforms, load_dataset, to_float
 from ncsn.nets.io import save_model
 from ncsn.nets.unet import UNetSmall
+from ncsn.training.ema import EMA
 
 
 def main() -> None:
@@ -58,10 +59,7 @@ def main() -> None:
                "data_mean": a.data_mean}
     net = UNetSmall(channels=1, image_size=28, **{k: v for k, v in network.items()
                                                    if k != "name"})
-    ema = UNetSmall(channels=1, image_size=28, **{k: v for k, v in network.items()
-                                                   if k != "name"})
-    ema.load_state_dict(net.state_dict())
-    ema.requires_grad_(False)
+    ema = EMA(net, a.ema)
     opt = torch.optim.Adam(net.parameters(), lr=a.lr)
     gen = torch.Generator().manual_seed(0)
     began, losses = time.perf_counter(), []
@@ -79,16 +77,14 @@ def main() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        with torch.no_grad():
-            for e, w in zip(ema.parameters(), net.parameters(), strict=True):
-                e.lerp_(w, 1 - a.ema)
+        ema.update(net)
         losses.append(loss.item())
         if (step + 1) % 200 == 0:
             print(f"step {step + 1} loss {sum(losses[-200:]) / 200:.4f} "
                   f"{time.perf_counter() - began:.0f}s", flush=True)
     spec = {"network": network, "channels": 1, "image_size": 28, "sigmas": sigmas,
             "recipe": vars(a)}
-    save_model(f"{a.out}/model_ema", ema, spec)
+    save_model(f"{a.out}/model_ema", ema.model, spec)
     print(f"done in {time.perf_counter() - began:.0f} s")
 
 
