@@ -51,6 +51,9 @@ def test_quick_demo_writes_grid_curve_and_metrics(tmp_path: Path, capsys) -> Non
 
 def test_demo_resumes_an_interrupted_run_to_the_same_weights(tmp_path: Path, capsys,
                                                              monkeypatch) -> None:
+    # the demo's threads: auto follows the machine's load; pin it so both runs sum alike
+    # (test_train.py checks that a resume keeps the count its run started with)
+    monkeypatch.setattr("ncsn.training.trainer.idle_core_threads", lambda: 1)
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert main(["demo", "--quick", "--steps", "6", "--out", str(whole), "--no-progress"]) == 0
     assert main(["demo", "--quick", "--steps", "3", "--out", str(split), "--no-progress"]) == 0

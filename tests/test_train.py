@@ -63,6 +63,27 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path: Path, monkeypatc
     assert events == ["start", "resume"]
 
 
+def test_auto_threads_resume_with_the_count_the_run_started_with(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    """A machine busier at the resume than at the start makes ``threads: auto`` pick fewer
+    threads; the resumed run keeps the recorded count, so it equals an uninterrupted run."""
+    before = torch.get_num_threads()
+    try:
+        train(tiny_config(training={"threads": 2}), tmp_path / "full", progress=False)
+        picks = iter([2, 1])
+        monkeypatch.setattr(trainer_module, "idle_core_threads", lambda: next(picks))
+        train(tiny_config(training={"threads": "auto", "n_iters": 4}), tmp_path / "cut",
+              progress=False)
+        train(tiny_config(training={"threads": "auto"}), tmp_path / "cut", resume=True,
+              progress=False)
+    finally:
+        torch.set_num_threads(before)
+    assert [m["threads"] for m in _metrics(tmp_path / "cut") if "event" in m] == [2, 2]
+    assert load_checkpoint(list_checkpoints(tmp_path / "cut" / "checkpoints")[-1][1]
+                           )["threads"] == 2
+    assert_same_training_state(final_state(tmp_path / "full"), final_state(tmp_path / "cut"))
+
+
 def test_resume_can_extend_training(tmp_path: Path, monkeypatch) -> None:
     train(tiny_config(training={"n_iters": 8}), tmp_path / "full", progress=False)
     train(tiny_config(training={"n_iters": 4}), tmp_path / "ext", progress=False)

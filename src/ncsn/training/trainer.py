@@ -192,6 +192,22 @@ class Trainer:
                   "uninterrupted run's")
         torch.set_rng_state(rng["torch"])
         self.step, self.skipped, self.best = state["step"], state["skipped"], state["best"]
+        self._resume_threads(state.get("threads"))
+
+    def _resume_threads(self, saved: int | None) -> None:
+        """``threads: auto`` resumes with the count the run started with (recorded in its
+        checkpoints): the count decides the order of floating-point sums, so this keeps a
+        resumed run bit-identical to an uninterrupted one whatever the machine's load now. An
+        explicit count in the config wins (and is noted when it differs)."""
+        wanted = self.config.training.threads
+        if saved is None or self.device.type != "cpu" or saved == torch.get_num_threads():
+            return
+        if wanted == "auto":
+            torch.set_num_threads(saved)
+        elif self.info.is_main:
+            print(f"note: this run trained on {saved} CPU threads and resumes on "
+                  f"{torch.get_num_threads()} (training.threads); the weights will differ from "
+                  "an uninterrupted run's in the last bits")
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: weights, EMA, Adam, step, config, the
@@ -201,7 +217,7 @@ class Trainer:
                 "model": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()},
                 "ema": self.ema.state_dict() if self.ema is not None else None,
                 "optimizer": self.optimizer.state_dict(), "config": config_to_dict(self.config),
-                "sigmas": self.sigmas.clone(),
+                "sigmas": self.sigmas.clone(), "threads": torch.get_num_threads(),
                 "rng": {**ckpt.generator_state(self.gen), "torch": torch.get_rng_state()}}
 
     def save_checkpoint(self) -> Path | None:
