@@ -49,7 +49,7 @@ def main() -> None:
 
     net, spec = load_model(args.model)
     net.requires_grad_(False)
-    sigmas = sorted(float(s) for s in spec["sigmas"])
+    sigmas = sorted(spec.sigmas)
     generator = torch.Generator().manual_seed(args.seed)
     digits = dequantize(to_float(load_dataset("mnist5k", "test")[:args.num_images]), generator)
     dims = digits[0].numel()

@@ -21,8 +21,9 @@ import torch
 from ncsn.core.losses import dsm_loss
 from ncsn.core.noise import draw_sigmas, geometric_sigmas
 from ncsn.data import apply_train_transforms, load_dataset, to_float
+from ncsn.nets import build_network
 from ncsn.nets.io import save_model
-from ncsn.nets.unet import UNetSmall
+from ncsn.spec.model import ModelSpec
 from ncsn.training.ema import EMA
 
 
@@ -57,8 +58,7 @@ def main() -> None:
     network = {"name": "unet_small", "ngf": a.ngf, "ch_mult": ch_mult, "patch": a.patch,
                "num_res_blocks": a.nrb, "precond": a.precond, "sigma_data": a.sigma_data,
                "data_mean": a.data_mean}
-    net = UNetSmall(channels=1, image_size=28, **{k: v for k, v in network.items()
-                                                   if k != "name"})
+    net = build_network(network, channels=1, image_size=28, sigmas=sigmas)
     ema = EMA(net, a.ema)
     opt = torch.optim.Adam(net.parameters(), lr=a.lr)
     gen = torch.Generator().manual_seed(0)
@@ -82,8 +82,8 @@ def main() -> None:
         if (step + 1) % 200 == 0:
             print(f"step {step + 1} loss {sum(losses[-200:]) / 200:.4f} "
                   f"{time.perf_counter() - began:.0f}s", flush=True)
-    spec = {"network": network, "channels": 1, "image_size": 28, "sigmas": sigmas,
-            "recipe": vars(a)}
+    spec = ModelSpec(network=network, channels=1, image_size=28, sigmas=tuple(sigmas.tolist()),
+                     provenance={"recipe": vars(a)})
     save_model(f"{a.out}/model_ema", ema.model, spec)
     print(f"done in {time.perf_counter() - began:.0f} s")
 

@@ -29,14 +29,8 @@ from ncsn.config import parse_yaml
 from ncsn.core.toy import paper_mixture
 from ncsn.errors import UserError
 from ncsn.experiments.toy import mode_fraction, sliced_wasserstein
-from ncsn.sampling import (
-    SAMPLERS,
-    accepts_any_sigma,
-    counting,
-    plan_sampling,
-    run_plan,
-    sample_images,
-)
+from ncsn.sampling import SAMPLERS, counting, load, plan_sampling, run_plan
+from ncsn.spec.model import ModelSpec
 
 SIGMA_MAX, SIGMA_MIN = 40.0, 0.01
 NFES = (10, 20, 35, 50, 100, 250, 1000)
@@ -53,7 +47,7 @@ def _settings(name: str, args: argparse.Namespace) -> dict[str, object]:
     if name == "annealed_langevin":
         settings = {"final_denoise": True, "step_size": args.ald_step if args.ald_step == "auto"
                     else float(args.ald_step)}
-    own = SAMPLERS[name].settings.model_fields
+    own = SAMPLERS[name].settings.option_names()
     for item in args.setting:
         key, _, value = item.partition("=")
         if key in own:
@@ -66,7 +60,8 @@ def exact_table(args: argparse.Namespace) -> None:
     gen = torch.Generator().manual_seed(args.seed)
     exact, floor = mix.sample(args.num_samples, gen), mix.sample(args.num_samples, gen)
     prior = mix.perturbed(SIGMA_MAX).sample(args.num_samples, gen)
-    spec = {"sigmas": [SIGMA_MAX, SIGMA_MIN]}
+    spec = ModelSpec(network={"name": "exact"}, channels=1, image_size=1,
+                     sigmas=(SIGMA_MAX, SIGMA_MIN))
     print(f"{args.num_samples} samples, exact scores of 0.2 N((-5,-5), I) + 0.8 N((5,5), I), "
           f"sigma {SIGMA_MAX:g} -> {SIGMA_MIN:g}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
@@ -93,10 +88,8 @@ def exact_table(args: argparse.Namespace) -> None:
 
 def model_table(args: argparse.Namespace) -> None:
     from ncsn.eval.digits import digit_metrics
-    from ncsn.nets.io import load_model
 
-    net, spec = load_model(args.model)
-    shape = (int(spec["channels"]), int(spec["image_size"]), int(spec["image_size"]))
+    model = load(args.model)
     print(f"{args.model}: {args.num_samples} samples per row, seed {args.seed}; torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads")
     print("| sampler | schedule | NFE | confident | classes | balance | digit KID (std) "
@@ -105,14 +98,12 @@ def model_table(args: argparse.Namespace) -> None:
     for name in args.samplers:
         for nfe in args.nfe:
             try:
-                plan = plan_sampling(spec, continuous=accepts_any_sigma(net), sampler=name,
-                                     nfe=nfe, settings=_settings(name, args))
+                plan = model.plan(sampler=name, nfe=nfe, **_settings(name, args))
             except UserError:
                 continue
             start = time.perf_counter()
-            images = sample_images(net, plan, args.num_samples, shape,
-                                   generator=torch.Generator().manual_seed(args.seed),
-                                   batch_size=args.batch_size)
+            images = model.sample(args.num_samples, plan=plan, seed=args.seed,
+                                  batch_size=args.batch_size)
             seconds = time.perf_counter() - start
             m = digit_metrics(images)
             print(f"| {name} | {plan.schedule} {plan.sigmas.numel()} | {plan.nfe} | "

@@ -21,6 +21,7 @@ from ncsn.imageio import save_pngs, to_uint8
 from ncsn.nets import build_network
 from ncsn.nets.io import save_model
 from ncsn.sampling.inpainting import make_masks
+from ncsn.spec.model import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 8
@@ -34,9 +35,9 @@ def _save_tiny(path: Path, section: dict, size: int = SIZE, channels: int = 1) -
     torch.manual_seed(0)
     sigmas = geometric_sigmas(1.0, 0.05, 3)
     net = build_network(section, channels=channels, image_size=size, sigmas=sigmas)
-    save_model(path, net, {"network": section, "channels": channels, "image_size": size,
-                           "sigmas": sigmas.tolist(),
-                           "sampling": {"n_steps_each": 2, "step_size": 1e-3}})
+    save_model(path, net, ModelSpec.from_json({
+        "network": section, "channels": channels, "image_size": size, "sigmas": sigmas.tolist(),
+        "sampling": {"n_steps_each": 2, "step_size": 1e-3}}))
     return path
 
 
@@ -143,7 +144,7 @@ def test_model_reports_its_levels_plan_and_device(unet_path):
     plan = model.plan(sampler="dpm_solver_2m", nfe=7)
     assert plan.nfe == 7 and plan.sigmas.numel() == 7 and plan.schedule == "karras"
     stored = model.plan()
-    assert (stored.sampler, stored.nfe, stored.settings["n_steps_each"]) == (
+    assert (stored.sampler, stored.nfe, stored.settings.n_steps_each) == (
         "annealed_langevin", 3 * 2, 2)
     assert "3 noise levels 1 -> 0.05" in repr(model)
 
@@ -159,7 +160,8 @@ def test_progress_bar_counts_network_evaluations(unet_path, capsys):
     (lambda m, tmp: m.sample(0), "n must be an integer >= 1"),
     (lambda m, tmp: m.sample(2, batch_size=0), "batch_size must be an integer >= 1"),
     (lambda m, tmp: m.sample(2, sampler="nope"), "unknown sampler 'nope'"),
-    (lambda m, tmp: m.sample(2, sampler="dpm_solver_2m", snr=0.1), "snr: unknown setting"),
+    (lambda m, tmp: m.sample(2, sampler="dpm_solver_2m", snr=0.1),
+     "snr: not a setting of sampler dpm_solver_2m"),
     (lambda m, tmp: m.sample(2, nfe=0), "nfe must be an integer >= 1"),
     (lambda m, tmp: m.plan(schedule="cosine"), "unknown schedule 'cosine'"),
     (lambda m, tmp: m.inpaint(torch.rand(2, 3, SIZE, SIZE), "right"), "the model takes (N, 1"),

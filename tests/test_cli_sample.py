@@ -6,11 +6,12 @@ import torch
 from PIL import Image
 
 from ncsn.cli import main
-from ncsn.cli.sample import make_masks
 from ncsn.core.noise import geometric_sigmas
 from ncsn.imageio import NpzStream, save_pngs
 from ncsn.nets import build_network
 from ncsn.nets.io import save_model
+from ncsn.sampling.inpainting import make_masks
+from ncsn.spec.model import ModelSpec
 
 SIZE = 8
 
@@ -24,9 +25,9 @@ def model(tmp_path_factory):
     section = {"name": "cond_refinenet", "ngf": 4}
     net = build_network(section, channels=1, image_size=SIZE, sigmas=sigmas)
     path = tmp_path_factory.mktemp("model") / "tiny"
-    save_model(path, net, {"network": section, "channels": 1, "image_size": SIZE,
-                           "sigmas": sigmas.tolist(),
-                           "sampling": {"n_steps_each": 2, "step_size": 1e-3}})
+    save_model(path, net, ModelSpec.from_json({
+        "network": section, "channels": 1, "image_size": SIZE, "sigmas": sigmas.tolist(),
+        "sampling": {"n_steps_each": 2, "step_size": 1e-3}}))
     return path
 
 
@@ -117,7 +118,7 @@ def test_npz_stream_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["sample", "{model}", "-n", "0", "--out", "{out}"], "--num-samples must be >= 1"),
+    (["sample", "{model}", "-n", "0", "--out", "{out}"], "--num-samples must be an integer >= 1"),
     (["sample", "{tmp}/nope", "--out", "{out}"], "not found"),
     (["inpaint", "{model}", "--images", "{tmp}/none.png", "--out", "{out}"], "cannot read image"),
     (["inpaint", "{model}", "--images", "{tmp}", "--mask", "diagonal", "--out", "{out}"],
@@ -149,10 +150,9 @@ def test_logit_model_samples_and_inpaints_in_pixel_space(tmp_path):
     sigmas = geometric_sigmas(1.0, 0.05, 2)
     section = {"name": "ncsnv2", "ngf": 4}
     net = build_network(section, channels=1, image_size=SIZE, sigmas=sigmas)
-    save_model(tmp_path / "m", net, {"network": section, "channels": 1, "image_size": SIZE,
-                                     "sigmas": sigmas.tolist(),
-                                     "sampling": {"n_steps_each": 1, "step_size": 1e-3,
-                                                  "logit": True}})
+    save_model(tmp_path / "m", net, ModelSpec.from_json({
+        "network": section, "channels": 1, "image_size": SIZE, "sigmas": sigmas.tolist(),
+        "sampling": {"n_steps_each": 1, "step_size": 1e-3, "logit": True}}))
     save_pngs(torch.rand(1, 1, SIZE, SIZE), tmp_path / "in")
     assert main(["inpaint", str(tmp_path / "m"), "--images", str(tmp_path / "in"), "-k", "2",
                  "--format", "npz", "--out", str(tmp_path / "o"), "--no-progress"]) == 0
@@ -183,11 +183,13 @@ def test_every_on_schedule_sampler_runs_a_discrete_level_network(model, tmp_path
     (["--sampler", "edm"], "between the noise levels"),
     (["--sampler", "probability_flow_ode", "--nfe", "4"], "more than the budget of 4"),
     (["--sampler", "dpm_solver_2m", "--corrector-steps", "2"],
-     "--corrector-steps is a setting of predictor_corrector, not of dpm_solver_2m"),
-    (["--sampler", "predictor_corrector", "--snr", "-1"], "snr"),
+     "--corrector-steps: not a setting of sampler dpm_solver_2m (a setting of "
+     "predictor_corrector)"),
+    (["--sampler", "predictor_corrector", "--snr", "-1"], "argument --snr: '-1': must be > 0"),
+    (["--sampler", "consistent_annealed", "--eta", "auto"], "argument --eta: 'auto'"),
     (["--sampler", "consistent_annealed", "--eta", "0.1"], "eta"),
     (["--device", ABSENT_GPU], f"--device {ABSENT_GPU}"),
-    (["--nfe", "0"], "--nfe must be >= 1"),
+    (["--nfe", "0"], "--nfe must be an integer >= 1"),
 ])
 def test_sampler_mistakes_are_one_line_errors(model, tmp_path, capsys, argv, message):
     assert main(["sample", str(model), "-n", "2", *argv, "--out", str(tmp_path / "o"),

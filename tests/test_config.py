@@ -143,7 +143,7 @@ def test_paper_recipes_match_the_paper(name: str, data: str, ngf: int, hflip: bo
     assert (t.loss, t.anneal_power, t.batch_size, t.n_iters, t.lr) == ("dsm", 2.0, 128, 200_000,
                                                                         1e-3)
     assert (t.betas, t.weight_decay, t.ema_rate) == ((0.9, 0.999), 0.0, None)
-    s = c.sampling  # as the official code samples: step_lr 2e-5, official convention
+    s = c.sampling.settings  # as the official code samples: step_lr 2e-5, official convention
     assert (s.n_steps_each, s.step_size, s.convention, s.final_denoise) == (100, 2e-5,
                                                                             "official", False)
     if name == "celeba":
@@ -155,7 +155,7 @@ def test_ncsnv2_recipe() -> None:
     assert c.model == {"name": "ncsnv2", "ngf": 128}
     assert (c.noise.sigma_max, c.noise.sigma_min, c.noise.num_levels) == (50.0, 0.01, 232)
     assert (c.training.lr, c.training.ema_rate, c.training.n_iters) == (1e-4, 0.999, 300_000)
-    s = c.sampling
+    s = c.sampling.settings
     assert (s.n_steps_each, s.step_size, s.convention, s.final_denoise) == (5, 6.2e-6,
                                                                             "official", True)
 

@@ -9,11 +9,10 @@ import torch
 from PIL import Image
 
 from ncsn.cli import main
-from ncsn.config import load_config
+from ncsn.config import load_config, model_spec
 from ncsn.experiments.demo import demo_config
 from ncsn.nets.io import load_model
 from ncsn.sampling import plan_sampling
-from ncsn.training.setup import sampling_spec
 from test_train_support import record_steps
 
 
@@ -21,7 +20,7 @@ def test_demo_recipe_trains_continuous_levels_and_samples_in_at_most_35_evaluati
     config = demo_config()
     assert config == load_config("mnist5k_cpu")  # the packaged recipe, no second copy
     assert config.noise.distribution != "discrete" and config.noise.sigma_max == "auto"
-    spec = {"sigmas": [15.0, 0.01], "sampling": sampling_spec(config)}
+    spec = model_spec(config, channels=1, image_size=28, sigmas=[15.0, 0.01])
     assert plan_sampling(spec, continuous=True).nfe <= 35
     quick = demo_config(steps=7, quick=True)
     assert quick.training.n_iters == 7 and quick.model["ngf"] == 4
@@ -44,7 +43,7 @@ def test_quick_demo_writes_grid_curve_and_metrics(tmp_path: Path, capsys) -> Non
     assert [r["step"] for r in records if "loss" in r] == [2, 4, 6]
     assert [r["step"] for r in records if "test_loss" in r] == [3, 6]
     net, spec = load_model(out)
-    assert spec["image_size"] == 28 and spec["sampling"]["nfe"] == 5
+    assert spec.image_size == 28 and spec.sampling.nfe == 5
 
     assert main(["demo", "--steps", "0", "--out", str(out)]) == 2
 

@@ -11,6 +11,7 @@ from PIL import Image
 from ncsn.cli import main
 from ncsn.eval.weights import fid_helper_path, hub_checkpoint_path
 from ncsn.imageio import save_npz
+from ncsn.spec.model import ModelSpec
 
 pytestmark = pytest.mark.skipif(
     fid_helper_path() is None and not hub_checkpoint_path().is_file(),
@@ -53,7 +54,8 @@ def test_stats_then_evaluate_prints_count_flagged_report(tmp_path, capsys):
     sigmas = geometric_sigmas(1.0, 0.01, 2)
     section = {"name": "cond_refinenet", "ngf": 4}
     save_model(tmp_path / "model", build_network(section, channels=1, image_size=8, sigmas=sigmas),
-               {"network": section, "channels": 1, "image_size": 8, "sigmas": sigmas.tolist()})
+               ModelSpec.from_json({"network": section, "channels": 1, "image_size": 8,
+                                    "sigmas": sigmas.tolist()}))
     code = main(["evaluate", "--model", str(tmp_path / "model"), "--samples-dir",
                  str(tmp_path / "shards"), "--num-samples", "2", "--steps-each", "1",
                  "--reference", str(stats_file), "--metrics", "fid", *common])

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+import ncsn
 from ncsn.errors import UserError
 from ncsn.eval import features as F
 from ncsn.eval import report as R
 from ncsn.eval.metrics import feature_statistics, frechet_distance
 from ncsn.eval.samples import generate_samples, load_samples
 from ncsn.imageio import save_npz, save_pngs
+from ncsn.spec.model import ModelSpec
 
 
 class PooledPixels:
@@ -153,25 +155,26 @@ def test_generation_is_resumable_and_refuses_mixed_settings(tmp_path, one_thread
     sigmas = geometric_sigmas(1.0, 0.01, 3)
     section = {"name": "cond_refinenet", "ngf": 4}
     net = build_network(section, channels=1, image_size=8, sigmas=sigmas)
-    save_model(tmp_path / "model", net, {"network": section, "channels": 1, "image_size": 8,
-                                         "sigmas": sigmas.tolist()})
+    save_model(tmp_path / "model", net, ModelSpec.from_json({
+        "network": section, "channels": 1, "image_size": 8, "sigmas": sigmas.tolist()}))
     out = tmp_path / "shards"
-    kw = dict(shard_size=4, overrides={"n_steps_each": 2, "step_size": 1e-5})
-    first = generate_samples(tmp_path / "model", out, 6, **kw)
+    model = ncsn.load(tmp_path / "model")
+    plan = model.plan(n_steps_each=2, step_size=1e-5)
+    first = generate_samples(model, plan, out, 6, shard_size=4)
     assert first.shape == (6, 1, 8, 8) and first.min() >= 0 and first.max() <= 1
     assert sorted(p.name for p in out.glob("shard_*.npz")) == ["shard_00000.npz",
                                                                "shard_00001.npz"]
     (out / "shard_00001.npz").unlink()  # interrupted run: the second shard is missing
     stamp = (out / "shard_00000.npz").stat().st_mtime_ns
-    again = generate_samples(tmp_path / "model", out, 6, **kw)
+    again = generate_samples(model, plan, out, 6, shard_size=4)
     assert torch.equal(again, first)  # same seeds per shard: identical images
     assert (out / "shard_00000.npz").stat().st_mtime_ns == stamp  # existing shard skipped
     with pytest.raises(UserError, match="other settings"):
-        generate_samples(tmp_path / "model", out, 6, shard_size=4,
-                         overrides={"n_steps_each": 3, "step_size": 1e-5})
+        generate_samples(model, model.plan(n_steps_each=3, step_size=1e-5), out, 6,
+                         shard_size=4)
     # shards record the device type: a rerun on another one would mix random streams
     record = json.loads((out / "settings.json").read_text())
     assert record["device"] == "cpu" and record["sampler"] == "annealed_langevin"
     (out / "settings.json").write_text(json.dumps({**record, "device": "cuda"}))
     with pytest.raises(UserError, match="drawn on cuda"):
-        generate_samples(tmp_path / "model", out, 6, **kw)
+        generate_samples(model, plan, out, 6, shard_size=4)

@@ -24,6 +24,7 @@ from ncsn.data import logit_transform
 from ncsn.imageio import save_pngs
 from ncsn.nets import build_network
 from ncsn.nets.io import save_model
+from ncsn.spec.model import ModelSpec
 
 SIGMA_MIN, SIGMA_MAX = 0.01, 50.0
 EXACT = {"probe": "exact"}
@@ -231,7 +232,7 @@ def _tiny_model(folder, name, section, sampling=None):
     spec = {"network": section, "channels": 1, "image_size": SIZE, "sigmas": sigmas.tolist()}
     if sampling:
         spec["sampling"] = sampling
-    return save_model(folder / name, net, spec)
+    return save_model(folder / name, net, ModelSpec.from_json(spec))
 
 
 UNET = {"name": "unet_small", "ngf": 4, "ch_mult": [1, 2], "emb_dim": 8, "groups": 2}

@@ -11,14 +11,16 @@ from ncsn.nets import NETWORKS, build_network, network_fields
 from ncsn.nets.io import load_model, save_model
 from ncsn.nets.ncsnv2 import NCSNv2
 from ncsn.nets.refinenet import CondRefineNetDilated
+from ncsn.spec.model import ModelSpec
 
 SIGMAS = geometric_sigmas(1.0, 0.01, 5)
 CTX = {"channels": 1, "image_size": 8, "sigmas": SIGMAS}
 
 
 def _spec(section):
-    return {"network": section, "channels": 1, "image_size": 8, "sigmas": SIGMAS.tolist(),
-            "sampling": {"n_steps_each": 2, "step_size": 1e-4}}
+    return ModelSpec.from_json({"network": section, "channels": 1, "image_size": 8,
+                                "sigmas": SIGMAS.tolist(),
+                                "sampling": {"n_steps_each": 2, "step_size": 1e-4}})
 
 
 def test_registry_names():
@@ -77,7 +79,7 @@ def test_save_load_round_trip_every_path_form(tmp_path):
     for form in forms:
         loaded, spec = load_model(form)
         assert not loaded.training
-        assert spec["sampling"]["n_steps_each"] == 2 and spec["channels"] == 1
+        assert spec.sampling.settings.n_steps_each == 2 and spec.channels == 1
         with torch.no_grad():
             torch.testing.assert_close(loaded(x, SIGMAS[[0, 2, 4]]), expected, rtol=0, atol=0)
     assert json.loads((tmp_path / "run" / "model.json").read_text())["sigmas"] == SIGMAS.tolist()
@@ -112,7 +114,8 @@ def test_corrupt_files_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="cannot read model spec"):
         load_model(tmp_path / "m")
     (tmp_path / "m.json").write_text(json.dumps({"network": {"name": "cond_refinenet"}}))
-    with pytest.raises(UserError, match="lacks channels, image_size, sigmas"):
+    with pytest.raises(UserError, match="channels: required field is missing; image_size: "
+                                        "required field is missing; sigmas: required"):
         load_model(tmp_path / "m")
     (tmp_path / "m.json").write_text(good_json)
     (tmp_path / "m.safetensors").write_bytes(b"\x00" * 5)

@@ -196,7 +196,7 @@ def test_converted_checkpoint_reproduces_the_official_forward(tmp_path, prefix):
     out = convert_official(ckpt, tmp_path / "converted", spec)
     assert out == tmp_path / "converted.safetensors"
     net, loaded_spec = load_model(tmp_path / "converted")
-    assert loaded_spec["network"] == {"name": "cond_refinenet", "ngf": 8}
+    assert loaded_spec.network == {"name": "cond_refinenet", "ngf": 8}
     sigmas = net.sigmas
     x = torch.rand(4, 1, 12, 12, generator=torch.Generator().manual_seed(1))
     levels = torch.tensor([0, 3, 7, 9])
@@ -264,13 +264,11 @@ def test_cli_converts(tmp_path, capsys):
                  "--preset", "cifar10", "--ngf", "8"])
     assert code == 0
     net, spec = load_model(tmp_path / "m.json")
-    assert spec["channels"] == 3 and spec["image_size"] == 32 and len(spec["sigmas"]) == 10
-    assert spec["network"] == {"name": "cond_refinenet", "ngf": 8}
-    sampling = spec["sampling"]
-    settings = sampling["settings"]
-    assert (sampling["sampler"], settings["n_steps_each"], settings["step_size"],
-            settings["convention"], sampling["logit"]) == (
-        "annealed_langevin", 100, 2e-5, "official", False)
+    assert spec.channels == 3 and spec.image_size == 32 and len(spec.sigmas) == 10
+    assert spec.network == {"name": "cond_refinenet", "ngf": 8}
+    settings = spec.sampling.settings
+    assert (settings.sampler, settings.n_steps_each, settings.step_size, settings.convention,
+            spec.data.logit) == ("annealed_langevin", 100, 2e-5, "official", False)
 
 
 def test_cli_wrong_checkpoint_is_one_line_exit_2(tmp_path):
@@ -297,9 +295,9 @@ def test_cli_converts_with_our_config(tmp_path):
     assert main(["convert-official", str(ckpt), "--out", str(tmp_path / "m"), "--config",
                  str(config)]) == 0
     _, spec = load_model(tmp_path / "m")
-    assert spec["image_size"] == 28 and spec["channels"] == 1
+    assert spec.image_size == 28 and spec.channels == 1
     settings = plan_sampling(spec, continuous=False).settings
-    assert settings["n_steps_each"] == 7 and settings["convention"] == "official"
+    assert settings.n_steps_each == 7 and settings.convention == "official"
     assert main(["convert-official", str(ckpt), "--out", str(tmp_path / "m"), "--config",
                  str(config), "--ngf", "8"]) == 2
 
@@ -333,7 +331,7 @@ def test_converted_model_samples_with_the_official_step(tmp_path):
     net, spec = load_model(tmp_path / "m")
     plan = plan_sampling(spec, continuous=False)  # what ncsn sample runs
     assert plan.sampler == "annealed_langevin" and plan.schedule == "model"
-    settings = plan.settings
+    settings = plan.settings.options()
     assert settings == {"n_steps_each": 100, "step_size": 2e-5, "convention": "official",
                         "final_denoise": False}
     sigmas = net.sigmas
@@ -370,7 +368,7 @@ def test_logit_checkpoint_takes_logits_without_rescaling(tmp_path):
         rescaled = reference_forward(sd, x, levels)
         for stem in ("c", "p"):
             net, spec = load_model(tmp_path / stem)
-            assert spec["network"]["logit_input"] is True and spec["sampling"]["logit"] is True
+            assert spec.network["logit_input"] is True and spec.data.logit is True
             ours = net(x, net.sigmas[levels])
             torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
             assert float((ours - rescaled).abs().max()) > 1e-2
@@ -380,8 +378,8 @@ def test_logit_checkpoint_takes_logits_without_rescaling(tmp_path):
     ("mnist", 64, 1, 28), ("cifar10", 128, 3, 32), ("celeba", 128, 3, 32)])
 def test_paper_configs_convert_to_the_official_sampler(name, ngf, channels, size):
     spec = spec_from_config(name)
-    assert spec["network"] == {"name": "cond_refinenet", "ngf": ngf}
-    assert (spec["channels"], spec["image_size"], len(spec["sigmas"])) == (channels, size, 10)
-    settings = plan_sampling(spec, continuous=False).settings
-    assert (settings["n_steps_each"], settings["step_size"], settings["convention"],
-            settings["final_denoise"]) == (100, 2e-5, "official", False)
+    assert spec.network == {"name": "cond_refinenet", "ngf": ngf}
+    assert (spec.channels, spec.image_size, len(spec.sigmas)) == (channels, size, 10)
+    s = plan_sampling(spec, continuous=False).settings
+    assert (s.n_steps_each, s.step_size, s.convention, s.final_denoise) == (100, 2e-5, "official",
+                                                                          False)

@@ -9,7 +9,7 @@ import torch
 
 from ncsn.core.losses import dsm_loss, dsm_weight
 from ncsn.core.noise import draw_sigmas, geometric_sigmas
-from ncsn.nets.precond import edm_denoiser, edm_score, ncsnv2_score
+from ncsn.nets.precond import Preconditioned, edm_denoiser, edm_score, ncsnv2_score
 from ncsn.nets.unet import UNetSmall
 
 MU0, S0 = 0.3, 0.2  # Gaussian data N(MU0, S0^2 I)
@@ -53,8 +53,8 @@ def test_ncsnv2_preconditioning_scales_input_and_divides_by_sigma():
 
 def test_dsm_with_the_edm_weight_is_edms_denoiser_loss_on_fixed_noise():
     torch.manual_seed(0)
-    net = UNetSmall(channels=1, image_size=8, ngf=4, ch_mult=(1, 2), emb_dim=8, groups=2,
-                    precond="edm", sigma_data=SIGMA_DATA, data_mean=CENTRE).double()
+    unet = UNetSmall(channels=1, image_size=8, ngf=4, ch_mult=(1, 2), emb_dim=8, groups=2)
+    net = Preconditioned(unet, "edm", sigma_data=SIGMA_DATA, data_mean=CENTRE).double()
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(5, 1, 8, 8, generator=gen, dtype=torch.float64)
     sigma = torch.tensor([0.01, 0.2, 1.0, 4.0, 15.0], dtype=torch.float64)
@@ -72,7 +72,8 @@ def test_dsm_with_the_edm_weight_is_edms_denoiser_loss_on_fixed_noise():
 
 def test_per_sample_sigma_equals_the_level_table_form():
     torch.manual_seed(0)
-    net = UNetSmall(channels=1, image_size=8, ngf=4, ch_mult=(1, 2), emb_dim=8, groups=2)
+    net = Preconditioned(UNetSmall(channels=1, image_size=8, ngf=4, ch_mult=(1, 2), emb_dim=8,
+                                   groups=2))
     sigmas = geometric_sigmas(1.0, 0.01, 4)
     levels = torch.tensor([0, 3, 1, 2])
     x, z = torch.rand(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
@@ -119,7 +120,7 @@ def test_trainer_draws_continuous_levels_with_the_edm_weight(tmp_path, monkeypat
     from ncsn.sampling import plan_sampling
 
     net, spec = load_model(tmp_path / "run")
-    assert spec["sigmas"][0] > 1.0  # sigma_max from the data, not the default 1
+    assert spec.sigmas[0] > 1.0  # sigma_max from the data, not the default 1
     assert plan_sampling(spec, continuous=True).sampler == "dpm_solver_2m"
     from ncsn.config import validate_config
     from test_train_support import tiny_raw

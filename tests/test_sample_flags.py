@@ -10,6 +10,7 @@ from ncsn.cli import main
 from ncsn.core.noise import geometric_sigmas
 from ncsn.nets import build_network
 from ncsn.nets.io import save_model
+from ncsn.spec.model import ModelSpec
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +20,9 @@ def model(tmp_path_factory):
     section = {"name": "cond_refinenet", "ngf": 4}
     net = build_network(section, channels=1, image_size=8, sigmas=sigmas)
     path = tmp_path_factory.mktemp("model") / "tiny"
-    save_model(path, net, {"network": section, "channels": 1, "image_size": 8,
-                           "sigmas": sigmas.tolist(),
-                           "sampling": {"n_steps_each": 3, "step_size": 1e-3}})
+    save_model(path, net, ModelSpec.from_json({
+        "network": section, "channels": 1, "image_size": 8, "sigmas": sigmas.tolist(),
+        "sampling": {"n_steps_each": 3, "step_size": 1e-3}}))
     return path
 
 

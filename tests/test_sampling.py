@@ -10,17 +10,27 @@ from ncsn.core.toy import paper_mixture
 from ncsn.errors import UserError
 from ncsn.sampling import (
     SAMPLERS,
+    ScoreModel,
     counting,
     draw_prior,
     plan_sampling,
     run_plan,
-    sample_images,
-    stored_sampling,
     to_model_space,
     to_pixels,
 )
+from ncsn.spec.model import ModelSpec
 
-SPEC = {"sigmas": [20.0, 5.0, 1.0, 0.2, 0.05]}
+LEVELS = [20.0, 5.0, 1.0, 0.2, 0.05]
+SHAPE = {"network": {"name": "exact"}, "channels": 1, "image_size": 2}
+
+
+def spec_with(sampling=None) -> ModelSpec:
+    """A model spec with LEVELS and the stored ``sampling`` choice (a form-1 dict)."""
+    return ModelSpec.from_json({**SHAPE, "sigmas": LEVELS,
+                                **({"sampling": sampling} if sampling else {})})
+
+
+SPEC = spec_with()
 
 
 def _count_calls(plan, score=None) -> int:
@@ -44,7 +54,7 @@ def test_reported_cost_is_the_number_of_score_calls_and_fits_the_budget(name, nf
 def test_cost_on_the_models_own_levels_without_a_budget(name):
     plan = plan_sampling(SPEC, continuous=False, sampler=name,
                          settings={"s_churn": 0.0} if name == "edm" else {})
-    assert plan.schedule == "model" and plan.sigmas.tolist() == pytest.approx(SPEC["sigmas"])
+    assert plan.schedule == "model" and plan.sigmas.tolist() == pytest.approx(LEVELS)
     assert _count_calls(plan) == plan.nfe
 
 
@@ -57,9 +67,9 @@ def test_budget_sets_levels_for_respaced_samplers_and_steps_for_annealed_langevi
     assert (pc.schedule, pc.sigmas.numel(), pc.nfe) == ("geometric", 17, 34)
     ald = plan_sampling(SPEC, continuous=True, sampler="annealed_langevin", nfe=35,
                         settings={"final_denoise": True})
-    assert (ald.sigmas.numel(), ald.settings["n_steps_each"], ald.nfe) == (5, 6, 31)
+    assert (ald.sigmas.numel(), ald.settings.n_steps_each, ald.nfe) == (5, 6, 31)
     corrected = plan_sampling(SPEC, continuous=False, sampler="predictor_corrector", nfe=17)
-    assert (corrected.settings["n_corrector"], corrected.nfe) == (2, 15)
+    assert (corrected.settings.n_corrector, corrected.nfe) == (2, 15)
     with pytest.raises(UserError, match="too few"):
         plan_sampling(SPEC, continuous=False, sampler="annealed_langevin", nfe=4)
 
@@ -74,26 +84,26 @@ def test_a_network_that_knows_only_its_levels_refuses_other_sigmas():
 
 
 def test_stored_choices_are_read_old_and_new_and_overridden_in_order():
-    legacy = {**SPEC, "sampling": {"n_steps_each": 7, "step_size": 1e-4, "convention": "official",
-                                   "final_denoise": True, "logit": True}}
-    stored = stored_sampling(legacy)
-    assert stored["sampler"] == "annealed_langevin" and stored["logit"] is True
+    legacy = spec_with({"n_steps_each": 7, "step_size": 1e-4, "convention": "official",
+                        "final_denoise": True, "logit": True})
+    assert legacy.sampling.sampler == "annealed_langevin" and legacy.data.logit is True
     plan = plan_sampling(legacy, continuous=False)
-    assert plan.settings == {"n_steps_each": 7, "step_size": 1e-4, "convention": "official",
-                             "final_denoise": True} and plan.nfe == 5 * 7 + 1
+    assert plan.settings.options() == {"n_steps_each": 7, "step_size": 1e-4,
+                                       "convention": "official", "final_denoise": True}
+    assert plan.nfe == 5 * 7 + 1 and plan.logit is True
     given = plan_sampling(legacy, continuous=False, settings={"n_steps_each": 2,
                                                              "step_size": None})
-    assert given.settings["n_steps_each"] == 2 and given.settings["step_size"] == 1e-4
+    assert given.settings.n_steps_each == 2 and given.settings.step_size == 1e-4
     # another sampler starts from its own defaults, not the stored sampler's settings
     other = plan_sampling(legacy, continuous=False, sampler="predictor_corrector")
-    assert other.settings == {"n_corrector": 1, "snr": 0.16}
-    new = {**SPEC, "sampling": {"sampler": "dpm_solver_2m", "nfe": 20, "schedule": "karras"}}
+    assert other.settings.options() == {"n_corrector": 1, "snr": 0.16}
+    new = spec_with({"sampler": "dpm_solver_2m", "nfe": 20, "schedule": "karras"})
     assert plan_sampling(new, continuous=True).nfe == 20
     assert plan_sampling(new, continuous=True, nfe=10).sigmas.numel() == 10
-    with pytest.raises(UserError, match="snr: Input should be greater than 0"):
+    with pytest.raises(UserError, match="snr: must be > 0"):
         plan_sampling(SPEC, continuous=True, sampler="predictor_corrector",
                       settings={"snr": -1.0})
-    with pytest.raises(UserError, match="eta: unknown setting"):
+    with pytest.raises(UserError, match="eta: not a setting of sampler annealed_langevin"):
         plan_sampling(SPEC, continuous=True, settings={"eta": 0.5})
     with pytest.raises(UserError, match="unknown sampler"):
         plan_sampling(SPEC, continuous=True, sampler="ddim")
@@ -107,9 +117,9 @@ def test_step_size_auto_is_ncsnv2_technique_4_in_the_chosen_convention():
     official = plan_sampling(SPEC, continuous=False, settings={"step_size": "auto",
                                                               "n_steps_each": 5,
                                                               "convention": "official"})
-    step_lr = ncsnv2_step_size(torch.tensor(SPEC["sigmas"]), 5)
-    assert official.settings["step_size"] == pytest.approx(step_lr)
-    assert paper.settings["step_size"] == pytest.approx(2 * step_lr)
+    step_lr = ncsnv2_step_size(torch.tensor(LEVELS), 5)
+    assert official.settings.step_size == pytest.approx(step_lr)
+    assert paper.settings.step_size == pytest.approx(2 * step_lr)
 
 
 def test_priors_and_the_logit_round_trip():
@@ -126,15 +136,16 @@ def test_priors_and_the_logit_round_trip():
 
 
 def test_sample_images_same_seed_same_images_and_pixel_range():
-    from ncsn.nets.unet import UNetSmall
+    from ncsn.nets.io import build_from_spec
 
     torch.manual_seed(0)
-    net = UNetSmall(channels=1, image_size=8, ngf=4, ch_mult=(1, 2), emb_dim=8, groups=2).eval()
-    plan = plan_sampling(SPEC, continuous=True, sampler="edm", nfe=9)
+    section = {"name": "unet_small", "ngf": 4, "ch_mult": [1, 2], "emb_dim": 8, "groups": 2}
+    spec = ModelSpec(network=section, channels=1, image_size=8, sigmas=tuple(LEVELS))
+    model = ScoreModel(build_from_spec(spec).eval(), spec, torch.device("cpu"))
+    plan = model.plan(sampler="edm", nfe=9)
 
     def draw(seed: int) -> torch.Tensor:
-        return sample_images(net, plan, 5, (1, 8, 8), generator=torch.Generator().manual_seed(
-            seed), batch_size=2)
+        return model.sample(5, plan=plan, seed=seed, batch_size=2)
 
     first = draw(1)
     assert first.shape == (5, 1, 8, 8) and first.min() >= 0 and first.max() <= 1

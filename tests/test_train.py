@@ -106,12 +106,12 @@ def test_checkpoint_contents_and_model_files(tmp_path: Path) -> None:
     net, spec = load_model(run)  # prefers model_ema
     for name, value in net.state_dict().items():
         assert torch.equal(value, state["ema"][name])
-    stored = spec["sampling"]
-    assert stored["sampler"] == "annealed_langevin" and stored["settings"]["final_denoise"] is True
-    assert stored["settings"]["step_size"] == "auto"  # NCSNv2 technique 4, resolved when sampling
+    stored = spec.sampling.settings
+    assert stored.sampler == "annealed_langevin" and stored.final_denoise is True
+    assert stored.step_size == "auto"  # NCSNv2 technique 4, resolved when sampling
     from ncsn.sampling import plan_sampling
 
-    assert plan_sampling(spec, continuous=True).settings["step_size"] > 0
+    assert plan_sampling(spec, continuous=True).settings.step_size > 0
     assert (run / "config.yaml").is_file() and (run / "model.safetensors").is_file()
 
 

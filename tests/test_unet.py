@@ -9,6 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ncsn.core.noise import geometric_sigmas
 from ncsn.errors import UserError
 from ncsn.nets import build_network
+from ncsn.nets.precond import Preconditioned
 from ncsn.nets.unet import UNetSmall
 
 SIGMAS = geometric_sigmas(5.0, 0.01, 10)
@@ -61,7 +62,9 @@ def test_samples_in_a_batch_are_independent() -> None:
 def test_registry_builds_it_and_rejects_unknown_fields() -> None:
     net = build_network({"name": "unet_small", "ngf": 8, "ch_mult": [1, 2]}, channels=1,
                         image_size=8, sigmas=SIGMAS)
-    assert isinstance(net, UNetSmall)
+    assert isinstance(net, Preconditioned) and isinstance(net.backbone, UNetSmall)
+    assert net.kind == "ncsnv2"  # the backbone's default preconditioner
+    assert net.state_dict().keys() == net.backbone.state_dict().keys()  # the backbone's names
     with pytest.raises(UserError, match="depth"):
         build_network({"name": "unet_small", "depth": 3}, channels=1, image_size=8,
                       sigmas=SIGMAS)

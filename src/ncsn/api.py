@@ -6,227 +6,25 @@
     images = model.sample(16, sampler="dpm_solver_2m", nfe=20)   # (16, C, H, W) in [0, 1]
     ncsn.save_grid(images, "samples.png")
 
-Sampling and inpainting run through :mod:`ncsn.sampling`, the path ``ncsn sample`` and
-``ncsn inpaint`` take: the same seed and settings give the same images as the command line.
+``load`` and :class:`ScoreModel` live in :mod:`ncsn.sampling.model`: ``ncsn sample``,
+``ncsn inpaint`` and ``ncsn evaluate --model`` are built on the same object, so the same seed
+and settings give the same images as the command line.
 Mistakes in the arguments raise :class:`ncsn.errors.UserError` with a one-line message.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor, nn
-from tqdm import tqdm
-
 from ncsn.config import Config, apply_overrides, config_to_dict, load_config, validate_config
-from ncsn.core import ScoreFn
-from ncsn.devices import resolve_device
 from ncsn.errors import UserError
-from ncsn.nets.io import load_model
-from ncsn.sampling import (
-    SamplingPlan,
-    accepts_any_sigma,
-    counting,
-    plan_sampling,
-    sample_images,
-)
-from ncsn.sampling.inpainting import check_masks, inpaint_batches, make_masks
+from ncsn.sampling.model import ScoreModel, load
 from ncsn.training.trainer import TrainResult
 from ncsn.training.trainer import train as train_config
 
-TORCH_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
-
-
-def _check_counts(**counts: int | None) -> None:
-    for name, value in counts.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < 1):
-            raise UserError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-class ScoreModel:
-    """A trained noise-conditional score network s(x, sigma) with its model spec.
-
-    ``net`` is the network (eval mode) on ``device``; ``spec`` the model file's JSON spec
-    (network, channels, image size, noise levels, stored sampling choices). Make one with
-    :func:`load`.
-    """
-
-    def __init__(self, net: nn.Module, spec: Mapping[str, Any], device: torch.device) -> None:
-        self.net, self.spec, self.device = net, dict(spec), device
-
-    def __repr__(self) -> str:
-        c, h, w = self.image_shape
-        s = self.sigmas
-        return (f"ScoreModel({self.spec['network']['name']}, {c}x{h}x{w} images, "
-                f"{s.numel()} noise levels {float(s[0]):.4g} -> {float(s[-1]):.4g}, "
-                f"device {self.device})")
-
-    @property
-    def sigmas(self) -> Tensor:
-        """The model's noise levels sigma_1 > ... > sigma_L (float32, on the CPU)."""
-        return torch.tensor([float(s) for s in self.spec["sigmas"]], dtype=torch.float32)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of the model's images."""
-        size = int(self.spec["image_size"])
-        return int(self.spec["channels"]), size, size
-
-    @property
-    def continuous(self) -> bool:
-        """Whether the network accepts any sigma (False: only its trained levels, as the paper's
-        CondRefineNetDilated; such a model samples only on its own schedule)."""
-        return accepts_any_sigma(self.net)
-
-    def to(self, device: str | torch.device) -> ScoreModel:
-        """Move the network to ``device`` (checked first); returns this model."""
-        self.device = resolve_device(device)
-        self.net.to(self.device)
-        return self
-
-    def score(self, x: Tensor, sigma: float | Tensor) -> Tensor:
-        """The network's estimate of grad_x log p_sigma(x) (paper Sec. 4.1, s_theta(x, sigma)).
-
-        ``x`` (B, C, H, W) is in the network's data space (pixels in [0, 1]; logits for a model
-        trained on logit-transformed data); ``sigma`` is one float for all images or a (B,)
-        tensor. A model trained on discrete levels takes only those. Runs without autograd
-        unless ``x`` requires grad; the result is on the model's device.
-        """
-        if not isinstance(x, Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise UserError(f"x must be a tensor (B, {', '.join(map(str, self.image_shape))}), "
-                            f"got {shape}")
-        batch = x.shape[0]
-        sigma_t = torch.as_tensor(sigma, dtype=torch.float32).detach().reshape(-1).cpu()
-        if sigma_t.numel() == 1:
-            sigma_t = sigma_t.expand(batch)
-        if sigma_t.numel() != batch or not bool((sigma_t > 0).all()):
-            raise UserError(f"sigma must be one positive number or {batch} of them (one per "
-                            f"image), got {tuple(torch.as_tensor(sigma).shape)} values")
-        with torch.set_grad_enabled(x.requires_grad):
-            try:  # a discrete-level network checks that each sigma is one of its levels
-                return self.net(x.to(self.device, torch.float32), sigma_t.to(self.device))
-            except ValueError as err:
-                if self.continuous:
-                    raise
-                raise UserError(str(err)) from None
-
-    def plan(self, *, sampler: str | None = None, nfe: int | None = None,
-             schedule: str | None = None, num_levels: int | None = None,
-             rho: float | None = None, **settings: Any) -> SamplingPlan:
-        """What :meth:`sample` and :meth:`inpaint` run with these arguments: the sampler, its
-        complete settings, the noise schedule and the cost in network evaluations per image
-        (``plan(...).describe()`` says it in one line). Arguments left None come from the model's
-        stored choices (``ncsn samplers`` lists the samplers and their settings)."""
-        _check_counts(nfe=nfe, num_levels=num_levels)
-        return plan_sampling(self.spec, continuous=self.continuous, sampler=sampler, nfe=nfe,
-                             schedule=schedule, num_levels=num_levels, rho=rho,
-                             settings=settings)
-
-    @contextmanager
-    def _counted(self, total: int, desc: str, progress: bool) -> Iterator[ScoreFn]:
-        """The network as a score function, ticking a tqdm bar per evaluation if ``progress``."""
-        if not progress:
-            yield self.net
-            return
-        with tqdm(total=total, desc=desc, unit="eval", dynamic_ncols=True) as bar:
-            yield counting(self.net, lambda: bar.update(1))
-
-    def _generator(self, seed: int) -> torch.Generator:
-        return torch.Generator(device=self.device).manual_seed(seed)
-
-    def sample(self, n: int, *, sampler: str | None = None, nfe: int | None = None,
-               schedule: str | None = None, num_levels: int | None = None,
-               rho: float | None = None, seed: int = 0, batch_size: int = 64,
-               progress: bool = False, **settings: Any) -> Tensor:
-        """``n`` images (N, C, H, W) in [0, 1] on the CPU, drawn in batches of ``batch_size``
-        from a generator seeded with ``seed`` (the images ``ncsn sample --seed`` writes).
-
-        ``sampler``, ``nfe`` (a budget of network evaluations per image), ``schedule``
-        (``model``, ``geometric``, ``karras``), ``num_levels``, ``rho`` and the sampler's own
-        ``settings`` (e.g. ``n_steps_each=50``, ``s_churn=0``) are those of :meth:`plan`.
-        ``progress`` shows a bar over network evaluations.
-        """
-        _check_counts(n=n, batch_size=batch_size)
-        plan = self.plan(sampler=sampler, nfe=nfe, schedule=schedule, num_levels=num_levels,
-                         rho=rho, **settings)
-        with self._counted(math.ceil(n / batch_size) * plan.nfe, "sampling", progress) as score:
-            return sample_images(score, plan, n, self.image_shape,
-                                 generator=self._generator(seed), device=self.device,
-                                 batch_size=batch_size)
-
-    def inpaint(self, images: Tensor, mask: Tensor | str, *, k: int = 1,
-                sampler: str | None = None, nfe: int | None = None,
-                schedule: str | None = None, num_levels: int | None = None,
-                rho: float | None = None, seed: int = 0, batch_size: int = 64,
-                progress: bool = False, fraction: float = 0.5, box: int | None = None,
-                **settings: Any) -> Tensor:
-        """``k`` completions of each image (paper Algorithm 2 for annealed Langevin; any
-        registered sampler with the observed pixels imposed at every step): a tensor
-        (N k, C, H, W) in [0, 1] on the CPU, completion j of image i at index i k + j, equal to
-        ``images`` wherever the mask is 1 (the images ``ncsn inpaint --seed`` writes).
-
-        ``images``: (N, C, H, W) floats in [0, 1]. ``mask``: (N or 1, 1 or C, H, W) of 0
-        (hidden) and 1 (observed), or a name: ``right``/``lower`` hide that half, ``center``
-        a centred ``box`` x ``box`` square (default half the side), ``random`` each pixel with
-        probability ``fraction`` (drawn from ``seed``); any other string is a mask image file
-        (white = observed). The other arguments are those of :meth:`sample`.
-        """
-        _check_counts(k=k, batch_size=batch_size)
-        channels, size, _ = self.image_shape
-        images = self._check_images(images)
-        n = images.shape[0]
-        if isinstance(mask, str | Path):
-            masks = make_masks(str(mask), n, size, fraction=fraction, box=box,
-                               generator=torch.Generator().manual_seed(seed))
-        else:
-            masks = check_masks(mask, n, channels, size)
-        plan = self.plan(sampler=sampler, nfe=nfe, schedule=schedule, num_levels=num_levels,
-                         rho=rho, **settings)
-        total = math.ceil(n * k / batch_size) * plan.nfe
-        with self._counted(total, "inpainting", progress) as score:
-            return torch.cat([batch for _, batch in inpaint_batches(
-                score, plan, images, masks, k, generator=self._generator(seed),
-                device=self.device, batch_size=batch_size)])
-
-    def _check_images(self, images: Tensor) -> Tensor:
-        """``images`` as float32 (N, C, H, W) in [0, 1] on the CPU (UserError otherwise)."""
-        expected = f"(N, {', '.join(map(str, self.image_shape))})"
-        if not isinstance(images, Tensor):
-            raise UserError(f"images must be a float tensor {expected} in [0, 1], got "
-                            f"{type(images).__name__}")
-        if images.dim() != 4 or images.shape[0] < 1 or \
-                tuple(images.shape[1:]) != self.image_shape:
-            raise UserError(f"images have shape {tuple(images.shape)}; the model takes "
-                            f"{expected}")
-        if not images.is_floating_point():
-            raise UserError(f"images are {images.dtype}; pass floats in [0, 1] (uint8 pixels: "
-                            "images / 255)")
-        images = images.detach().float().cpu()
-        if not bool(((images >= 0) & (images <= 1)).all()):
-            raise UserError("image values must lie in [0, 1]")
-        return images
-
-
-def load(path: str | Path, device: str | torch.device = "cpu") -> ScoreModel:
-    """Load a model: a run directory (its ``model_ema`` or ``model`` files), a model's
-    ``.safetensors`` or ``.json`` file, or their common stem (also what ``ncsn convert-official``
-    writes from an official checkpoint). The network is put on ``device`` in eval mode."""
-    path = Path(path)
-    if path.suffix in TORCH_CHECKPOINT_SUFFIXES and path.is_file():
-        raise UserError(f"{path} is a torch checkpoint, not a model file; convert an official "
-                        f"NCSN checkpoint once with `ncsn convert-official {path} --preset "
-                        "mnist|cifar10|celeba --out STEM` and load STEM")
-    resolved = resolve_device(device)
-    net, spec = load_model(path, device=resolved)
-    return ScoreModel(net, spec, resolved)
-
+__all__ = ["ScoreModel", "load", "resolve_config", "train"]
 
 def resolve_config(config: Config | Mapping[str, Any] | str | Path,
                    overrides: Sequence[str] = ()) -> Config:

@@ -13,20 +13,23 @@ import importlib.resources
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
 from ncsn.errors import UserError
+from ncsn.spec.model import DataSpace, ModelSpec, StoredSampling
+from ncsn.spec.samplers import DEFAULT_RHO, AnnealedLangevin, AnySettings, Schedule
+from ncsn.spec.values import LevelsOrAuto, PositiveOrAuto, ThreadsOrAuto, user_error
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -57,30 +60,6 @@ def _yaml_position(err: yaml.YAMLError) -> str:
     """``:line:column`` (1-based) of a YAML syntax error, or "" when PyYAML gives none."""
     mark = getattr(err, "problem_mark", None)
     return f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-
-
-def _count_or_auto(minimum: int) -> Any:
-    """``int | "auto"`` with the int at least ``minimum`` (a pydantic annotation)."""
-
-    def check(value: int | str) -> int | str:
-        if not isinstance(value, str) and value < minimum:
-            raise ValueError(f"must be >= {minimum} (or 'auto')")
-        return value
-
-    return Annotated[int | Literal["auto"], AfterValidator(check)]
-
-
-LevelsOrAuto = _count_or_auto(1)
-ThreadsOrAuto = _count_or_auto(0)
-
-
-def _positive_or_auto(value: float | str) -> float | str:
-    if not isinstance(value, str) and value <= 0:
-        raise ValueError("must be > 0 (or 'auto')")
-    return value
-
-
-PositiveOrAuto = Annotated[float | Literal["auto"], AfterValidator(_positive_or_auto)]
 
 
 class _Section(BaseModel):
@@ -173,25 +152,45 @@ class TrainingConfig(_Section):
 
 class SamplingConfig(_Section):
     """How the trained model samples by default (stored in its model file): a registered
-    ``sampler`` (:data:`ncsn.sampling.SAMPLERS`), the ``schedule`` (``model``, ``geometric``,
-    ``karras``; default: the sampler's), a budget ``nfe`` of network evaluations, ``num_levels``,
-    ``rho`` (Karras), and the sampler's own settings as further fields (annealed Langevin's
-    ``n_steps_each``, ``step_size`` (``auto`` = NCSNv2 technique 4), ``convention``,
-    ``final_denoise``; see ``ncsn samplers``)."""
+    ``sampler`` (``ncsn samplers``) with its own settings as further fields of the section
+    (annealed Langevin's ``n_steps_each``, ``step_size`` (``auto`` = NCSNv2 technique 4),
+    ``convention``, ``final_denoise``; consistent annealed sampling's ``eta``; ...; null means
+    the default), the ``schedule`` (``model``, ``geometric``, ``karras``; default: the
+    sampler's), a budget ``nfe`` of network evaluations, ``num_levels``, ``rho`` (Karras) and
+    how many ``num_samples`` the trainer's grids and the demo draw."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
-
-    sampler: str = "annealed_langevin"
-    schedule: Literal["model", "geometric", "karras"] | None = None
+    settings: AnySettings = Field(default_factory=AnnealedLangevin)
+    schedule: Schedule | None = None
     nfe: int | None = Field(default=None, gt=0)
     num_levels: int | None = Field(default=None, gt=0)
-    rho: float = Field(default=7.0, gt=0)
+    rho: float = Field(default=DEFAULT_RHO, gt=0)
     num_samples: int = Field(default=64, gt=0)
 
-    def settings(self) -> dict[str, Any]:
-        """The sampler's own settings given in this section (others, and those set to null,
-        take their defaults)."""
-        return {k: v for k, v in (self.model_extra or {}).items() if v is not None}
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_settings(cls, raw: Any) -> Any:
+        """The YAML section is flat: ``sampler`` and its settings sit beside the plan fields."""
+        if not isinstance(raw, Mapping) or "settings" in raw:
+            return raw
+        own = {"schedule", "nfe", "num_levels", "rho", "num_samples"}
+        settings = {k: v for k, v in raw.items() if k not in own and v is not None}
+        settings.setdefault("sampler", "annealed_langevin")
+        return {**{k: v for k, v in raw.items() if k in own}, "settings": settings}
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        del out["settings"]
+        return {"sampler": self.settings.sampler, **self.settings.given(), **out}
+
+    @property
+    def sampler(self) -> str:
+        return self.settings.sampler
+
+    def stored(self) -> StoredSampling:
+        """This section as a model file's stored sampling choice."""
+        return StoredSampling(settings=self.settings, schedule=self.schedule, nfe=self.nfe,
+                              num_levels=self.num_levels, rho=self.rho)
 
 
 class EvalConfig(_Section):
@@ -214,43 +213,6 @@ class Config(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
 
-def _describe(err: Mapping[str, Any]) -> str:
-    """One pydantic error as ``path: message`` with plain-language comparison messages."""
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    kind, ctx = err["type"], err.get("ctx") or {}
-    plain = {"greater_than": "must be > {gt}", "greater_than_equal": "must be >= {ge}",
-             "less_than": "must be < {lt}", "less_than_equal": "must be <= {le}",
-             "extra_forbidden": "unknown field", "missing": "required field is missing"}
-    if kind in plain:
-        msg = plain[kind].format(**ctx)
-    else:
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        msg = msg[:1].lower() + msg[1:]
-    return f"{loc}: {msg}"
-
-
-def _check_sampler_settings(sampling: SamplingConfig, source: str) -> None:
-    """The sampling section's extra fields must be settings of its sampler, with valid values."""
-    from ncsn.sampling.registry import SAMPLERS, setting_fields
-
-    if sampling.sampler not in SAMPLERS:
-        raise UserError(f"{source}: sampling.sampler: unknown sampler {sampling.sampler!r}; "
-                        f"choose one of {', '.join(SAMPLERS)}")
-    settings_model = SAMPLERS[sampling.sampler].settings
-    own, owners = settings_model.model_fields, setting_fields()
-    for key in sampling.settings():
-        if key not in own:
-            where = f" (a setting of {', '.join(owners[key])})" if key in owners else ""
-            raise UserError(f"{source}: sampling.{key}: not a setting of sampler "
-                            f"{sampling.sampler}{where}; its settings: {', '.join(own) or 'none'}")
-    try:
-        settings_model(**sampling.settings())
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise UserError(f"{source}: " + _describe({**first, "loc": ("sampling", first["loc"][0])})
-                        ) from None
-
-
 def validate_config(raw: Any, source: str = "config") -> Config:
     """Validate a plain mapping into a :class:`Config` (UserError naming the field path)."""
     if not isinstance(raw, Mapping):
@@ -258,12 +220,10 @@ def validate_config(raw: Any, source: str = "config") -> Config:
     try:
         config = Config.model_validate(dict(raw))
     except ValidationError as err:
-        problems = "; ".join(_describe(e) for e in err.errors())
-        raise UserError(f"{source}: {problems}") from None
+        raise user_error(err, f"{source}: ") from None
     from ncsn.nets.registry import check_network_section, network_fields
 
     check_network_section(config.model, "model")
-    _check_sampler_settings(config.sampling, source)
     if config.data.logit and "logit_input" in network_fields(config.model["name"]):
         # the official network skips its 2x - 1 input rescaling on logit data (docs/networks.md)
         config.model.setdefault("logit_input", True)
@@ -359,3 +319,13 @@ def save_config(config: Config, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
     return path
+
+
+def model_spec(config: Config, *, channels: int, image_size: int, sigmas: Iterable[float],
+               provenance: Mapping[str, Any] | None = None) -> ModelSpec:
+    """The spec of a model trained (or converted) with ``config``: its network section, data
+    space and sampling choice, for images of ``channels`` x ``image_size`` and ``sigmas``."""
+    return ModelSpec(network=dict(config.model), channels=channels, image_size=image_size,
+                     sigmas=tuple(float(s) for s in sigmas),
+                     data=DataSpace(logit=config.data.logit), sampling=config.sampling.stored(),
+                     provenance=dict(provenance or {}))

@@ -26,3 +26,12 @@ def weights_only_load_reason(err: BaseException) -> str:
         return "not a torch file of tensors"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else type(err).__name__
+
+
+def check_counts(**counts: object) -> None:
+    """UserError unless every given count (None = not given) is an integer >= 1; the keyword
+    names the count in the message (the CLI passes its flags, e.g. ``**{"--batch-size": n}``)."""
+    for name, value in counts.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise UserError(f"{name} must be an integer >= 1, got {value!r}")

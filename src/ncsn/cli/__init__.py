@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import typing
 
 from ncsn import __version__
 from ncsn.errors import UserError
@@ -19,7 +20,11 @@ COMMAND_MODULES = ("toy", "train", "sample", "convert", "evaluate", "configs", "
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with exit code 2 and a hint to --help on bad arguments (argparse's default)."""
+    """argparse whose mistakes are one line (``ncsn sample: error: ...``) and exit 2, like
+    every other user error, with a pointer to ``--help`` instead of the usage block."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, --version and argument mistakes
+        return int(stop.code or 0)
     try:
         code = args.func(args)
     except UserError as err:

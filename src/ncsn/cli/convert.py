@@ -9,6 +9,7 @@ from typing import Any
 from ncsn.core.noise import geometric_sigmas
 from ncsn.errors import UserError
 from ncsn.nets.official import OFFICIAL_PRESETS, convert_official, official_spec
+from ncsn.spec.model import ModelSpec
 
 
 def register(sub: Any) -> None:
@@ -37,12 +38,11 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def spec_from_config(path: str) -> dict[str, Any]:
+def spec_from_config(path: str) -> ModelSpec:
     """A model spec from one of our configs: its model section, data size, noise levels and
     sampling settings (noise levels must be numbers, not "auto")."""
-    from ncsn.config import load_config
+    from ncsn.config import load_config, model_spec
     from ncsn.data import DATASETS
-    from ncsn.training.setup import sampling_spec
 
     config = load_config(path)
     info = DATASETS.get(config.data.name)
@@ -56,9 +56,8 @@ def spec_from_config(path: str) -> dict[str, Any]:
         raise UserError(f"{path}: noise.sigma_max and noise.num_levels must be numbers to "
                         "convert a checkpoint (not auto)")
     sigmas = geometric_sigmas(float(noise.sigma_max), noise.sigma_min, int(noise.num_levels))
-    return {"network": dict(config.model), "channels": int(channels),
-            "image_size": int(image_size), "sigmas": sigmas.tolist(),
-            "sampling": sampling_spec(config), "source": "official NCSN checkpoint"}
+    return model_spec(config, channels=int(channels), image_size=int(image_size),
+                      sigmas=sigmas.tolist(), provenance={"source": "official NCSN checkpoint"})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ncsn.cli.sample import add_sampler_args, sampler_choices
+from ncsn.cli.sample import add_sampler_args, plan_from_args
 from ncsn.devices import resolve_device
 from ncsn.errors import UserError
 
@@ -117,11 +117,12 @@ def _get_samples(args: argparse.Namespace) -> tuple[Any, str]:
             raise UserError("give either a sample folder/.npz or --model, not both")
         if args.samples_dir is None:
             raise UserError("--model needs --samples-dir, the folder for resumable shards")
+        import ncsn
+
         num = args.num_samples or 50_000
-        choices = sampler_choices(args)
-        images = generate_samples(args.model, args.samples_dir, num, shard_size=args.shard_size,
-                                  seed=args.seed, device=resolve_device(args.device, "--device"),
-                                  overrides=choices.pop("settings"), progress=True, **choices)
+        model = ncsn.load(args.model, device=resolve_device(args.device, "--device"))
+        images = generate_samples(model, plan_from_args(model, args), args.samples_dir, num,
+                                  shard_size=args.shard_size, seed=args.seed, progress=True)
         return images, f"{num:,} generated from {args.model} (shards in {args.samples_dir})"
     if args.samples is None:
         raise UserError("give the samples (a folder of images or an .npz) or --model")

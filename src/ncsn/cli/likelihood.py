@@ -32,9 +32,8 @@ from ncsn.core.likelihood import (
     ode_log_likelihood,
     prior_gap_bound,
 )
+from ncsn.devices import resolve_device
 from ncsn.errors import UserError
-from ncsn.nets.io import load_model
-from ncsn.sampling import stored_sampling
 
 LEVELS = 256  # 8-bit pixels
 
@@ -157,21 +156,21 @@ def image_log_likelihood(net: nn.Module, images: Tensor, sigmas: list[float],
 def run_likelihood(args: argparse.Namespace) -> int:
     """``ncsn likelihood``: mean bits/dim with its standard error over the images."""
     settings = _settings(args)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as err:
-        raise UserError(f"bad --device {args.device!r}: {err}") from err
-    net, spec = load_model(args.model, device=device)
+    import ncsn
+
+    device = resolve_device(args.device, "--device")
+    model = ncsn.load(args.model, device=device)
+    net, spec = model.net, model.spec
     net.requires_grad_(False)
-    sigmas = sorted((float(s) for s in spec["sigmas"]), reverse=True)
-    if len(sigmas) < 2 or sigmas[-1] <= 0 or sigmas[-1] >= sigmas[0]:
+    sigmas = list(spec.sigmas)
+    if len(sigmas) < 2 or sigmas[-1] >= sigmas[0]:
         raise UserError(f"the model's sigmas {sigmas} give no range to integrate over; need "
                         "at least two distinct positive noise levels")
-    shape = (int(spec["channels"]), int(spec["image_size"]), int(spec["image_size"]))
-    name = spec["network"].get("name", "?")
+    shape = spec.image_shape
+    name = spec.network["name"]
     check_continuous_sigma(net, name, shape, sigmas, device)
     images = load_uint8_images(args, shape)
-    logit = stored_sampling(spec)["logit"]
+    logit = spec.data.logit
     generator = torch.Generator(device=device).manual_seed(args.seed)
     dims = math.prod(shape)
     log_probs, gaps, evaluations = [], [], 0

@@ -111,13 +111,15 @@ def sigma_max_report(config: Any) -> tuple[int, dict[str, Any]]:
     """(D, technique 1 on the config's training split): the largest pairwise distance over the
     images ``sigma_max: auto`` measures, and bounds over all images (network space)."""
     from ncsn.core.noise import ncsnv2_sigma_max, ncsnv2_sigma_max_bounds
-    from ncsn.training.setup import load_split, network_space, sigma_max_sample
+    from ncsn.data import to_float, to_model_space
+    from ncsn.training.setup import load_split, sigma_max_sample
 
     images = load_split(config, "train")
     sample = sigma_max_sample(config, images)
     value = ncsnv2_sigma_max(sample)
     lower, upper = ncsnv2_sigma_max_bounds(images,
-                                           transform=lambda part: network_space(config, part))
+                                           transform=lambda part: to_model_space(to_float(part),
+                                                                                 config.data.logit))
     exact = len(sample) == len(images)
     return int(images[0].numel()), {
         "value": value, "exact": exact, "images": len(sample), "of": len(images),
@@ -127,9 +129,8 @@ def sigma_max_report(config: Any) -> tuple[int, dict[str, Any]]:
 
 def _settings(config: Any) -> dict[str, Any]:
     """The config's annealed-Langevin settings (empty for other samplers)."""
-    sampling = config.sampling
-    return sampling.settings() if getattr(sampling, "sampler", "annealed_langevin") == \
-        "annealed_langevin" else {}
+    settings = config.sampling.settings
+    return settings.given() if settings.sampler == "annealed_langevin" else {}
 
 
 def _build(args: argparse.Namespace) -> dict[str, Any]:

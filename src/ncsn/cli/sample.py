@@ -1,106 +1,97 @@
-"""``ncsn sample``, ``ncsn inpaint`` and ``ncsn samplers``: images from a model file through
-:mod:`ncsn.sampling` (the one path shared with training grids, evaluation, the demo and the
-Python API).
+"""``ncsn sample``, ``ncsn inpaint`` and ``ncsn samplers``: thin shells over
+:class:`ncsn.sampling.ScoreModel` (``ncsn.load``), the object the Python API, the trainer's
+grids, evaluation and the demo sample through.
 
 Both commands run in batches (memory bounded by ``--batch-size`` for any number of images), show
 a progress bar over network evaluations, take every random draw from one ``torch.Generator``
 seeded by ``--seed`` and write a grid PNG plus individual PNGs or one ``.npz`` (streamed to disk).
-What runs is the model's stored default (``spec["sampling"]``) unless ``--sampler``, ``--nfe``,
-``--schedule``, ``--levels``, ``--rho`` or a sampler setting flag says otherwise; each setting flag
-belongs to the samplers that have that setting (``ncsn samplers`` lists them).
+What runs is the model's stored default unless ``--sampler``, ``--nfe``, ``--schedule``,
+``--levels``, ``--rho`` or a sampler setting flag says otherwise. The setting flags and their help
+are generated from the samplers' typed settings (:mod:`ncsn.spec.samplers`); each belongs to the
+samplers that have that setting (``ncsn samplers`` lists them).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-from tqdm import tqdm
+import yaml
+from pydantic import TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
-from ncsn.devices import resolve_device
-from ncsn.errors import UserError
-from ncsn.imageio import (
-    NpzStream,
-    list_images,
-    load_image,
-    save_gif,
-    save_grid,
-    save_pngs,
-    to_uint8,
-)
-from ncsn.nets.io import load_model
-from ncsn.sampling import (
-    SAMPLERS,
-    SCHEDULES,
-    SamplingPlan,
-    accepts_any_sigma,
-    counting,
-    plan_sampling,
-    sample_batches,
-    stored_sampling,
-    to_pixels,
-)
-from ncsn.sampling.inpainting import inpaint_batches, make_masks
-from ncsn.sampling.pipeline import batch_ranges
-from ncsn.sampling.registry import setting_fields
+from ncsn.config import parse_yaml
+from ncsn.errors import UserError, check_counts
+from ncsn.spec.samplers import SAMPLER_CLASSES, SAMPLER_SETTINGS, SCHEDULES, setting_owners
+from ncsn.spec.values import plain
 
-# CLI names of sampler settings whose flag is not just the field name with dashes
-FLAG_NAMES = {"n_steps_each": "--steps-each", "n_corrector": "--corrector-steps"}
-SETTING_HELP = {
-    "n_steps_each": "steps per noise level T",
-    "step_size": "annealed Langevin eps (paper) or step_lr (official), or 'auto' (NCSNv2 Eq. 4)",
-    "convention": "paper: x += eps_i/2 s + sqrt(eps_i) z; official: x += a_i s + sqrt(2 a_i) z",
-    "final_denoise": "end with x + sigma_L^2 s(x, sigma_L) (NCSNv2)",
-    "eta": "consistent annealed sampling: step eta sigma^2, in (0, 1]",
-    "n_corrector": "predictor_corrector: Langevin corrector steps per level",
-    "snr": "predictor_corrector: corrector signal-to-noise ratio",
-    "s_churn": "edm: total churn S_churn", "s_tmin": "edm: churn only for sigma >= this",
-    "s_tmax": "edm: churn only for sigma <= this", "s_noise": "edm: noise inflation S_noise",
-}
+if typing.TYPE_CHECKING:
+    from torch import Tensor
+
+    from ncsn.sampling import ScoreModel
 
 
-def _flag(field: str) -> str:
-    return FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
+def setting_field(name: str) -> FieldInfo:
+    """The settings field ``name`` of the first sampler that has it."""
+    return SAMPLER_SETTINGS[setting_owners()[name][0]].model_fields[name]
 
 
-def _float_or_auto(text: str) -> float | str:
-    if text == "auto":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+def flag_name(field: str) -> str:
+    """A setting's CLI flag: its ``flag`` (e.g. ``--steps-each``) or ``--`` + its dashed name."""
+    extra = setting_field(field).json_schema_extra
+    flag = extra.get("flag") if isinstance(extra, dict) else None
+    return str(flag) if flag else "--" + field.replace("_", "-")
+
+
+def _flag_label(loc: Sequence[str]) -> str:
+    return flag_name(loc[-1]) if loc and loc[-1] in setting_owners() else ".".join(loc)
+
+
+def _parse_setting(field: str) -> typing.Callable[[str], Any]:
+    """argparse type of a setting: the text read as YAML, then validated by the field's own
+    annotation and bounds (so ``--eta auto`` is refused when parsing, with the field's words)."""
+    info = setting_field(field)
+    adapter: TypeAdapter[Any] = TypeAdapter(Annotated[(info.annotation, *info.metadata)])
+
+    def parse(text: str) -> Any:
+        try:
+            value = parse_yaml(text)
+        except yaml.YAMLError:
+            value = text
+        try:
+            return adapter.validate_python(value)
+        except ValidationError as err:
+            raise argparse.ArgumentTypeError(f"{text!r}: {plain(err.errors()[0])}") from None
+
+    parse.__name__ = field  # argparse names the type in its messages
+    return parse
 
 
 def _add_setting_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per sampler setting of the registry, typed from its pydantic annotation."""
+    """One flag per sampler setting, with the field's description as help."""
     group = p.add_argument_group("sampler settings (each applies to the samplers that have it)")
-    for field, owners in setting_fields().items():
-        info = SAMPLERS[owners[0]].settings.model_fields[field]
-        kind, choices = info.annotation, typing.get_args(info.annotation)
-        help_text = f"{SETTING_HELP.get(field, field)} [{', '.join(owners)}]"
-        if kind is bool:
-            group.add_argument(_flag(field), dest=field, action=argparse.BooleanOptionalAction,
-                               default=None, help=help_text)
-        elif typing.get_origin(kind) is typing.Literal:
-            group.add_argument(_flag(field), dest=field, choices=choices, help=help_text)
-        elif kind in (int, float):
-            group.add_argument(_flag(field), dest=field, type=kind, help=help_text)
+    for field, owners in setting_owners().items():
+        info = setting_field(field)
+        help_text = f"{info.description} [{', '.join(owners)}]"
+        if info.annotation is bool:
+            group.add_argument(flag_name(field), dest=field, default=None, help=help_text,
+                               action=argparse.BooleanOptionalAction)
+        elif typing.get_origin(info.annotation) is typing.Literal:
+            group.add_argument(flag_name(field), dest=field, help=help_text,
+                               choices=typing.get_args(info.annotation))
         else:
-            group.add_argument(_flag(field), dest=field, type=_float_or_auto, help=help_text)
+            group.add_argument(flag_name(field), dest=field, help=help_text,
+                               type=_parse_setting(field))
 
 
 def add_sampler_args(parser: argparse.ArgumentParser) -> None:
     """--sampler, --nfe, --schedule, --levels, --rho and every sampler-setting flag."""
     p = parser.add_argument_group("sampler (default: the model's own choice)")
-    p.add_argument("--sampler", choices=list(SAMPLERS),
+    p.add_argument("--sampler", choices=list(SAMPLER_SETTINGS),
                    help="sampling algorithm (default: the model's; see `ncsn samplers`)")
     p.add_argument("--nfe", type=int,
                    help="budget of network evaluations per image: sets the number of levels or "
@@ -114,12 +105,17 @@ def add_sampler_args(parser: argparse.ArgumentParser) -> None:
 
 
 def sampler_choices(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments of :func:`ncsn.sampling.plan_sampling` given on the command line
-    (settings of samplers other than the chosen one are refused when planning)."""
+    """The sampling choices of :meth:`ncsn.sampling.ScoreModel.plan` given on the command
+    line (a setting of another sampler than the one that runs is refused when planning)."""
+    check_counts(**{"--nfe": args.nfe, "--levels": args.num_levels})
+    settings = {f: getattr(args, f) for f in setting_owners() if getattr(args, f) is not None}
     return {"sampler": args.sampler, "nfe": args.nfe, "schedule": args.schedule,
-            "num_levels": args.num_levels, "rho": args.rho,
-            "settings": {f: getattr(args, f) for f in setting_fields()
-                         if getattr(args, f) is not None}}
+            "num_levels": args.num_levels, "rho": args.rho, **settings}
+
+
+def plan_from_args(model: ScoreModel, args: argparse.Namespace) -> Any:
+    """The model's sampling plan for the command line's choices (errors name the flags)."""
+    return model.plan(label=_flag_label, **sampler_choices(args))
 
 
 def _add_common_args(p: argparse.ArgumentParser) -> None:
@@ -175,12 +171,6 @@ def register(sub: Any) -> None:
     r.set_defaults(func=run_samplers)
 
 
-def _check_counts(**counts: int | None) -> None:
-    for name, value in counts.items():
-        if value is not None and value < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-
-
 def _out_dir(path: str) -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
@@ -194,6 +184,8 @@ class _Output:
 
     def __init__(self, folder: Path, fmt: str, shape: tuple[int, ...], grid_max: int,
                  name: str) -> None:
+        from ncsn.imageio import NpzStream
+
         self.folder, self.grid_max = folder, grid_max
         self.grid: list[Tensor] = []
         self.kept = 0
@@ -204,6 +196,8 @@ class _Output:
 
     def add(self, images: Tensor, start: int) -> None:
         """Write a batch of images in [0, 1] numbered from ``start``."""
+        from ncsn.imageio import save_pngs, to_uint8
+
         if self.npz is not None:
             self.npz.append(to_uint8(images))
         else:
@@ -221,40 +215,32 @@ class _Output:
         return f"{self.png_dir}/"
 
 
-def _progress(total: int, desc: str, hide: bool) -> tqdm:
-    return tqdm(total=total, desc=desc, unit="eval", dynamic_ncols=True,
-                disable=True if hide else None)
+def load_for(args: argparse.Namespace) -> tuple[ScoreModel, Any]:
+    """The model (``ncsn.load``) and its plan for the command line (all checks before work)."""
+    import ncsn
+
+    check_counts(**{"--batch-size": args.batch_size, "--grid-max": args.grid_max,
+                    "--scale": args.scale})
+    model = ncsn.load(args.model, device=_device(args.device))
+    return model, plan_from_args(model, args)
 
 
-def _check_setting_owners(given: dict[str, Any], sampler: str) -> None:
-    """A setting flag of another sampler than the one that runs is an error."""
-    own = SAMPLERS[sampler].settings.model_fields
-    for field in given:
-        if field not in own:
-            owners = ", ".join(setting_fields()[field])
-            raise UserError(f"{_flag(field)} is a setting of {owners}, not of {sampler}; pick "
-                            f"--sampler accordingly or drop the flag")
+def _device(name: str) -> Any:
+    from ncsn.devices import resolve_device
 
-
-def setup_plan(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any], SamplingPlan,
-                                                  torch.device]:
-    """Load the model and plan its sampling from the command line (all checks before work)."""
-    _check_counts(batch_size=args.batch_size, grid_max=args.grid_max, scale=args.scale,
-                  nfe=args.nfe, levels=args.num_levels)
-    device = resolve_device(args.device, "--device")
-    net, spec = load_model(args.model, device=device)
-    choices = sampler_choices(args)
-    _check_setting_owners(choices["settings"], args.sampler or stored_sampling(spec)["sampler"])
-    plan = plan_sampling(spec, continuous=accepts_any_sigma(net), **choices)
-    return net, spec, plan, device
+    return resolve_device(name, "--device")
 
 
 def run_sample(args: argparse.Namespace) -> int:
     """``ncsn sample``: N images in batches -> grid.png + samples/ (PNGs) or samples.npz."""
-    _check_counts(num_samples=args.num_samples, gif_frames=args.gif_frames)
+    import torch
+
+    from ncsn.data import to_pixels
+    from ncsn.imageio import save_gif, save_grid
+
+    check_counts(**{"--num-samples": args.num_samples, "--gif-frames": args.gif_frames})
     out = _out_dir(args.out)
-    net, spec, plan, device = setup_plan(args)
-    shape = (int(spec["channels"]), int(spec["image_size"]), int(spec["image_size"]))
+    model, plan = load_for(args)
     every = max(1, plan.nfe // args.gif_frames)
     frames: list[Tensor] = []
     seen = {"last": -1, "recorded": -1}
@@ -267,17 +253,15 @@ def run_sample(args: argparse.Namespace) -> int:
             frames.append(to_pixels(info["x"][: args.grid_max], plan.logit).cpu())
             seen["recorded"] = info["index"]
 
-    writer = _Output(out, args.format, (args.num_samples, *shape), args.grid_max, "samples")
-    n_batches = math.ceil(args.num_samples / args.batch_size)
-    with _progress(n_batches * plan.nfe, "sampling", args.no_progress) as bar:
-        score = counting(net, lambda: bar.update(1))
-        batches = sample_batches(score, plan, args.num_samples, shape,
-                                 generator=torch.Generator(device=device).manual_seed(args.seed),
-                                 device=device, batch_size=args.batch_size,
-                                 callback=record if args.gif is not None else None)
-        for (start, _), images in zip(batch_ranges(args.num_samples, args.batch_size), batches,
-                                      strict=True):
-            writer.add(images, start)
+    writer = _Output(out, args.format, (args.num_samples, *model.image_shape), args.grid_max,
+                     "samples")
+    start = 0
+    for images in model.sample_batches(args.num_samples, plan=plan, seed=args.seed,
+                                       batch_size=args.batch_size,
+                                       progress=not args.no_progress,
+                                       callback=record if args.gif is not None else None):
+        writer.add(images, start)
+        start += images.shape[0]
     grid = save_grid(torch.cat(writer.grid), out / "grid.png", scale=args.scale)
     written = [str(grid), writer.close()]
     if args.gif is not None:
@@ -290,6 +274,9 @@ def run_sample(args: argparse.Namespace) -> int:
 
 def _fit(image: np.ndarray, size: int, source: str) -> Tensor:
     """(C, H, W) image -> (C, size, size); resizes square images (bilinear, antialiased)."""
+    import torch
+    import torch.nn.functional as F
+
     x = torch.from_numpy(image)
     if x.shape[-2:] != (size, size):
         if x.shape[-1] != x.shape[-2]:
@@ -302,6 +289,10 @@ def _fit(image: np.ndarray, size: int, source: str) -> Tensor:
 
 def load_inputs(args: argparse.Namespace, channels: int, size: int) -> Tensor:
     """Images to complete, (N, C, S, S) in [0, 1], from files/folders or a data set split."""
+    import torch
+
+    from ncsn.imageio import list_images, load_image
+
     if args.images:
         files: list[Path] = []
         for item in map(Path, args.images):
@@ -310,7 +301,7 @@ def load_inputs(args: argparse.Namespace, channels: int, size: int) -> Tensor:
                             for f in files])
     from ncsn.data import load_dataset, to_float
 
-    _check_counts(num_images=args.num_images)
+    check_counts(**{"--num-images": args.num_images})
     data = load_dataset(args.dataset, args.split, root=args.data_root, image_size=size,
                         channels=channels)
     if not 0 <= args.start < data.shape[0]:
@@ -324,25 +315,24 @@ def run_inpaint(args: argparse.Namespace) -> int:
 
     Completion j of image i is number i * k + j.
     """
-    _check_counts(completions=args.completions)
+    import torch
+
+    from ncsn.imageio import save_grid, to_uint8
+
+    check_counts(**{"--completions": args.completions})
     out = _out_dir(args.out)
-    net, spec, plan, device = setup_plan(args)
-    channels, size = int(spec["channels"]), int(spec["image_size"])
+    model, plan = load_for(args)
+    channels, size, _ = model.image_shape
     images = load_inputs(args, channels, size)
-    masks = make_masks(args.mask, images.shape[0], size, fraction=args.fraction, box=args.box,
-                       generator=torch.Generator().manual_seed(args.seed))
+    masks = model.masks(args.mask, images.shape[0], fraction=args.fraction, box=args.box,
+                        seed=args.seed)
     k, n = args.completions, images.shape[0]
-    total = n * k
-    writer = _Output(out, args.format, (total, channels, size, size), args.grid_max * k,
+    writer = _Output(out, args.format, (n * k, channels, size, size), args.grid_max * k,
                      "completions")
-    generator = torch.Generator(device=device).manual_seed(args.seed)
-    with _progress(math.ceil(total / args.batch_size) * plan.nfe, "inpainting",
-                   args.no_progress) as bar:
-        score = counting(net, lambda: bar.update(1))
-        for start, completions in inpaint_batches(score, plan, images, masks, k,
-                                                  generator=generator, device=device,
-                                                  batch_size=args.batch_size):
-            writer.add(completions, start)
+    for start, completions in model.inpaint_batches(images, masks, k=k, plan=plan,
+                                                    seed=args.seed, batch_size=args.batch_size,
+                                                    progress=not args.no_progress):
+        writer.add(completions, start)
     shown = min(n, args.grid_max)
     completions = torch.cat(writer.grid).reshape(shown, k, channels, size, size)
     masked = images[:shown] * masks[:shown] + 0.5 * (1 - masks[:shown])
@@ -354,12 +344,20 @@ def run_inpaint(args: argparse.Namespace) -> int:
     return 0
 
 
+def samplers_table() -> str:
+    """The registry, one block per sampler (``ncsn samplers``)."""
+    blocks = []
+    for cls in SAMPLER_CLASSES:
+        settings = ", ".join(f"{name}={cls.model_fields[name].default}"
+                             for name in cls.option_names()) or "none"
+        blocks.append(f"{cls.name()}: {cls.summary}: {cls.cost_formula} evaluations for L "
+                      f"levels\n    prior {cls.prior}, default schedule {cls.default_schedule}, "
+                      f"settings: {settings}")
+    return "\n".join(blocks)
+
+
 def run_samplers(args: argparse.Namespace) -> int:
     """``ncsn samplers``: the registry, one block per sampler."""
     del args
-    for entry in SAMPLERS.values():
-        settings = ", ".join(f"{name}={info.default}" for name, info in
-                             entry.settings.model_fields.items()) or "none"
-        print(f"{entry.name}: {entry.summary}\n    prior {entry.prior}, default schedule "
-              f"{entry.default_schedule}, settings: {settings}")
+    print(samplers_table())
     return 0

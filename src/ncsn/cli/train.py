@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ncsn.errors import UserError
-from ncsn.sampling.registry import SCHEDULES
+from ncsn.spec.samplers import SCHEDULES
 
 DEFAULT_DEMO_DIR = "runs/demo"
 

@@ -20,9 +20,8 @@ Langevin step conventions (both explicit, never mixed silently):
   The paper's text states eps = 2e-5, but its official sampler runs step_lr = 2e-5 in this
   convention, i.e. eps = 4e-5 (docs/core.md).
 
-Network evaluations per schedule of L levels: annealed Langevin L T (+1 with the final denoising
-step), consistent annealed sampling L T, predictor-corrector L (1 + correctors), the EDM/Heun
-sampler 2 L - 1, DPM-Solver++(2M) L.
+What each costs in score evaluations is part of its typed settings
+(:mod:`ncsn.spec.samplers`).
 """
 
 from __future__ import annotations
@@ -277,6 +276,16 @@ def edm_sampler(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float], *,
             x_next = x + (sigma_next - sigma_hat) * 0.5 * (slope + slope_next)
         x = updates(x_next, sigma_next, level, 0, sigma)
     return x
+
+
+def probability_flow_ode(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float], *,
+                         generator: torch.Generator | None = None,
+                         callback: Callback | None = None,
+                         constrain: Constraint | None = None) -> Tensor:
+    """Heun's method on the probability-flow ODE (Karras et al. 2022, Algorithm 1): the
+    deterministic :func:`edm_sampler`, without churn; ``generator`` is unused."""
+    return edm_sampler(score, x, sigmas, s_churn=0.0, generator=generator, callback=callback,
+                       constrain=constrain)
 
 
 @torch.no_grad()

@@ -12,6 +12,8 @@ from ncsn.data.transforms import (
     logit_transform,
     random_hflip,
     to_float,
+    to_model_space,
+    to_pixels,
 )
 from ncsn.data.transforms import uniform_dequantize as dequantize
 
@@ -26,4 +28,6 @@ __all__ = [
     "logit_transform",
     "random_hflip",
     "to_float",
+    "to_model_space",
+    "to_pixels",
 ]

@@ -43,6 +43,16 @@ def inverse_logit_transform(y: torch.Tensor, lam: float = 1e-6) -> torch.Tensor:
     return (torch.sigmoid(y) - lam) / (1.0 - 2.0 * lam)
 
 
+def to_model_space(pixels: torch.Tensor, logit: bool) -> torch.Tensor:
+    """Images in [0, 1] -> the space the network models (their logits under ``logit``)."""
+    return logit_transform(pixels) if logit else pixels
+
+
+def to_pixels(x: torch.Tensor, logit: bool) -> torch.Tensor:
+    """Model space -> images in [0, 1] (inverse logit under ``logit``, then clamped)."""
+    return (inverse_logit_transform(x) if logit else x).clamp(0.0, 1.0)
+
+
 def apply_train_transforms(x: torch.Tensor, *, dequantize: bool, hflip: bool, logit: bool,
                            generator: torch.Generator | None = None) -> torch.Tensor:
     """Training transforms on float images in [0, 1], in order: flip, dequantize, logit."""
@@ -50,6 +60,4 @@ def apply_train_transforms(x: torch.Tensor, *, dequantize: bool, hflip: bool, lo
         x = random_hflip(x, generator)
     if dequantize:
         x = uniform_dequantize(x, generator)
-    if logit:
-        x = logit_transform(x)
-    return x
+    return to_model_space(x, logit)

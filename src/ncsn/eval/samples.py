@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from tqdm import tqdm
 from ncsn.errors import UserError
 from ncsn.imageio import list_images, load_image, load_npz_images, save_npz
 from ncsn.seeding import derived_seed
+
+if TYPE_CHECKING:
+    from ncsn.sampling import SamplingPlan, ScoreModel
 
 
 def load_samples(source: str | Path, channels: int | None = None,
@@ -63,32 +66,20 @@ def _write_settings(out_dir: Path, record: dict[str, Any]) -> None:
     path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
-def generate_samples(model: str | Path, out_dir: str | Path, num_samples: int, *,
-                     shard_size: int = 100, seed: int = 0, device: str | torch.device = "cpu",
-                     sampler: str | None = None, nfe: int | None = None,
-                     schedule: str | None = None, num_levels: int | None = None,
-                     rho: float | None = None, overrides: dict[str, Any] | None = None,
+def generate_samples(model: ScoreModel, plan: SamplingPlan, out_dir: str | Path,
+                     num_samples: int, *, shard_size: int = 100, seed: int = 0,
                      progress: bool = False) -> torch.Tensor:
-    """Draw ``num_samples`` images from a saved model in resumable shards under ``out_dir``,
-    through :mod:`ncsn.sampling` (the model's default sampler unless ``sampler``, ``nfe``,
-    ``schedule``, ``num_levels``, ``rho`` or sampler settings ``overrides`` say otherwise);
-    returns them in [0, 1]. The record in ``settings.json`` includes the device type: random
-    streams differ between CPU and CUDA, so a rerun on another device type is refused."""
-    from ncsn.nets.io import load_model, resolve_model_path
-    from ncsn.sampling import accepts_any_sigma, plan_sampling, sample_images
-
+    """Draw ``num_samples`` images from a loaded ``model`` with ``plan`` (from
+    :meth:`~ncsn.sampling.ScoreModel.plan`) in resumable shards under ``out_dir``; returns them
+    in [0, 1]. The record in ``settings.json`` includes the device type: random streams differ
+    between CPU and CUDA, so a rerun on another device type is refused."""
     if num_samples < 1 or shard_size < 1:
         raise UserError(f"num_samples and shard_size must be >= 1, got {num_samples}, "
                         f"{shard_size}")
     out_dir = Path(out_dir)
-    device = torch.device(device)
-    net, spec = load_model(model, device)
-    plan = plan_sampling(spec, continuous=accepts_any_sigma(net), sampler=sampler, nfe=nfe,
-                         schedule=schedule, num_levels=num_levels, rho=rho, settings=overrides)
-    _write_settings(out_dir, {"model": str(resolve_model_path(model).resolve()),
-                              "shard_size": shard_size, "seed": seed, "device": device.type,
-                              **plan.record()})
-    shape = (int(spec["channels"]), int(spec["image_size"]), int(spec["image_size"]))
+    source = str(model.path.resolve()) if model.path is not None else "(in memory)"
+    _write_settings(out_dir, {"model": source, "shard_size": shard_size, "seed": seed,
+                              "device": model.device.type, **plan.record()})
     num_shards = -(-num_samples // shard_size)
     shards = []
     for k in tqdm(range(num_shards), desc="sampling", unit="shard", disable=not progress,
@@ -100,9 +91,8 @@ def generate_samples(model: str | Path, out_dir: str | Path, num_samples: int, *
             if len(images) >= count:
                 shards.append(images[:count])
                 continue
-        gen = torch.Generator(device=device).manual_seed(derived_seed(seed, k))
-        images = sample_images(net, plan, shard_size, shape, generator=gen, device=device,
-                               batch_size=shard_size)
+        images = model.sample(shard_size, plan=plan, seed=derived_seed(seed, k),
+                              batch_size=shard_size)
         save_npz(images, path)
         shards.append(torch.from_numpy(load_npz_images(path))[:count])
     return torch.cat(shards)

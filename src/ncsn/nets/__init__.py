@@ -4,6 +4,12 @@
 config section; ``ncsn.nets.io`` saves and loads self-describing model files.
 """
 
-from ncsn.nets.registry import NETWORKS, build_network, network_class, network_fields
+from ncsn.nets.registry import (
+    NETWORKS,
+    accepts_any_sigma,
+    build_network,
+    network_class,
+    network_fields,
+)
 
-__all__ = ["NETWORKS", "build_network", "network_class", "network_fields"]
+__all__ = ["NETWORKS", "accepts_any_sigma", "build_network", "network_class", "network_fields"]

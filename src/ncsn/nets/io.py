@@ -1,9 +1,6 @@
-"""Self-describing model files: ``<stem>.safetensors`` (weights) + ``<stem>.json`` (spec).
-
-The spec is ``{"network": {"name": ..., hyper-parameters}, "channels": C, "image_size": S,
-"sigmas": [sigma_1, ..., sigma_L], "sampling": {...}}`` ("sampling", optional, holds the default
-sampling choices read by :func:`ncsn.sampling.stored_sampling`); it is all that is needed to
-rebuild the network.
+"""Self-describing model files: ``<stem>.safetensors`` (weights) + ``<stem>.json`` (the
+:class:`~ncsn.spec.model.ModelSpec`: network section, image shape, noise levels, data space,
+stored sampling choice; all that is needed to rebuild the network and sample from it).
 """
 
 from __future__ import annotations
@@ -11,7 +8,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -20,11 +16,9 @@ from torch import Tensor, nn
 
 from ncsn.errors import UserError
 from ncsn.nets.registry import build_network
+from ncsn.spec.model import ModelSpec
 
-SPEC_KEYS = ("network", "channels", "image_size", "sigmas")
 MAX_LISTED = 8
-
-
 
 def _listing(keys: list[str]) -> str:
     more = f" (+{len(keys) - MAX_LISTED} more)" if len(keys) > MAX_LISTED else ""
@@ -59,22 +53,14 @@ def _stem(path: str | Path) -> Path:
     return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
 
 
-def save_model(path: str | Path, net: nn.Module, spec: Mapping[str, Any]) -> Path:
+def save_model(path: str | Path, net: nn.Module, spec: ModelSpec) -> Path:
     """Write ``<stem>.safetensors`` and ``<stem>.json``; returns the .safetensors path."""
-    missing = [k for k in SPEC_KEYS if k not in spec]
-    if missing:
-        raise ValueError(f"model spec lacks {', '.join(missing)}")
     stem = _stem(path)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    sigmas = spec["sigmas"]
-    record = dict(spec)
-    record["sigmas"] = [float(s) for s in (sigmas.tolist() if isinstance(sigmas, Tensor)
-                                            else sigmas)]
-    record["network"] = dict(spec["network"])
     weights = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
     weights_path = stem.with_suffix(".safetensors")
     save_file(weights, str(weights_path), metadata={"format": "pt"})
-    stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    stem.with_suffix(".json").write_text(json.dumps(spec.to_json(), indent=2) + "\n")
     return weights_path
 
 
@@ -96,25 +82,25 @@ def resolve_model_path(path: str | Path) -> Path:
     return stem
 
 
-def read_spec(path: str | Path) -> dict[str, Any]:
-    """Read and check a model's JSON spec (UserError when unreadable or incomplete)."""
+def read_spec(path: str | Path) -> ModelSpec:
+    """Read and check a model's JSON spec, of any form ncsn wrote (UserError when unreadable,
+    incomplete or out of bounds)."""
     json_path = _stem(path).with_suffix(".json")
     try:
-        spec = json.loads(json_path.read_text())
+        raw = json.loads(json_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise UserError(f"cannot read model spec {json_path}: {err}") from err
-    if not isinstance(spec, dict):
-        raise UserError(f"model spec {json_path} must be a JSON object")
-    missing = [k for k in SPEC_KEYS if k not in spec]
-    if missing:
-        raise UserError(f"model spec {json_path} lacks {', '.join(missing)}")
-    if not isinstance(spec["network"], dict):
-        raise UserError(f"model spec {json_path}: 'network' must be an object with a 'name'")
-    return spec
+    return ModelSpec.from_json(raw, f"model spec {json_path}")
+
+
+def build_from_spec(spec: ModelSpec) -> nn.Module:
+    """The (untrained) network a spec describes."""
+    return build_network(spec.network, channels=spec.channels, image_size=spec.image_size,
+                         sigmas=spec.sigma_tensor())
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"
-               ) -> tuple[nn.Module, dict[str, Any]]:
+               ) -> tuple[nn.Module, ModelSpec]:
     """Rebuild a network from its model file(s) and load its weights; returns (net, spec).
 
     ``path``: the .safetensors, the .json, their common stem, or a run directory. The network
@@ -122,13 +108,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
     """
     stem = resolve_model_path(path)
     spec = read_spec(stem)
-    try:
-        sigmas = torch.tensor(spec["sigmas"], dtype=torch.float32)
-        channels, image_size = int(spec["channels"]), int(spec["image_size"])
-    except (TypeError, ValueError) as err:
-        raise UserError(f"model spec {stem}.json has bad sigmas/channels/image_size: "
-                        f"{err}") from err
-    net = build_network(spec["network"], channels=channels, image_size=image_size, sigmas=sigmas)
+    net = build_from_spec(spec)
     weights_path = stem.with_suffix(".safetensors")
     try:
         state = load_file(str(weights_path))

@@ -10,6 +10,8 @@ _ACTIVATIONS = {"softplus": nn.Softplus, "elu": nn.ELU, "silu": nn.SiLU, "tanh":
 class ToyMLP(nn.Module):
     """Unconditional score MLP: ``forward(x, sigma)`` ignores ``sigma`` (one noise level)."""
 
+    continuous_sigma = True  # any sigma is accepted (and ignored)
+
     def __init__(self, *, dim: int = 2, hidden: int = 128, depth: int = 2,
                  activation: str = "softplus") -> None:
         super().__init__()

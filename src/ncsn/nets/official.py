@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import Tensor, nn
 
 from ncsn.core.noise import geometric_sigmas
 from ncsn.errors import UserError, weights_only_load_reason
-from ncsn.nets.io import load_weights, save_model
-from ncsn.nets.registry import build_network
+from ncsn.nets.io import build_from_spec, load_weights, save_model
+from ncsn.spec.model import DataSpace, ModelSpec, StoredSampling
+from ncsn.spec.samplers import AnnealedLangevin
+from ncsn.spec.values import user_error
 
 PREFIX = "module."
 
@@ -35,10 +38,8 @@ OFFICIAL_SIGMAS = {"sigma_max": 1.0, "sigma_min": 0.01, "num_levels": 10}
 # step_lr = 2e-5 in its own convention (x + a s + sqrt(2a) z, a = step_lr sigma_i^2 / sigma_L^2):
 # paper-convention eps = 4e-5, twice the 2e-5 of the paper's text (docs/core.md). Converted
 # checkpoints sample the same way.
-OFFICIAL_SAMPLING: dict[str, Any] = {
-    "sampler": "annealed_langevin",
-    "settings": {"n_steps_each": 100, "step_size": 2e-5, "convention": "official",
-                 "final_denoise": False}}
+OFFICIAL_SAMPLING = StoredSampling(settings=AnnealedLangevin(
+    n_steps_each=100, step_size=2e-5, convention="official", final_denoise=False))
 
 
 def strip_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -70,7 +71,7 @@ def load_official_state_dict(path: str | Path) -> dict[str, Tensor]:
     return strip_prefix(obj)
 
 
-def official_spec(preset: str, *, logit: bool = False, **overrides: Any) -> dict[str, Any]:
+def official_spec(preset: str, *, logit: bool = False, **overrides: Any) -> ModelSpec:
     """A model spec for an official checkpoint: the preset's sizes, 10 levels 1 -> 0.01, the
     official sampler (:data:`OFFICIAL_SAMPLING`); ``overrides`` (ngf, channels, image_size,
     sigma_max, sigma_min, num_levels) that are not None replace preset values. ``logit``: the
@@ -90,28 +91,25 @@ def official_spec(preset: str, *, logit: bool = False, **overrides: Any) -> dict
     network: dict[str, Any] = {"name": "cond_refinenet", "ngf": int(values["ngf"])}
     if logit:
         network["logit_input"] = True
-    return {
-        "network": network,
-        "channels": int(values["channels"]),
-        "image_size": int(values["image_size"]),
-        "sigmas": sigmas.tolist(),
-        "sampling": {**OFFICIAL_SAMPLING, "logit": logit},
-        "source": "official NCSN checkpoint",
-    }
+    try:
+        return ModelSpec(network=network, channels=int(values["channels"]),
+                         image_size=int(values["image_size"]), sigmas=tuple(sigmas.tolist()),
+                         data=DataSpace(logit=logit), sampling=OFFICIAL_SAMPLING,
+                         provenance={"source": "official NCSN checkpoint"})
+    except ValidationError as err:
+        raise user_error(err, "official checkpoint spec: ") from None
 
 
-def load_official(checkpoint: str | Path, spec: Mapping[str, Any]) -> nn.Module:
+def load_official(checkpoint: str | Path, spec: ModelSpec) -> nn.Module:
     """The network described by ``spec`` with an official checkpoint's weights (eval mode);
     a UserError names the offending keys when the checkpoint does not fit."""
     state = load_official_state_dict(checkpoint)
-    net = build_network(spec["network"], channels=int(spec["channels"]),
-                        image_size=int(spec["image_size"]),
-                        sigmas=torch.tensor(spec["sigmas"], dtype=torch.float32))
+    net = build_from_spec(spec)
     load_weights(net, state, f"checkpoint {checkpoint}")
     return net.eval()
 
 
-def convert_official(checkpoint: str | Path, out: str | Path, spec: Mapping[str, Any]) -> Path:
+def convert_official(checkpoint: str | Path, out: str | Path, spec: ModelSpec) -> Path:
     """Convert an official checkpoint to our model files at ``out`` (``.safetensors`` + ``.json``
     spec); returns the written ``.safetensors`` path."""
-    return save_model(out, load_official(checkpoint, spec), dict(spec))
+    return save_model(out, load_official(checkpoint, spec), spec)

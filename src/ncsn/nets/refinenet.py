@@ -104,7 +104,7 @@ class CondRefineNetDilated(RefineNetBody):
     the input is not rescaled to 2x - 1; a config with ``data.logit`` sets it by default.
     """
 
-    continuous_sigma = False  # only the trained levels (ncsn.sampling.accepts_any_sigma)
+    continuous_sigma = False  # only the trained levels (ncsn.nets.accepts_any_sigma)
 
     def __init__(self, *, channels: int, sigmas: Tensor, ngf: int = 64,
                  logit_input: bool = False) -> None:

@@ -5,6 +5,11 @@ Every network class has a keyword-only constructor
 ``Cls(*, channels: int, image_size: int, sigmas: Tensor, **hyper_parameters)``; a class may omit
 any of ``channels``, ``image_size``, ``sigmas`` (only those its signature names are passed).
 Classes are imported lazily from their import path, so a missing module fails only when used.
+
+A *backbone* network (:data:`BACKBONES`, e.g. ``unet_small``) outputs F(h, sigma), not a score:
+its section also takes the preconditioning fields :data:`PRECOND_FIELDS` and it is built wrapped
+in :class:`ncsn.nets.precond.Preconditioned`. Every network class says whether it accepts any
+sigma (``continuous_sigma``; :func:`accepts_any_sigma`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,16 @@ NETWORKS: dict[str, str] = {
     "resnet_score": "ncsn.nets.resnet:ResNetScore",
 }
 CONTEXT_ARGS = ("channels", "image_size", "sigmas")
+# backbones and their default preconditioner (ncsn.nets.precond.PRECONDITIONERS)
+BACKBONES: dict[str, str] = {"unet_small": "ncsnv2"}
+PRECOND_FIELDS: dict[str, Any] = {"precond": "ncsnv2", "sigma_data": 0.5, "data_mean": 0.5}
+
+
+def accepts_any_sigma(net: nn.Module) -> bool:
+    """Whether ``net`` is conditioned on continuous sigma: its class says so with
+    ``continuous_sigma = True`` (False, the default, for networks that know only their trained
+    levels, like the paper's CondRefineNetDilated)."""
+    return bool(getattr(net, "continuous_sigma", False))
 
 
 def network_class(name: str) -> type[nn.Module]:
@@ -47,8 +62,11 @@ def network_fields(name: str) -> dict[str, Any]:
     """Hyper-parameters of network ``name`` with their defaults (``inspect.Parameter.empty``
     for required ones); ``channels``, ``image_size`` and ``sigmas`` are not fields."""
     params = inspect.signature(network_class(name)).parameters
-    return {p.name: p.default for p in params.values()
-            if p.name not in CONTEXT_ARGS and p.kind == inspect.Parameter.KEYWORD_ONLY}
+    fields = {p.name: p.default for p in params.values()
+              if p.name not in CONTEXT_ARGS and p.kind == inspect.Parameter.KEYWORD_ONLY}
+    if name in BACKBONES:
+        fields.update({**PRECOND_FIELDS, "precond": BACKBONES[name]})
+    return fields
 
 
 def _type_problem(value: Any, default: Any) -> str | None:
@@ -104,11 +122,18 @@ def build_network(section: Mapping[str, Any], *, channels: int, image_size: int,
     name = section["name"]
     cls = network_class(name)
     given = {k: v for k, v in section.items() if k != "name"}
+    precond = {k: given.pop(k) for k in PRECOND_FIELDS if k in given}
     params = inspect.signature(cls).parameters
     context = {"channels": channels, "image_size": image_size, "sigmas": sigmas}
     kwargs = {k: v for k, v in context.items() if k in params}
     try:
-        return cls(**kwargs, **given)
+        net = cls(**kwargs, **given)
+        if name not in BACKBONES:
+            return net
+        from ncsn.nets.precond import Preconditioned
+
+        kind = precond.pop("precond", BACKBONES[name])
+        return Preconditioned(net, kind, **precond)
     except ValueError as err:  # a hyper-parameter value the network itself rejects
         raise UserError(f"model: network {name!r} rejects its fields: {err}; fix the model "
                         "section of the config") from None

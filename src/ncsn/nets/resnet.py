@@ -21,6 +21,8 @@ class ResNetScore(nn.Module):
     ``forward(x, sigma)`` ignores sigma: it models the score of one fixed distribution.
     """
 
+    continuous_sigma = True  # any sigma is accepted (and ignored)
+
     def __init__(self, *, channels: int, width: int = 32, n_blocks: int = 2) -> None:
         super().__init__()
         self.head = nn.Conv2d(channels, width, 3, padding=1)

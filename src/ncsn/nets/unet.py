@@ -5,10 +5,9 @@ resolution for one residual block only and does most work at 14x14 and 7x7, so t
 (``ngf=16``, ``ch_mult=(1, 2, 4)``) costs about 0.07 GFLOP per 28x28 sample.
 
 A learned embedding of log(sigma) is added inside every residual block, so any positive sigma
-is accepted. ``precond`` picks how the U-Net's output becomes a score
-(:mod:`ncsn.nets.precond`): ``"ncsnv2"`` (default), s = F(c_in (2x - 1), sigma) / sigma, or
-``"edm"``, s = (D(x; sigma) - x) / sigma^2 with EDM's denoiser around ``data_mean`` and
-``sigma_data``.
+is accepted. The U-Net is a backbone F(h, sigma): the network registry wraps it in
+:class:`ncsn.nets.precond.Preconditioned`, which turns F into a score (the model section's
+``precond``, ``sigma_data`` and ``data_mean``).
 """
 
 from __future__ import annotations
@@ -19,8 +18,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from ncsn.nets.precond import PRECONDITIONERS
 
 
 def _groups(channels: int, groups: int) -> int:
@@ -73,24 +70,19 @@ class UNetSmall(nn.Module):
     first (pixel unshuffle; undone at the output), so the U-Net runs at 1/patch resolution: for
     28x28 digits ``patch=2`` spends the compute of a 28x28 net on four times the width.
     ``sigmas`` is accepted for the registry but not needed: the network takes any positive sigma.
+    ``forward(h, sigma)`` is the raw U-Net F on a preconditioned input (see the module
+    docstring).
     """
 
     continuous_sigma = True
 
     def __init__(self, *, channels: int, image_size: int, sigmas: Tensor | None = None,
                  ngf: int = 16, ch_mult: Sequence[int] = (1, 2, 4), num_res_blocks: int = 1,
-                 emb_dim: int = 64, groups: int = 8, patch: int = 1, precond: str = "ncsnv2",
-                 sigma_data: float = 0.5, data_mean: float = 0.5) -> None:
+                 emb_dim: int = 64, groups: int = 8, patch: int = 1) -> None:
         super().__init__()
         del sigmas
-        if precond not in PRECONDITIONERS:
-            raise ValueError(f"precond must be one of {', '.join(PRECONDITIONERS)}, got "
-                             f"{precond!r}")
-        if sigma_data <= 0:
-            raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
         if patch < 1 or image_size % patch:
             raise ValueError(f"patch must be >= 1 and divide image_size {image_size}, got {patch}")
-        self.precond, self.sigma_data, self.data_mean = precond, sigma_data, data_mean
         self.patch = patch
         if not ch_mult or any(int(m) < 1 for m in ch_mult):
             raise ValueError(f"ch_mult must be a non-empty list of positive ints, got {ch_mult}")
@@ -116,15 +108,9 @@ class UNetSmall(nn.Module):
         self.norm_out = nn.GroupNorm(_groups(widths[0], groups), widths[0])
         self.conv_out = nn.Conv2d(widths[0], channels * patch**2, 3, padding=1)
 
-    def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
-        """Score estimate s(x, sigma) for images ``x`` (B, C, H, W) and scales ``sigma`` (B,)."""
-        return PRECONDITIONERS[self.precond](self.backbone, x, sigma.to(x.dtype).reshape(-1),
-                                             sigma_data=self.sigma_data,
-                                             data_mean=self.data_mean)
-
-    def backbone(self, h: Tensor, sigma: Tensor) -> Tensor:
-        """The raw U-Net F(h, sigma) on a preconditioned input ``h``."""
-        emb = self.embed(sigma)
+    def forward(self, h: Tensor, sigma: Tensor) -> Tensor:
+        """The raw U-Net F(h, sigma) on a preconditioned input ``h`` (B, C, H, W), sigma (B,)."""
+        emb = self.embed(sigma.to(h.dtype).reshape(-1))
         h = self.conv_in(F.pixel_unshuffle(h, self.patch) if self.patch > 1 else h)
         skips = []
         for k, blocks in enumerate(self.down_blocks):

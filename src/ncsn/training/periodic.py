@@ -6,16 +6,17 @@ these logs trains the same weights)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
 from ncsn.config import Config
 from ncsn.core.losses import dsm_loss
-from ncsn.data import logit_transform, to_float
+from ncsn.data import to_float, to_model_space
 from ncsn.imageio import make_grid, save_grid
-from ncsn.sampling import accepts_any_sigma, plan_sampling, sample_images
+from ncsn.sampling import ScoreModel
+from ncsn.spec.model import ModelSpec
 from ncsn.training.distributed import DistInfo
 from ncsn.training.logs import MetricsLog
 from ncsn.training.setup import load_split
@@ -45,7 +46,7 @@ class TrainingRun(Protocol):
     @property
     def eval_model(self) -> nn.Module: ...
 
-    def model_spec(self) -> dict[str, Any]: ...
+    def model_spec(self) -> ModelSpec: ...
 
 
 class Periodic:
@@ -82,9 +83,8 @@ class Periodic:
         same levels and noise every time (so values are comparable across steps)."""
         tr = self.tr
         assert self.test_images is not None
-        x = to_float(self.test_images[:tr.config.training.test_batch_size]).to(tr.device)
-        if tr.config.data.logit:
-            x = logit_transform(x)
+        x = to_model_space(to_float(self.test_images[:tr.config.training.test_batch_size]),
+                           tr.config.data.logit).to(tr.device)
         net = tr.eval_model.eval()
         loss = dsm_loss(net, x, tr.sigmas_dev, anneal_power=tr.config.training.anneal_power,
                         sigma_data=tr.loss_sigma_data,
@@ -95,12 +95,8 @@ class Periodic:
     def samples(self, n: int, offset: int) -> Tensor:
         """``n`` images in [0, 1] from the eval network with the model's default sampler."""
         tr = self.tr
-        net = tr.eval_model.eval()
-        spec = tr.model_spec()
-        plan = plan_sampling(spec, continuous=accepts_any_sigma(net))
-        shape = (tr.channels, tr.image_size, tr.image_size)
-        return sample_images(net, plan, n, shape, generator=self._generator(offset),
-                             device=tr.device, batch_size=SAMPLE_BATCH)
+        model = ScoreModel(tr.eval_model.eval(), tr.model_spec(), tr.device)
+        return model.sample(n, seed=tr.config.training.seed + offset, batch_size=SAMPLE_BATCH)
 
     def sample_grid(self, path: Path) -> Path:
         n = min(self.tr.config.sampling.num_samples, GRID_MAX)

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ncsn.config import Config, TrainingConfig
 from ncsn.core.noise import geometric_sigmas, ncsnv2_num_levels, ncsnv2_sigma_max
-from ncsn.data import load_dataset, logit_transform, to_float
+from ncsn.data import load_dataset, to_float, to_model_space
 from ncsn.errors import UserError
 
 AUTO_SIGMA_SUBSET = 5000  # images used for NCSNv2's sigma_1 = max pairwise distance
@@ -62,20 +62,15 @@ def load_split(config: Config, split: str) -> Tensor:
                         download=d.download)
 
 
-def network_space(config: Config, images: Tensor) -> Tensor:
-    """uint8 images as the network sees them: floats in [0, 1], logits under ``data.logit``."""
-    data = to_float(images)
-    return logit_transform(data) if config.data.logit else data
-
-
 def sigma_max_sample(config: Config, train_images: Tensor) -> Tensor:
     """The images ``sigma_max: auto`` measures (NCSNv2 technique 1): all of them, or a fixed
     random subset of ``AUTO_SIGMA_SUBSET`` seeded by ``training.seed``, in network space."""
     n = train_images.shape[0]
     if n <= AUTO_SIGMA_SUBSET:
-        return network_space(config, train_images)
+        return to_model_space(to_float(train_images), config.data.logit)
     gen = torch.Generator().manual_seed(config.training.seed)
-    return network_space(config, train_images[torch.randperm(n, generator=gen)[:AUTO_SIGMA_SUBSET]])
+    subset = train_images[torch.randperm(n, generator=gen)[:AUTO_SIGMA_SUBSET]]
+    return to_model_space(to_float(subset), config.data.logit)
 
 
 def resolve_noise(config: Config, train_images: Tensor) -> tuple[Config, Tensor]:
@@ -99,19 +94,12 @@ def resolve_noise(config: Config, train_images: Tensor) -> tuple[Config, Tensor]
     return resolved, geometric_sigmas(float(sigma_max), noise.sigma_min, int(num_levels))
 
 
-def sampling_spec(config: Config) -> dict[str, Any]:
-    """The model's default sampling choices (``spec["sampling"]``, read back by
-    :func:`ncsn.sampling.stored_sampling`); ``step_size: auto`` is resolved when sampling."""
-    s = config.sampling
-    return {"sampler": s.sampler, "schedule": s.schedule, "nfe": s.nfe,
-            "num_levels": s.num_levels, "rho": s.rho, "settings": s.settings(),
-            "logit": config.data.logit}
-
-
 def check_noise_model(config: Config, net: torch.nn.Module) -> float | None:
     """Check that the network can be trained with the configured noise levels and loss weight;
-    returns the sigma_data of the EDM weighting (None for the plain sigma^power weight)."""
-    from ncsn.sampling import accepts_any_sigma
+    returns the sigma_data of the EDM weighting (None for the plain sigma^power weight), the
+    data scale of the network's preconditioning."""
+    from ncsn.nets.precond import Preconditioned
+    from ncsn.nets.registry import accepts_any_sigma
 
     name = config.model["name"]
     if config.noise.distribution != "discrete" and not accepts_any_sigma(net):
@@ -120,11 +108,11 @@ def check_noise_model(config: Config, net: torch.nn.Module) -> float | None:
                         "noise.distribution=discrete or a network such as unet_small or ncsnv2")
     if config.training.weighting == "power":
         return None
-    sigma_data = getattr(net, "sigma_data", None)
-    if sigma_data is None:
-        raise UserError(f"training.weighting edm needs the network's sigma_data, which network "
-                        f"{name!r} does not have; use training.weighting=power")
-    return float(sigma_data)
+    if not isinstance(net, Preconditioned):
+        raise UserError(f"training.weighting edm needs the sigma_data of a preconditioned "
+                        f"backbone, and network {name!r} is not one; use "
+                        "training.weighting=power or a backbone such as unet_small")
+    return float(net.sigma_data)
 
 
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str,

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ncsn.config import Config, config_to_dict, save_config
+from ncsn.config import Config, config_to_dict, model_spec, save_config
 from ncsn.core.losses import draw_levels, draw_projections, dsm_loss, ssm_loss
 from ncsn.core.noise import draw_sigmas
 from ncsn.data import apply_train_transforms, to_float
@@ -31,6 +31,7 @@ from ncsn.errors import UserError
 from ncsn.nets import build_network
 from ncsn.nets.io import save_model
 from ncsn.seeding import derived_seed
+from ncsn.spec.model import ModelSpec
 from ncsn.training import checkpoint as ckpt
 from ncsn.training import periodic
 from ncsn.training.distributed import (
@@ -52,7 +53,6 @@ from ncsn.training.setup import (
     load_split,
     prepare_run_dir,
     resolve_noise,
-    sampling_spec,
 )
 
 COMPILE_BACKEND = "inductor"  # torch.compile's backend for ``training.compile``
@@ -341,11 +341,10 @@ class Trainer:
         self.log.write({"step": self.step, e.metric: value, "best": improved,
                         "eval_num_samples": e.num_samples})
 
-    def model_spec(self) -> dict[str, Any]:
+    def model_spec(self) -> ModelSpec:
         """The spec written beside the weights (:mod:`ncsn.nets.io`), also used for grids."""
-        return {"network": self.config.model, "channels": self.channels,
-                "image_size": self.image_size, "sigmas": self.sigmas,
-                "sampling": sampling_spec(self.config)}
+        return model_spec(self.config, channels=self.channels, image_size=self.image_size,
+                          sigmas=self.sigmas.tolist())
 
     def _write_models(self) -> None:
         """``model`` and, with EMA on, ``model_ema`` (which ``load_model`` prefers: a stale one
