@@ -29,7 +29,8 @@ from pydantic import (
 from ncsn.errors import UserError
 from ncsn.spec.model import DataSpace, ModelSpec, StoredSampling
 from ncsn.spec.samplers import DEFAULT_RHO, AnnealedLangevin, AnySettings, Schedule
-from ncsn.spec.values import LevelsOrAuto, PositiveOrAuto, ThreadsOrAuto, user_error
+from ncsn.spec.validation import user_error
+from ncsn.spec.values import LevelsOrAuto, PositiveOrAuto, ThreadsOrAuto
 
 
 class _YamlLoader(yaml.SafeLoader):

@@ -23,7 +23,7 @@ from ncsn.errors import UserError, weights_only_load_reason
 from ncsn.nets.io import build_from_spec, load_weights, save_model
 from ncsn.spec.model import DataSpace, ModelSpec, StoredSampling
 from ncsn.spec.samplers import AnnealedLangevin
-from ncsn.spec.values import user_error
+from ncsn.spec.validation import user_error
 
 PREFIX = "module."
 

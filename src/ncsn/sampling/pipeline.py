@@ -27,13 +27,8 @@ from ncsn.data.transforms import to_model_space, to_pixels
 from ncsn.errors import UserError
 from ncsn.sampling.registry import SCHEDULES, Sampler, sampler_entry
 from ncsn.spec.model import ModelSpec, StoredSampling
-from ncsn.spec.samplers import (
-    DEFAULT_RHO,
-    SamplerSettings,
-    build_settings,
-    fit_steps,
-    levels_for_budget,
-)
+from ncsn.spec.samplers import DEFAULT_RHO, SamplerSettings, fit_steps, levels_for_budget
+from ncsn.spec.validation import build_settings
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ncsn.errors import UserError
 from ncsn.spec.samplers import DEFAULT_RHO, AnnealedLangevin, AnySettings, Schedule
-from ncsn.spec.values import user_error
+from ncsn.spec.validation import user_error
 
 if TYPE_CHECKING:
     from torch import Tensor

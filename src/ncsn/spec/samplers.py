@@ -11,13 +11,13 @@ The functions that run them are registered in :mod:`ncsn.sampling.registry`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import annotated_types
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from ncsn.spec.values import SETTINGS, PositiveOrAuto, user_error
+from ncsn.spec.values import PositiveOrAuto
 
 Prior = Literal["uniform", "uniform_noise"]
 Schedule = Literal["model", "geometric", "karras"]
@@ -180,7 +180,6 @@ SAMPLER_SETTINGS: dict[str, type[SamplerSettings]] = {c.name(): c for c in SAMPL
 AnySettings = Annotated[AnnealedLangevin | ConsistentAnnealed | PredictorCorrector
                         | ProbabilityFlowODE | EDM | DPMSolver2M,
                         Field(discriminator="sampler")]
-_TAGGED = TypeAdapter(dict[Literal["settings"], AnySettings])
 
 
 def setting_owners() -> dict[str, list[str]]:
@@ -190,18 +189,6 @@ def setting_owners() -> dict[str, list[str]]:
         for field in cls.option_names():
             owners.setdefault(field, []).append(cls.name())
     return owners
-
-
-def build_settings(sampler: str, values: Mapping[str, Any], *, where: str = "",
-                   label: Callable[[Sequence[str]], str] | None = None) -> SamplerSettings:
-    """``sampler``'s settings from ``values`` (None values mean the default), validated once;
-    a UserError ``<where><label(path)>: problem`` otherwise (unknown sampler, a setting of
-    another sampler, a bad value)."""
-    given = {k: v for k, v in values.items() if v is not None}
-    try:
-        return _TAGGED.validate_python({SETTINGS: {"sampler": sampler, **given}})[SETTINGS]
-    except ValidationError as err:
-        raise user_error(err, where, label) from None
 
 
 def _minimum(cls: type[SamplerSettings], field: str) -> int:
