@@ -46,10 +46,3 @@ def test_old_model_files_inpaint_the_recorded_images(stem) -> None:
     model = ncsn.load(DATA / stem)
     done = model.inpaint(model.sample(2, seed=5), "right", k=2, seed=7, batch_size=3)
     assert RECORD.digest(done) == HASHES[f"{stem}/inpaint/default"]
-
-
-def test_every_registered_sampler_is_covered() -> None:
-    from ncsn.sampling import SAMPLERS
-
-    covered = {sampler for _, _, sampler, _ in RUNS if sampler is not None}
-    assert covered == set(SAMPLERS)

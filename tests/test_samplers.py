@@ -3,6 +3,7 @@ distance to exact samples), a Gaussian (mean and std), seeds, callbacks and inpa
 
 from __future__ import annotations
 
+import math
 import statistics
 
 import pytest
@@ -30,6 +31,7 @@ SAMPLER_CASES = {
     "edm": (S.edm_sampler, karras_sigmas(40.0, 0.01, 80),
             {"s_churn": 10.0, "s_tmin": 0.05, "s_tmax": 50.0}, 0.0),
     "dpm_solver_2m": (S.dpm_solver_2m, karras_sigmas(40.0, 0.01, 30), {}, 0.0),
+    "dpm_solver_3m": (S.dpm_solver_3m, karras_sigmas(40.0, 0.01, 30), {}, 0.0),
 }
 
 
@@ -100,7 +102,7 @@ def test_same_generator_seed_gives_the_same_samples(name):
         return fn(mix, start, sigmas, generator=torch.Generator().manual_seed(seed), **settings)
 
     assert torch.equal(run(3), run(3))
-    deterministic = name in ("probability_flow_ode", "dpm_solver_2m")
+    deterministic = name in ("probability_flow_ode", "dpm_solver_2m", "dpm_solver_3m")
     assert torch.equal(run(3), run(4)) == deterministic
 
 
@@ -191,3 +193,28 @@ def test_karras_sigmas_endpoints_and_spacing():
     # rho = 7: absolute steps shrink towards sigma_min while steps in log sigma grow.
     steps, ratios = s[:-1] - s[1:], s[:-1] / s[1:]
     assert (steps[:-1] > steps[1:]).all() and (ratios[:-1] < ratios[1:]).all()
+
+
+def _ode_error(fn, levels: int) -> float:
+    """Largest error of ``fn`` on the probability-flow ODE of N(MU, S^2) data, whose exact
+    solution is x(sigma) = MU + (x - MU) sqrt((S^2 + sigma^2) / (S^2 + sigma_1^2)), from
+    sigma_1 = 10 to 0.05, followed by the exact final denoising step (float64)."""
+    mu, s2, top, bottom = 0.3, 0.04, 10.0, 0.05
+
+    def score(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return -(x - mu) / (s2 + sigma.reshape(-1, 1) ** 2)
+
+    x0 = torch.linspace(-30.0, 30.0, 7, dtype=torch.float64).reshape(-1, 1)
+    out = fn(score, x0, geometric_sigmas(top, bottom, levels).tolist())
+    at_bottom = mu + (x0 - mu) * ((s2 + bottom**2) / (s2 + top**2)) ** 0.5
+    exact = at_bottom + bottom**2 * score(at_bottom, torch.full((7,), bottom))
+    return float((out - exact).abs().max())
+
+
+@pytest.mark.parametrize(("fn", "order"), [(S.dpm_solver_2m, 2), (S.dpm_solver_3m, 3)])
+def test_multistep_solvers_converge_at_their_order(fn, order):
+    """Doubling the levels divides the error by about 2^order once the steps are small: the
+    3M step integrates the parabola through three denoised values exactly."""
+    errors = [_ode_error(fn, n) for n in (32, 64, 128)]
+    rates = [math.log2(a / b) for a, b in zip(errors, errors[1:], strict=False)]
+    assert all(rate > order - 0.3 for rate in rates), rates

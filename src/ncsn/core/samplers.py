@@ -289,37 +289,77 @@ def probability_flow_ode(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float]
 
 
 @torch.no_grad()
-def dpm_solver_2m(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float], *,
-                  generator: torch.Generator | None = None,
-                  callback: Callback | None = None,
-                  constrain: Constraint | None = None) -> Tensor:
-    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2) on the VE probability-flow ODE.
+def dpm_solver_multistep(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float], *,
+                         order: int = 2, generator: torch.Generator | None = None,
+                         callback: Callback | None = None,
+                         constrain: Constraint | None = None) -> Tensor:
+    """DPM-Solver++ multistep (Lu et al. 2022, "DPM-Solver++") of ``order`` 2 (their
+    Algorithm 2, "2M") or 3 ("3M") on the VE probability-flow ODE, in lambda = -log sigma with
+    the denoiser D = x + sigma^2 s. One score evaluation per level; ``generator`` is unused.
 
-    In lambda = -log sigma with the denoiser D = x + sigma^2 s, one step from sigma to sigma'
-    (h = log(sigma / sigma')) is x <- (sigma'/sigma) x + (1 - sigma'/sigma) D', where D' is D at
-    sigma for the first step and the second-order multistep combination
-    (1 + 1/(2r)) D_i - 1/(2r) D_{i-1}, r = h_{i-1}/h_i, afterwards. The last step to sigma = 0
-    returns D. One score evaluation per level (L in all); ``generator`` is unused.
+    dx/dlambda = D - x, so a step of h = log(sigma / sigma') is exactly
+    x' = e^{-h} x + int_0^h e^{-(h - v)} D(lambda + v) dv.
+    - 2M: D in the integral is (1 + 1/(2r)) D_i - 1/(2r) D_{i-1}, r = h_{i-1} / h.
+    - 3M: D = D0 + v D1 + v^2 D2 / 2 with D1, D2 the derivatives at lambda of the parabola
+      through the last three denoised values (divided differences); the integral is
+      (1 - e^{-h}) D0 + (h - 1 + e^{-h}) D1 + (h^2 / 2 - h + 1 - e^{-h}) D2.
+    The first step is first order (D constant), the second of 3M is a 2M step; the last step,
+    to sigma = 0, returns D.
     """
     del generator
+    if order not in (2, 3):
+        raise ValueError(f"order must be 2 or 3, got {order}")
     levels = _as_list(sigmas)
     updates = _Updates(callback, constrain)
     x = updates.start(x, levels[0])
-    previous: tuple[Tensor, float] | None = None
+    history: list[tuple[Tensor, float]] = []  # (D, h of the step that led there), newest first
+    previous_h = 0.0
     for level, (sigma, sigma_next) in enumerate(zip(levels, levels[1:] + [0.0], strict=True)):
         denoised = _denoised(score, x, sigma)
+        history = [(denoised, previous_h), *history][:order]
         if sigma_next == 0:
             x_next = denoised
         else:
             h = math.log(sigma / sigma_next)
-            blend = denoised
-            if previous is not None:
-                r = previous[1] / h
-                blend = (1.0 + 0.5 / r) * denoised - (0.5 / r) * previous[0]
-            x_next = (sigma_next / sigma) * x + (1.0 - sigma_next / sigma) * blend
-            previous = (denoised, h)
+            if order == 3 and len(history) == 3:
+                x_next = _third_order_step(x, h, history)
+            else:
+                blend = denoised
+                if len(history) >= 2:
+                    r = history[0][1] / h
+                    blend = (1.0 + 0.5 / r) * denoised - (0.5 / r) * history[1][0]
+                x_next = (sigma_next / sigma) * x + (1.0 - sigma_next / sigma) * blend
+            previous_h = h
         x = updates(x_next, sigma_next, level, 0, sigma)
     return x
+
+
+def _third_order_step(x: Tensor, h: float, history: list[tuple[Tensor, float]]) -> Tensor:
+    """One 3M step of size ``h`` from the last three (D, step into it) pairs, newest first."""
+    (d0, h1), (d1, h2), (d2, _) = history
+    slope01, slope12 = (d0 - d1) / h1, (d1 - d2) / h2
+    curvature = (slope01 - slope12) / (h1 + h2)  # the divided difference f[x0, x1, x2]
+    decay = math.exp(-h)
+    return (decay * x + (1.0 - decay) * d0 + (h - 1.0 + decay) * (slope01 + curvature * h1)
+            + (h * h / 2.0 - h + 1.0 - decay) * 2.0 * curvature)
+
+
+def dpm_solver_2m(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float], *,
+                  generator: torch.Generator | None = None,
+                  callback: Callback | None = None,
+                  constrain: Constraint | None = None) -> Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): :func:`dpm_solver_multistep`, order 2."""
+    return dpm_solver_multistep(score, x, sigmas, order=2, generator=generator,
+                                callback=callback, constrain=constrain)
+
+
+def dpm_solver_3m(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float], *,
+                  generator: torch.Generator | None = None,
+                  callback: Callback | None = None,
+                  constrain: Constraint | None = None) -> Tensor:
+    """DPM-Solver++(3M): :func:`dpm_solver_multistep` of order 3."""
+    return dpm_solver_multistep(score, x, sigmas, order=3, generator=generator,
+                                callback=callback, constrain=constrain)
 
 
 def observed_pixels(observed: Tensor, mask: Tensor,

@@ -59,6 +59,7 @@ SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
     Sampler(spec.ProbabilityFlowODE, core.probability_flow_ode),
     Sampler(spec.EDM, core.edm_sampler),
     Sampler(spec.DPMSolver2M, core.dpm_solver_2m),
+    Sampler(spec.DPMSolver3M, core.dpm_solver_3m),
 )}
 SCHEDULES = spec.SCHEDULES
 

@@ -173,12 +173,22 @@ class DPMSolver2M(SamplerSettings):
     cost_formula = "L"
 
 
+class DPMSolver3M(SamplerSettings):
+    """DPM-Solver++(3M): third-order multistep in log sigma (Lu et al. 2022, with the exact
+    second-order Taylor coefficient; :func:`ncsn.core.samplers.dpm_solver_multistep`)."""
+
+    sampler: Literal["dpm_solver_3m"] = "dpm_solver_3m"
+
+    summary = "DPM-Solver++(3M), third-order multistep in log sigma (Lu et al. 2022)"
+    cost_formula = "L"
+
+
 SAMPLER_CLASSES: tuple[type[SamplerSettings], ...] = (
     AnnealedLangevin, ConsistentAnnealed, PredictorCorrector, ProbabilityFlowODE, EDM,
-    DPMSolver2M)
+    DPMSolver2M, DPMSolver3M)
 SAMPLER_SETTINGS: dict[str, type[SamplerSettings]] = {c.name(): c for c in SAMPLER_CLASSES}
 AnySettings = Annotated[AnnealedLangevin | ConsistentAnnealed | PredictorCorrector
-                        | ProbabilityFlowODE | EDM | DPMSolver2M,
+                        | ProbabilityFlowODE | EDM | DPMSolver2M | DPMSolver3M,
                         Field(discriminator="sampler")]
 
 
