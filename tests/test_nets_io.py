@@ -118,7 +118,14 @@ def test_corrupt_files_are_user_errors(tmp_path):
                                         "required field is missing; sigmas: required"):
         load_model(tmp_path / "m")
     (tmp_path / "m.json").write_text(good_json)
-    (tmp_path / "m.safetensors").write_bytes(b"\x00" * 5)
+    weights = (tmp_path / "m.safetensors").read_bytes()
+    for damaged in (weights[: len(weights) // 2], weights[:-1] + b"\x01", b"\x00" * 5):
+        (tmp_path / "m.safetensors").write_bytes(damaged)  # truncated, one byte changed, junk
+        with pytest.raises(UserError, match="do not match their spec .SHA-256"):
+            load_model(tmp_path / "m")
+    unhashed = json.loads(good_json)  # a file from before weights were hashed
+    del unhashed["provenance"]["weights_sha256"]
+    (tmp_path / "m.json").write_text(json.dumps(unhashed))
     with pytest.raises(UserError, match="cannot read weights"):
         load_model(tmp_path / "m")
 

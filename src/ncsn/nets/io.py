@@ -1,10 +1,16 @@
 """Self-describing model files: ``<stem>.safetensors`` (weights) + ``<stem>.json`` (the
 :class:`~ncsn.spec.model.ModelSpec`: network section, image shape, noise levels, data space,
 stored sampling choice; all that is needed to rebuild the network and sample from it).
+
+The spec records the SHA-256 of the weights file it was written with (``provenance``
+``weights_sha256``); loading checks it, so a truncated, corrupt or swapped weights file is a
+one-line error. ``pretrained:NAME`` names a model shipped inside the package
+(:mod:`ncsn.nets.pretrained`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,10 +21,12 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ncsn.errors import UserError
+from ncsn.nets.pretrained import PRETRAINED_PREFIX, pretrained_stem
 from ncsn.nets.registry import build_network
 from ncsn.spec.model import ModelSpec
 
 MAX_LISTED = 8
+HASH_KEY = "weights_sha256"
 
 def _listing(keys: list[str]) -> str:
     more = f" (+{len(keys) - MAX_LISTED} more)" if len(keys) > MAX_LISTED else ""
@@ -60,13 +68,41 @@ def save_model(path: str | Path, net: nn.Module, spec: ModelSpec) -> Path:
     weights = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
     weights_path = stem.with_suffix(".safetensors")
     save_file(weights, str(weights_path), metadata={"format": "pt"})
-    stem.with_suffix(".json").write_text(json.dumps(spec.to_json(), indent=2) + "\n")
+    provenance = {**spec.provenance, HASH_KEY: file_sha256(weights_path)}
+    record = spec.model_copy(update={"provenance": provenance}).to_json()
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     return weights_path
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_weights_hash(weights_path: Path, spec: ModelSpec) -> None:
+    """UserError when the spec records a weights hash and the file's differs."""
+    expected = spec.provenance.get(HASH_KEY)
+    if expected is None:
+        return
+    try:
+        found = file_sha256(weights_path)
+    except OSError as err:
+        raise UserError(f"cannot read weights {weights_path}: {err.strerror}") from None
+    if found != expected:
+        raise UserError(f"weights {weights_path} do not match their spec (SHA-256 {found[:12]}, "
+                        f"recorded {str(expected)[:12]}): the file is corrupt, truncated or "
+                        "from another model; restore or re-create it")
+
+
 def resolve_model_path(path: str | Path) -> Path:
-    """The model stem for a .safetensors/.json file, their stem, or a run directory
-    (``model_ema`` preferred over ``model``)."""
+    """The model stem for a .safetensors/.json file, their stem, a run directory (``model_ema``
+    preferred over ``model``) or ``pretrained:NAME``."""
+    if str(path).startswith(PRETRAINED_PREFIX):
+        return pretrained_stem(str(path)[len(PRETRAINED_PREFIX):])
     path = Path(path)
     if path.is_dir():
         for name in ("model_ema", "model"):
@@ -110,6 +146,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
     spec = read_spec(stem)
     net = build_from_spec(spec)
     weights_path = stem.with_suffix(".safetensors")
+    check_weights_hash(weights_path, spec)
     try:
         state = load_file(str(weights_path))
     except (OSError, SafetensorError) as err:
