@@ -24,6 +24,7 @@ NETWORKS: dict[str, str] = {
     "unet_small": "ncsn.nets.unet:UNetSmall",
     "mlp": "ncsn.nets.mlp:ToyMLP",
     "resnet_score": "ncsn.nets.resnet:ResNetScore",
+    "ncsnpp": "ncsn.nets.ncsnpp:NCSNpp",
 }
 CONTEXT_ARGS = ("channels", "image_size", "sigmas")
 
