@@ -4,7 +4,8 @@ Builds score_sde's own ``ncsnpp`` model from a local checkout (nothing is downlo
 at small widths in the structures of its VE configs, fills every weight with
 ``tests/ncsnpp_weights.deterministic_weights`` (a function of key name and shape, so no weights
 are stored), runs fixed inputs and noise levels and writes the inputs, sigmas and outputs to
-``tests/data/ncsnpp_reference.safetensors`` plus a JSON record (commit, versions, command).
+``tests/data/ncsnpp_reference.safetensors`` plus a JSON record (commit, versions, command, and
+the parameter counts of the published configs at full size).
 score_sde's resampling imports a compiled CUDA op (``op.upfirdn2d``); this script puts a
 pure-PyTorch stand-in (written here, independent of ncsn's) in ``sys.modules`` first.
 
@@ -51,6 +52,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "net": {"nf": 8, "ch_mult": [1, 2, 2], "num_res_blocks": 1, "attn_resolutions": [8],
                 "embedding_type": "positional", "progressive_input": "input_skip",
                 "progressive_combine": "cat", "skip_rescale": False}},
+}
+# The published configs at full size (only their parameter counts are recorded), keyed by the
+# packaged config that mirrors each.
+FULL_SIZE: dict[str, dict[str, Any]] = {
+    "ve_cifar10_ncsnpp_continuous": {"image_size": 32, "sigma_max": 50.0, "net": {}},
+    "ve_cifar10_ncsnpp_deep_continuous": {"image_size": 32, "sigma_max": 50.0,
+                                          "net": {"num_res_blocks": 8}},
+    "ve_celebahq_256_ncsnpp_continuous": {
+        "image_size": 256, "sigma_max": 348.0, "num_scales": 2000,
+        "net": {"ch_mult": [1, 1, 2, 2, 2, 2, 2], "num_res_blocks": 2, "dropout": 0.0,
+                "progressive": "output_skip", "progressive_input": "input_skip"}},
+    "ve_ffhq_1024_ncsnpp_continuous": {
+        "image_size": 1024, "sigma_max": 1348.0, "num_scales": 2000,
+        "net": {"nf": 16, "ch_mult": [1, 2, 4, 8, 16, 32, 32, 32], "num_res_blocks": 1,
+                "dropout": 0.0, "progressive": "output_skip", "progressive_input": "input_skip"}},
 }
 DEFAULTS = {"nf": 128, "ch_mult": [1, 2, 2, 2], "num_res_blocks": 4, "attn_resolutions": [16],
             "dropout": 0.1, "progressive": "none", "progressive_input": "residual",
@@ -161,6 +177,9 @@ def main() -> None:
             "net": spec["net"], "image_size": spec["image_size"],
             "parameters": sum(p.numel() for p in net.parameters()),
             "max_abs_out": float(tensors[f"{name}.out"].abs().max())}
+    record_json["full_size_parameters"] = {
+        name: sum(p.numel() for p in models.ncsnpp.NCSNpp(score_sde_config(v)).parameters())
+        for name, v in FULL_SIZE.items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(args.out.with_suffix(".safetensors")), metadata=metadata)
     args.out.with_suffix(".json").write_text(json.dumps(record_json, indent=2) + "\n")

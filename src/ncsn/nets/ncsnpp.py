@@ -43,7 +43,7 @@ EMBEDDINGS = ("fourier", "positional")
 
 
 @dataclass(frozen=True)
-class _Down:
+class Down:
     """Indices into ``all_modules`` of one down-path resolution."""
 
     blocks: tuple[int, ...]
@@ -53,13 +53,26 @@ class _Down:
 
 
 @dataclass(frozen=True)
-class _Up:
+class Up:
     """Indices into ``all_modules`` of one up-path resolution."""
 
     blocks: tuple[int, ...]
     attn: int | None
     pyramid: tuple[int, int] | None
     up: int | None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each part of NCSN++ sits in ``all_modules`` (key mappings walk this)."""
+
+    fourier: int | None
+    temb: tuple[int, int]
+    conv_in: int
+    down: tuple[Down, ...]
+    mid: tuple[int, int, int]
+    up: tuple[Up, ...]
+    head: tuple[int, int] | None
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -86,7 +99,7 @@ class NCSNpp(nn.Module):
         self.progressive_input = _choice("progressive_input", progressive_input,
                                          PROGRESSIVE_INPUT)
         self.embedding_type = _choice("embedding_type", embedding_type, EMBEDDINGS)
-        _choice("progressive_combine", progressive_combine, COMBINE)
+        self.progressive_combine = _choice("progressive_combine", progressive_combine, COMBINE)
         if nf < 4 or num_res_blocks < 1 or not ch_mult or min(ch_mult) < 1:
             raise ValueError(f"need nf >= 4, num_res_blocks >= 1 and positive ch_mult, got {nf}, "
                              f"{num_res_blocks}, {list(ch_mult)}")
@@ -99,25 +112,27 @@ class NCSNpp(nn.Module):
             self.register_buffer("sigmas", torch.as_tensor(sigmas, dtype=torch.float32),
                                  persistent=False)
             self.continuous_sigma = False
-        self.nf, self.skip_rescale, self.centered = nf, skip_rescale, centered
+        self.nf, self.ch_mult, self.num_res_blocks = nf, tuple(ch_mult), num_res_blocks
+        self.attn_resolutions, self.dropout = tuple(attn_resolutions), dropout
+        self.skip_rescale, self.centered = skip_rescale, centered
+        self.fir_kernel = tuple(fir_kernel)
         self.all_modules = nn.ModuleList()
-        self._build(channels, image_size, nf, list(ch_mult), num_res_blocks,
-                    set(attn_resolutions), dropout, progressive_combine, fourier_scale,
-                    init_scale, tuple(fir_kernel))
+        self.layout = self._build(channels, image_size, fourier_scale, init_scale)
 
     def _add(self, module: nn.Module) -> int:
         self.all_modules.append(module)
         return len(self.all_modules) - 1
 
-    def _build(self, channels: int, image_size: int, nf: int, ch_mult: list[int],
-               num_res_blocks: int, attn_res: set[int], dropout: float, combine: str,
-               fourier_scale: float, init_scale: float, taps: tuple[int, ...]) -> None:
+    def _build(self, channels: int, image_size: int, fourier_scale: float,
+               init_scale: float) -> Layout:
         """Create the layers in score_sde's order and record where each one is used."""
-        add = self._add
-        if self.embedding_type == "fourier":
-            add(GaussianFourierProjection(nf, fourier_scale))
-        self._temb = (add(dense(2 * nf if self.embedding_type == "fourier" else nf, 4 * nf)),
-                      add(dense(4 * nf, 4 * nf)))
+        add, nf, taps, dropout = self._add, self.nf, self.fir_kernel, self.dropout
+        ch_mult, num_res_blocks, attn_res = self.ch_mult, self.num_res_blocks, set(
+            self.attn_resolutions)
+        fourier = (add(GaussianFourierProjection(nf, fourier_scale))
+                   if self.embedding_type == "fourier" else None)
+        temb = (add(dense(2 * nf if fourier is not None else nf, 4 * nf)),
+                add(dense(4 * nf, 4 * nf)))
 
         def block(c_in: int, c_out: int | None = None, resample: str | None = None) -> int:
             return add(BigGANBlock(c_in, c_out, temb_dim=4 * nf, dropout=dropout,
@@ -127,10 +142,9 @@ class NCSNpp(nn.Module):
         def attn(c: int) -> int:
             return add(AttnBlock(c, skip_rescale=self.skip_rescale, init_scale=init_scale))
 
-        self._taps = taps
-        self._conv_in = add(conv2d(channels, nf))
+        conv_in = add(conv2d(channels, nf))
         skips, c, pyramid_c = [nf], nf, channels
-        self._down: list[_Down] = []
+        downs: list[Down] = []
         for level, mult in enumerate(ch_mult):
             resolution, blocks, attns = image_size >> level, [], []
             for _ in range(num_res_blocks):
@@ -143,15 +157,15 @@ class NCSNpp(nn.Module):
             if level < len(ch_mult) - 1:
                 down = block(c, resample="down")
                 if self.progressive_input == "input_skip":
-                    pyramid = add(Combine(pyramid_c, c, combine))
-                    c = 2 * c if combine == "cat" else c
+                    pyramid = add(Combine(pyramid_c, c, self.progressive_combine))
+                    c = 2 * c if self.progressive_combine == "cat" else c
                 elif self.progressive_input == "residual":
                     pyramid = add(PyramidDownsample(pyramid_c, c, taps))
                     pyramid_c = c
                 skips.append(c)
-            self._down.append(_Down(tuple(blocks), tuple(attns), down, pyramid))
-        self._mid = (block(c), attn(c), block(c))
-        self._up: list[_Up] = []
+            downs.append(Down(tuple(blocks), tuple(attns), down, pyramid))
+        mid = (block(c), attn(c), block(c))
+        ups: list[Up] = []
         for level in reversed(range(len(ch_mult))):
             blocks = []
             for _ in range(num_res_blocks + 1):
@@ -162,34 +176,34 @@ class NCSNpp(nn.Module):
             if self.progressive == "output_skip":
                 pyramid = (add(group_norm(c)), add(conv2d(c, channels, init_scale=init_scale)))
             up = block(c, resample="up") if level > 0 else None
-            self._up.append(_Up(tuple(blocks), up_attn, pyramid, up))
-        assert not skips
-        self._head = (() if self.progressive == "output_skip" else
-                      (add(group_norm(c)), add(conv2d(c, channels, init_scale=init_scale))))
+            ups.append(Up(tuple(blocks), up_attn, pyramid, up))
+        head = (None if self.progressive == "output_skip" else
+                (add(group_norm(c)), add(conv2d(c, channels, init_scale=init_scale))))
+        return Layout(fourier, temb, conv_in, tuple(downs), mid, tuple(ups), head)
 
     def _embed(self, sigma: Tensor) -> tuple[Tensor, Tensor]:
         """(noise embedding after the two dense layers, the sigma that divides the output)."""
-        m = self.all_modules
-        if self.embedding_type == "fourier":
-            temb, used = m[0](torch.log(sigma)), sigma
+        m, layout = self.all_modules, self.layout
+        if layout.fourier is not None:
+            temb, used = m[layout.fourier](torch.log(sigma)), sigma
         else:
             level = sigma_to_level(sigma, self.sigmas)
             temb, used = sinusoidal_embedding(level, self.nf), self.sigmas[level].to(sigma)
-        return m[self._temb[1]](F.silu(m[self._temb[0]](temb))), used
+        return m[layout.temb[1]](F.silu(m[layout.temb[0]](temb))), used
 
     def _rescaled(self, total: Tensor) -> Tensor:
         return total / SQRT2 if self.skip_rescale else total
 
     def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
         """Score estimate for images ``x`` (B, C, H, W) at noise scales ``sigma`` (B,)."""
-        m = self.all_modules
+        m, layout = self.all_modules, self.layout
         temb, used_sigma = self._embed(sigma.to(x.dtype).reshape(-1))
         if not self.centered:
             x = 2 * x - 1
         image_pyramid = x
-        h = m[self._conv_in](x)
+        h = m[layout.conv_in](x)
         skips = [h]
-        for level in self._down:
+        for level in layout.down:
             for i, index in enumerate(level.blocks):
                 h = m[index](h, temb)
                 if level.attns:
@@ -199,15 +213,15 @@ class NCSNpp(nn.Module):
                 continue
             h = m[level.down](h, temb)
             if self.progressive_input == "input_skip":
-                image_pyramid = fir_downsample(image_pyramid, self._taps)
+                image_pyramid = fir_downsample(image_pyramid, self.fir_kernel)
                 h = m[level.pyramid](image_pyramid, h)
             elif self.progressive_input == "residual":
                 image_pyramid = h = self._rescaled(m[level.pyramid](image_pyramid) + h)
             skips.append(h)
-        h = m[self._mid[0]](h, temb)
-        h = m[self._mid[2]](m[self._mid[1]](h), temb)
+        h = m[layout.mid[0]](h, temb)
+        h = m[layout.mid[2]](m[layout.mid[1]](h), temb)
         out_pyramid: Tensor | None = None
-        for level in self._up:
+        for level in layout.up:
             for index in level.blocks:
                 h = m[index](torch.cat([h, skips.pop()], dim=1), temb)
             if level.attn is not None:
@@ -215,8 +229,11 @@ class NCSNpp(nn.Module):
             if level.pyramid is not None:  # 'output_skip': upsampled pyramid + conv of h
                 from_h = m[level.pyramid[1]](F.silu(m[level.pyramid[0]](h)))
                 out_pyramid = from_h if out_pyramid is None else (
-                    fir_upsample(out_pyramid, self._taps) + from_h)
+                    fir_upsample(out_pyramid, self.fir_kernel) + from_h)
             if level.up is not None:
                 h = m[level.up](h, temb)
-        h = m[self._head[1]](F.silu(m[self._head[0]](h))) if self._head else out_pyramid
+        if layout.head is not None:
+            h = m[layout.head[1]](F.silu(m[layout.head[0]](h)))
+        else:
+            h = out_pyramid
         return h / used_sigma.reshape(-1, *([1] * (h.dim() - 1)))
