@@ -9,6 +9,7 @@ one-line :class:`~ncsn.errors.UserError`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import pickle
 import zipfile
@@ -46,8 +47,12 @@ def read_torch_file(path: str | Path, *, numpy_scalars: bool = False) -> Any:
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found")
     allowed = numpy_scalar_globals() if numpy_scalars else []
+    if allowed and not hasattr(torch.serialization, "safe_globals"):
+        raise UserError(f"reading {path} safely needs torch >= 2.5 (weights-only loading with "
+                        f"allowed numpy scalars); this is torch {torch.__version__}")
+    scope = torch.serialization.safe_globals(allowed) if allowed else contextlib.nullcontext()
     try:
-        with torch.serialization.safe_globals(allowed):
+        with scope:
             return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError,
             OSError) as err:
