@@ -25,7 +25,7 @@ def _spec(section):
 
 def test_registry_names():
     assert set(NETWORKS) == {"cond_refinenet", "ncsnv2", "unet_small", "mlp",
-                              "resnet_score"}
+                              "resnet_score", "ncsnpp"}
 
 
 def test_build_network_passes_only_the_named_context():

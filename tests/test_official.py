@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,9 +17,11 @@ from ncsn.core.noise import geometric_sigmas
 from ncsn.core.samplers import annealed_langevin
 from ncsn.errors import UserError
 from ncsn.nets.io import load_model
+from ncsn.nets.ncsnv2 import NCSNv2
 from ncsn.nets.official import (
     convert_official,
     load_official,
+    load_official_ncsnv2,
     load_official_state_dict,
     official_spec,
 )
@@ -383,3 +386,72 @@ def test_paper_configs_convert_to_the_official_sampler(name, ngf, channels, size
     s = plan_sampling(spec, continuous=False).settings
     assert (s.n_steps_each, s.step_size, s.convention, s.final_denoise) == (100, 2e-5, "official",
                                                                           False)
+
+# --- official NCSNv2 (ermongroup/ncsnv2) ------------------------------------------------------
+
+NCSNV2_KEYS = Path(__file__).parent / "data" / "ncsnv2-official-keys.txt"
+NCSNV2_YAML = ("data: {name: folder, image_size: 16, channels: 3}\nmodel: {name: ncsnv2, ngf: 8}\n"
+               "noise: {sigma_max: 50.0, sigma_min: 0.01, num_levels: 232}\n")
+
+
+def test_our_ncsnv2_keys_equal_the_recorded_official_ones():
+    recorded: dict[str, dict[str, tuple[int, ...]]] = {}
+    for line in NCSNV2_KEYS.read_text().splitlines():
+        if line.startswith("#"):
+            continue
+        network, key, shape = line.split(" ", 2)
+        recorded.setdefault(network, {})[key] = tuple(
+            int(t) for t in shape.strip("()").split(",") if t.strip())
+    for network, size, levels in (("NCSNv2", 32, 232), ("NCSNv2Deeper", 64, 500)):
+        ours = {k: tuple(v.shape) for k, v in
+                NCSNv2(channels=3, image_size=size, ngf=8).state_dict().items()}
+        assert {**ours, "sigmas": (levels,)} == recorded[network]
+
+
+def write_ncsnv2_checkpoint(path, net, sigmas, *, ema=True, offset=0.25):
+    """[model, optimizer, epoch, step, ema] as ermongroup/ncsnv2 saves it (DataParallel keys
+    with the sigmas buffer; the EMA maps unprefixed parameter names to their averages)."""
+    model = {f"module.{k}": v.clone() for k, v in net.state_dict().items()}
+    model["module.sigmas"] = sigmas
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4).state_dict()
+    states = [model, optimizer, 3, 1000]
+    if ema:
+        states.append({k: p.detach() + offset for k, p in net.named_parameters()})
+    torch.save(states, path)
+
+
+def _ncsnv2_case(tmp_path, sigma_max=50.0, ema=True):
+    torch.manual_seed(0)
+    net = NCSNv2(channels=3, image_size=16, ngf=8)
+    sigmas = torch.tensor(np.exp(np.linspace(np.log(sigma_max), np.log(0.01), 232))).float()
+    ckpt = tmp_path / "checkpoint.pth"
+    write_ncsnv2_checkpoint(ckpt, net, sigmas, ema=ema)
+    config = tmp_path / "v2.yaml"
+    config.write_text(NCSNV2_YAML)
+    return net, ckpt, spec_from_config(str(config))
+
+
+def test_ncsnv2_checkpoint_gives_its_ema_weights_by_default(tmp_path):
+    net, ckpt, spec = _ncsnv2_case(tmp_path)
+    ema = load_official_ncsnv2(ckpt, spec)
+    raw = load_official_ncsnv2(ckpt, spec, weights="raw")
+    for name, p in net.state_dict().items():
+        assert torch.equal(raw.state_dict()[name], p), name
+        assert torch.allclose(ema.state_dict()[name], p + 0.25), name
+
+
+def test_ncsnv2_sigmas_must_be_the_configured_levels(tmp_path):
+    _, ckpt, spec = _ncsnv2_case(tmp_path, sigma_max=90.0)
+    with pytest.raises(UserError, match=r"noise level 1 is 90 in the checkpoint but 50 in the "
+                                        r"config") as refused:
+        load_official_ncsnv2(ckpt, spec)
+    assert "\n" not in str(refused.value)
+
+
+def test_ncsnv2_without_ema_and_through_convert_official(tmp_path):
+    _, ckpt, spec = _ncsnv2_case(tmp_path, ema=False)
+    with pytest.raises(UserError, match=r"holds no EMA weights \(a list of 4 entries"):
+        load_official_ncsnv2(ckpt, spec)
+    assert load_official_ncsnv2(ckpt, spec, weights="raw") is not None
+    with pytest.raises(UserError, match="ncsn convert CKPT --from official-ncsnv2"):
+        load_official(ckpt, spec)

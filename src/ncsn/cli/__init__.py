@@ -15,7 +15,7 @@ import typing
 from ncsn import __version__
 from ncsn.errors import UserError
 
-COMMAND_MODULES = ("toy", "train", "sample", "convert", "evaluate", "configs", "doctor",
+COMMAND_MODULES = ("toy", "train", "sample", "convert", "export", "evaluate", "configs", "doctor",
                    "likelihood", "noise_levels", "pretrained")
 
 

@@ -1,31 +1,33 @@
-"""Import checkpoints of the official NCSN release (CondRefineNetDilated, docs/networks.md).
+"""Import checkpoints of the official NCSN and NCSNv2 releases (docs/networks.md).
 
-An official ``checkpoint.pth`` is a list ``[model_state_dict, optimizer_state_dict]`` written by
-``torch.save``; with DataParallel the keys start with ``module.``. Our CondRefineNetDilated uses
-the official module names, so the mapping is: strip ``module.``, then check keys and shapes.
-Files are read with ``torch.load(weights_only=True)`` (no arbitrary pickles).
+An official NCSN ``checkpoint.pth`` is a list ``[model_state_dict, optimizer_state_dict]``
+written by ``torch.save``; with DataParallel the keys start with ``module.``. Our
+CondRefineNetDilated uses the official module names, so the mapping is: strip ``module.``, then
+check keys and shapes. ermongroup/ncsnv2 saves ``[model, optimizer, epoch, step, ema]`` (the EMA
+entry, appended when ``model.ema`` is true, maps parameter names without ``module.`` to their
+averages and is what its sampler uses); its network keeps the noise levels as a ``sigmas``
+buffer, which is checked against the config and dropped (our NCSNv2 uses the same names
+otherwise). Files are read with ``torch.load(weights_only=True)`` (no arbitrary pickles).
 """
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from pydantic import ValidationError
 from torch import Tensor, nn
 
 from ncsn.core.noise import geometric_sigmas
-from ncsn.errors import UserError, weights_only_load_reason
+from ncsn.errors import UserError
+from ncsn.nets.checkpoints import check_stored_sigmas, read_torch_file, tensor_state
 from ncsn.nets.io import build_from_spec, load_weights, save_model
 from ncsn.spec.model import DataSpace, ModelSpec, StoredSampling
 from ncsn.spec.samplers import AnnealedLangevin
 from ncsn.spec.validation import user_error
 
-PREFIX = "module."
+WEIGHTS = ("ema", "raw")
 
 # The official configs (anneal.yml): 10 geometric levels 1 -> 0.01 and these sizes.
 OFFICIAL_PRESETS: dict[str, dict[str, Any]] = {
@@ -42,33 +44,48 @@ OFFICIAL_SAMPLING = StoredSampling(settings=AnnealedLangevin(
     n_steps_each=100, step_size=2e-5, convention="official", final_denoise=False))
 
 
-def strip_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop the DataParallel ``module.`` prefix from every key that has it."""
-    return {k[len(PREFIX):] if k.startswith(PREFIX) else k: v for k, v in state.items()}
-
-
 def load_official_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Read an official checkpoint (a [model, optimizer] list or a bare state dict) safely and
-    return the model's state dict without the ``module.`` prefix."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError,
-            ValueError) as err:
-        raise UserError(f"cannot read {path} as a weights-only torch checkpoint: "
-                        f"{weights_only_load_reason(err)}") from err
+    """Read an official NCSN checkpoint (a [model, optimizer] list or a bare state dict) safely
+    and return the model's state dict without the ``module.`` prefix."""
+    obj = read_torch_file(path)
     if isinstance(obj, (list, tuple)) and obj and isinstance(obj[0], Mapping):
         obj = obj[0]
     if not isinstance(obj, Mapping) or not obj:
         raise UserError(f"{path} is not an official checkpoint: expected a list "
                         "[model_state_dict, optimizer_state_dict] or a state dict")
-    not_tensors = [str(k) for k, v in obj.items() if not isinstance(v, Tensor)]
-    if not_tensors:
-        raise UserError(f"{path}: the model state dict holds non-tensor entries: "
-                        f"{', '.join(not_tensors[:8])}")
-    return strip_prefix(obj)
+    state = tensor_state(obj, path, "the model state dict")
+    if "sigmas" in state:
+        raise UserError(f"{path} stores a 'sigmas' buffer like an NCSNv2 checkpoint; convert it "
+                        "with: ncsn convert CKPT --from official-ncsnv2 --config NAME")
+    return state
+
+
+def load_ncsnv2_state_dict(path: str | Path, weights: str = "ema"
+                           ) -> tuple[dict[str, Tensor], Tensor]:
+    """Read an ermongroup/ncsnv2 checkpoint safely: (model state dict without ``module.`` and
+    ``sigmas``, with the EMA entry's averages unless ``weights="raw"``; the stored sigmas)."""
+    if weights not in WEIGHTS:
+        raise UserError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    obj = read_torch_file(path)
+    if not (isinstance(obj, (list, tuple)) and obj and isinstance(obj[0], Mapping)):
+        raise UserError(f"{path} is not an official NCSNv2 checkpoint: expected the list "
+                        "[model, optimizer, epoch, step, ema] that ncsnv2 saves")
+    state = tensor_state(obj[0], path, "its model entry (the first)")
+    if weights == "ema":
+        if len(obj) < 5 or not isinstance(obj[-1], Mapping):
+            raise UserError(f"{path} holds no EMA weights (a list of {len(obj)} entries; ncsnv2 "
+                            "appends them as the 5th when model.ema is true); use --weights raw")
+        ema = tensor_state(obj[-1], path, "its EMA entry (the last)")
+        unknown = [k for k in ema if k not in state or k == "sigmas"]
+        if unknown:
+            raise UserError(f"{path}: the EMA entry names parameters the model lacks: "
+                            f"{', '.join(unknown[:8])}")
+        state.update(ema)
+    sigmas = state.pop("sigmas", None)
+    if sigmas is None:
+        raise UserError(f"{path} stores no 'sigmas' buffer, which every NCSNv2 network keeps; "
+                        "for an NCSN (v1) checkpoint use --from official-ncsn")
+    return state, sigmas
 
 
 def official_spec(preset: str, *, logit: bool = False, **overrides: Any) -> ModelSpec:
@@ -104,6 +121,17 @@ def load_official(checkpoint: str | Path, spec: ModelSpec) -> nn.Module:
     """The network described by ``spec`` with an official checkpoint's weights (eval mode);
     a UserError names the offending keys when the checkpoint does not fit."""
     state = load_official_state_dict(checkpoint)
+    net = build_from_spec(spec)
+    load_weights(net, state, f"checkpoint {checkpoint}")
+    return net.eval()
+
+
+def load_official_ncsnv2(checkpoint: str | Path, spec: ModelSpec,
+                         weights: str = "ema") -> nn.Module:
+    """The network described by ``spec`` with an official NCSNv2 checkpoint's EMA (default) or
+    raw weights (eval mode), after checking its stored sigmas against ``spec.sigmas``."""
+    state, sigmas = load_ncsnv2_state_dict(checkpoint, weights)
+    check_stored_sigmas(sigmas, spec.sigmas, f"checkpoint {checkpoint}")
     net = build_from_spec(spec)
     load_weights(net, state, f"checkpoint {checkpoint}")
     return net.eval()

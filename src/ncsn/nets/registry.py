@@ -29,6 +29,7 @@ NETWORKS: dict[str, str] = {
     "unet_small": "ncsn.nets.unet:UNetSmall",
     "mlp": "ncsn.nets.mlp:ToyMLP",
     "resnet_score": "ncsn.nets.resnet:ResNetScore",
+    "ncsnpp": "ncsn.nets.ncsnpp:NCSNpp",
 }
 CONTEXT_ARGS = ("channels", "image_size", "sigmas")
 # backbones and their default preconditioner (ncsn.nets.precond.PRECONDITIONERS)

@@ -231,9 +231,10 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> ScoreModel:
     writes from an official checkpoint). The network is put on ``device`` in eval mode."""
     path = Path(path)
     if path.suffix in TORCH_CHECKPOINT_SUFFIXES and path.is_file():
-        raise UserError(f"{path} is a torch checkpoint, not a model file; convert an official "
-                        f"NCSN checkpoint once with `ncsn convert-official {path} --preset "
-                        "mnist|cifar10|celeba --out STEM` and load STEM")
+        raise UserError(f"{path} is a torch checkpoint, not a model file; convert it once with "
+                        f"`ncsn convert {path} --from official-ncsn|official-ncsnv2|score-sde "
+                        "--config NAME --out STEM` (official NCSN: also `ncsn convert-official "
+                        "--preset`) and load STEM")
     resolved = resolve_device(device)
     net, spec = load_model(path, device=resolved)
     return ScoreModel(net, spec, resolved, resolve_model_path(path))
