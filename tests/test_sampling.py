@@ -150,3 +150,15 @@ def test_sample_images_same_seed_same_images_and_pixel_range():
     first = draw(1)
     assert first.shape == (5, 1, 8, 8) and first.min() >= 0 and first.max() <= 1
     assert torch.equal(first, draw(1)) and not torch.equal(first, draw(2))
+
+
+def test_sigma_min_ends_a_respaced_schedule_higher():
+    plan = plan_sampling(SPEC, continuous=True, sampler="dpm_solver_2m", nfe=10, sigma_min=0.25)
+    assert plan.sigmas[0].item() == pytest.approx(20.0)
+    assert plan.sigmas[-1].item() == pytest.approx(0.25) and plan.nfe == 10
+    stored = spec_with({"sampler": "dpm_solver_2m", "nfe": 10, "sigma_min": 0.5})
+    assert plan_sampling(stored, continuous=True).sigmas[-1].item() == pytest.approx(0.5)
+    with pytest.raises(UserError, match="needs a geometric or karras schedule"):
+        plan_sampling(SPEC, continuous=False, sigma_min=0.25)
+    with pytest.raises(UserError, match=r"sigma_min must lie in \(0, 20\)"):
+        plan_sampling(SPEC, continuous=True, sampler="edm", nfe=9, sigma_min=30.0)

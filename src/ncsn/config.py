@@ -157,7 +157,8 @@ class SamplingConfig(_Section):
     (annealed Langevin's ``n_steps_each``, ``step_size`` (``auto`` = NCSNv2 technique 4),
     ``convention``, ``final_denoise``; consistent annealed sampling's ``eta``; ...; null means
     the default), the ``schedule`` (``model``, ``geometric``, ``karras``; default: the
-    sampler's), a budget ``nfe`` of network evaluations, ``num_levels``, ``rho`` (Karras) and
+    sampler's), a budget ``nfe`` of network evaluations, ``num_levels``, ``rho`` (Karras), the
+    lowest level ``sigma_min`` of a geometric or Karras sampling schedule (null: the model's) and
     how many ``num_samples`` the trainer's grids and the demo draw."""
 
     settings: AnySettings = Field(default_factory=AnnealedLangevin)
@@ -165,6 +166,7 @@ class SamplingConfig(_Section):
     nfe: int | None = Field(default=None, gt=0)
     num_levels: int | None = Field(default=None, gt=0)
     rho: float = Field(default=DEFAULT_RHO, gt=0)
+    sigma_min: float | None = Field(default=None, gt=0)
     num_samples: int = Field(default=64, gt=0)
 
     @model_validator(mode="before")
@@ -173,7 +175,7 @@ class SamplingConfig(_Section):
         """The YAML section is flat: ``sampler`` and its settings sit beside the plan fields."""
         if not isinstance(raw, Mapping) or "settings" in raw:
             return raw
-        own = {"schedule", "nfe", "num_levels", "rho", "num_samples"}
+        own = {"schedule", "nfe", "num_levels", "rho", "sigma_min", "num_samples"}
         settings = {k: v for k, v in raw.items() if k not in own and v is not None}
         settings.setdefault("sampler", "annealed_langevin")
         return {**{k: v for k, v in raw.items() if k in own}, "settings": settings}
@@ -191,7 +193,8 @@ class SamplingConfig(_Section):
     def stored(self) -> StoredSampling:
         """This section as a model file's stored sampling choice."""
         return StoredSampling(settings=self.settings, schedule=self.schedule, nfe=self.nfe,
-                              num_levels=self.num_levels, rho=self.rho)
+                              num_levels=self.num_levels, rho=self.rho,
+                              sigma_min=self.sigma_min)
 
 
 class EvalConfig(_Section):

@@ -6,9 +6,9 @@ Both commands run in batches (memory bounded by ``--batch-size`` for any number 
 a progress bar over network evaluations, take every random draw from one ``torch.Generator``
 seeded by ``--seed`` and write a grid PNG plus individual PNGs or one ``.npz`` (streamed to disk).
 What runs is the model's stored default unless ``--sampler``, ``--nfe``, ``--schedule``,
-``--levels``, ``--rho`` or a sampler setting flag says otherwise. The setting flags and their help
-are generated from the samplers' typed settings (:mod:`ncsn.spec.samplers`); each belongs to the
-samplers that have that setting (``ncsn samplers`` lists them).
+``--levels``, ``--rho``, ``--sigma-min`` or a sampler setting flag says otherwise. The setting
+flags and their help are generated from the samplers' typed settings (:mod:`ncsn.spec.samplers`);
+each belongs to the samplers that have that setting (``ncsn samplers`` lists them).
 """
 
 from __future__ import annotations
@@ -101,6 +101,8 @@ def add_sampler_args(parser: argparse.ArgumentParser) -> None:
                         "sigma range (networks conditioned on continuous sigma only)")
     p.add_argument("--levels", type=int, dest="num_levels", help="number of noise levels")
     p.add_argument("--rho", type=float, help="Karras schedule exponent (default 7)")
+    p.add_argument("--sigma-min", type=float,
+                   help="lowest level of a geometric / Karras schedule (default: the model's)")
     _add_setting_flags(parser)
 
 
@@ -110,7 +112,8 @@ def sampler_choices(args: argparse.Namespace) -> dict[str, Any]:
     check_counts(**{"--nfe": args.nfe, "--levels": args.num_levels})
     settings = {f: getattr(args, f) for f in setting_owners() if getattr(args, f) is not None}
     return {"sampler": args.sampler, "nfe": args.nfe, "schedule": args.schedule,
-            "num_levels": args.num_levels, "rho": args.rho, **settings}
+            "num_levels": args.num_levels, "rho": args.rho, "sigma_min": args.sigma_min,
+            **settings}
 
 
 def plan_from_args(model: ScoreModel, args: argparse.Namespace) -> Any:

@@ -103,8 +103,8 @@ class ScoreModel:
 
     def plan(self, *, sampler: str | None = None, nfe: int | None = None,
              schedule: str | None = None, num_levels: int | None = None,
-             rho: float | None = None, label: Callable[[Any], str] | None = None,
-             **settings: Any) -> SamplingPlan:
+             rho: float | None = None, sigma_min: float | None = None,
+             label: Callable[[Any], str] | None = None, **settings: Any) -> SamplingPlan:
         """What :meth:`sample` and :meth:`inpaint` run with these arguments: the sampler, its
         complete settings, the noise schedule and the cost in network evaluations per image
         (``plan(...).describe()`` says it in one line). Arguments left None come from the model's
@@ -113,7 +113,7 @@ class ScoreModel:
         check_counts(nfe=nfe, num_levels=num_levels)
         return plan_sampling(self.spec, continuous=self.continuous, sampler=sampler, nfe=nfe,
                              schedule=schedule, num_levels=num_levels, rho=rho,
-                             settings=settings, label=label)
+                             sigma_min=sigma_min, settings=settings, label=label)
 
     @contextmanager
     def _counted(self, total: int, desc: str, progress: bool) -> Iterator[ScoreFn]:
@@ -152,8 +152,9 @@ class ScoreModel:
 
         The sampling choices are those of :meth:`plan`: ``sampler``, ``nfe`` (a budget of
         network evaluations per image), ``schedule`` (``model``, ``geometric``, ``karras``),
-        ``num_levels``, ``rho`` and the sampler's own settings (e.g. ``n_steps_each=50``,
-        ``s_churn=0``), or a ``plan``. ``progress`` shows a bar over network evaluations.
+        ``num_levels``, ``rho``, ``sigma_min`` and the sampler's own settings (e.g.
+        ``n_steps_each=50``, ``s_churn=0``), or a ``plan``. ``progress`` shows a bar over network
+        evaluations.
         """
         return torch.cat(list(self.sample_batches(n, plan=plan, seed=seed, batch_size=batch_size,
                                                   progress=progress, **choices)))

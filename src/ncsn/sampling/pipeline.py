@@ -76,14 +76,17 @@ def _schedule_sigmas(kind: str, sigma_max: float, sigma_min: float, levels: int,
 def plan_sampling(spec: ModelSpec, *, continuous: bool, sampler: str | None = None,
                   nfe: int | None = None, schedule: str | None = None,
                   num_levels: int | None = None, rho: float | None = None,
+                  sigma_min: float | None = None,
                   settings: Mapping[str, Any] | None = None,
                   label: Callable[[Any], str] | None = None) -> SamplingPlan:
     """Resolve what to run. Arguments left None come from the model's stored choice when the
     sampler is the stored one, else from the sampler's defaults. ``continuous`` says whether the
     network accepts any sigma; a network that knows only its trained levels runs only on the
     ``model`` schedule and only samplers that evaluate the score on the schedule's levels.
-    ``nfe`` is a budget: the plan costs at most that many network evaluations. ``label`` names
-    a setting in error messages (the CLI gives its flag)."""
+    ``nfe`` is a budget: the plan costs at most that many network evaluations. ``sigma_min``
+    ends a geometric or Karras schedule above the model's smallest level (few-step samplers
+    gain from it: docs/sampling.md). ``label`` names a setting in error messages (the CLI gives
+    its flag)."""
     stored = spec.sampling
     name = sampler or stored.sampler
     sampler_entry(name)
@@ -94,6 +97,7 @@ def plan_sampling(spec: ModelSpec, *, continuous: bool, sampler: str | None = No
     nfe = nfe if nfe is not None else base.nfe
     num_levels = num_levels if num_levels is not None else base.num_levels
     rho = float(rho if rho is not None else base.rho)
+    sigma_min = sigma_min if sigma_min is not None else base.sigma_min
     model_sigmas = spec.sigma_tensor()
     kind = schedule or base.schedule or (chosen.default_schedule if continuous else "model")
     if kind not in SCHEDULES:
@@ -117,11 +121,17 @@ def plan_sampling(spec: ModelSpec, *, continuous: bool, sampler: str | None = No
                                  f"{num_levels}; drop the number of levels (--levels)"
                                  + ("" if not continuous else " or pick another schedule"))
             sigmas = model_sigmas
+            if sigma_min is not None:
+                raise ValueError("a sigma_min (--sigma-min) needs a geometric or karras schedule; "
+                                 "the model's own levels are fixed")
         else:
             levels = levels_for_budget(chosen, nfe) if respaced else \
                 num_levels or model_sigmas.numel()
-            sigmas = _schedule_sigmas(kind, float(model_sigmas[0]), float(model_sigmas[-1]),
-                                      levels, rho)
+            lowest = float(model_sigmas[-1]) if sigma_min is None else float(sigma_min)
+            if not 0 < lowest < float(model_sigmas[0]):
+                raise ValueError(f"sigma_min must lie in (0, {float(model_sigmas[0]):.4g}), the "
+                                 f"model's largest level; got {lowest:g}")
+            sigmas = _schedule_sigmas(kind, float(model_sigmas[0]), lowest, levels, rho)
         if nfe is not None and not respaced:
             chosen = fit_steps(chosen, nfe, sigmas.numel())
         chosen = sampler_entry(name).resolve(chosen, sigmas)

@@ -48,13 +48,15 @@ class DataSpace(_Frozen):
 
 class StoredSampling(_Frozen):
     """A model's default sampling choice: the sampler with its settings, the schedule (None:
-    the sampler's default), a budget ``nfe``, ``num_levels`` and the Karras ``rho``."""
+    the sampler's default), a budget ``nfe``, ``num_levels``, the Karras ``rho`` and the lowest
+    level ``sigma_min`` of a geometric or Karras schedule (None: the model's own)."""
 
     settings: AnySettings = Field(default_factory=AnnealedLangevin)
     schedule: Schedule | None = None
     nfe: int | None = Field(default=None, gt=0)
     num_levels: int | None = Field(default=None, gt=0, le=MAX_LEVELS)
     rho: float = Field(default=DEFAULT_RHO, gt=0)
+    sigma_min: float | None = Field(default=None, gt=0)
 
     @property
     def sampler(self) -> str:
@@ -62,7 +64,7 @@ class StoredSampling(_Frozen):
 
     def to_json(self) -> dict[str, Any]:
         return {"sampler": self.sampler, "schedule": self.schedule, "nfe": self.nfe,
-                "num_levels": self.num_levels, "rho": self.rho,
+                "num_levels": self.num_levels, "rho": self.rho, "sigma_min": self.sigma_min,
                 "settings": self.settings.given()}
 
 
