@@ -135,6 +135,10 @@ class TrainingConfig(_Section):
     # DSM weight: "power" = sigma^anneal_power (paper); "edm" = that times
     # (sigma^2 + sigma_data^2) / sigma_data^2 with the network's sigma_data (Karras et al. 2022)
     weighting: Literal["power", "edm"] = "power"
+    # class-conditional networks (model.num_classes > 0): the probability that a training label
+    # is replaced by "no label", which trains the unconditional score too (classifier-free
+    # guidance, Ho & Salimans 2022)
+    label_dropout: float = Field(default=0.1, ge=0, le=1)
 
     @field_validator("betas")
     @classmethod

@@ -133,6 +133,25 @@ def _add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=int, default=1, help="enlarge grid pixels by this factor")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    c = p.add_argument_group("class-conditional models (network num_classes > 0)")
+    c.add_argument("--class", dest="labels", type=_class_choice, metavar="K|balanced|none",
+                   help="the class to draw: K, 'balanced' (image i gets class i mod the class "
+                        "count; sample's default) or 'none' (the unconditional score; "
+                        "inpaint's default)")
+    c.add_argument("--guidance-scale", type=float, default=0.0, dest="guidance",
+                   help="classifier-free guidance w >= 0: s(x|y) + w (s(x|y) - s(x)), twice the "
+                        "network work per evaluation (default 0)")
+
+
+def _class_choice(text: str) -> int | str:
+    """``--class``: a class number or one of 'balanced', 'none'."""
+    if text in ("balanced", "none"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a class number, 'balanced' or 'none', got {text!r}") from None
 
 
 def register(sub: Any) -> None:
@@ -261,7 +280,8 @@ def run_sample(args: argparse.Namespace) -> int:
     start = 0
     for images in model.sample_batches(args.num_samples, plan=plan, seed=args.seed,
                                        batch_size=args.batch_size,
-                                       progress=not args.no_progress,
+                                       progress=not args.no_progress, labels=args.labels,
+                                       guidance=args.guidance,
                                        callback=record if args.gif is not None else None):
         writer.add(images, start)
         start += images.shape[0]
@@ -334,7 +354,9 @@ def run_inpaint(args: argparse.Namespace) -> int:
                      "completions")
     for start, completions in model.inpaint_batches(images, masks, k=k, plan=plan,
                                                     seed=args.seed, batch_size=args.batch_size,
-                                                    progress=not args.no_progress):
+                                                    progress=not args.no_progress,
+                                                    labels=args.labels or "none",
+                                                    guidance=args.guidance):
         writer.add(completions, start)
     shown = min(n, args.grid_max)
     completions = torch.cat(writer.grid).reshape(shown, k, channels, size, size)

@@ -155,6 +155,9 @@ def draw_prior(plan: SamplingPlan, shape: tuple[int, ...], generator: torch.Gene
     return x
 
 
+BatchScores = Callable[[int, int], ScoreFn]  # (start, stop) -> the score for those images
+
+
 def counting(score: ScoreFn, on_eval: Callable[[], None]) -> ScoreFn:
     """``score`` that calls ``on_eval()`` after every evaluation (progress bars, cost checks)."""
 
@@ -180,13 +183,14 @@ def batch_ranges(total: int, size: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + size, total)
 
 
-def sample_batches(score: ScoreFn, plan: SamplingPlan, n: int, shape: tuple[int, ...], *,
+def sample_batches(scores: BatchScores, plan: SamplingPlan, n: int, shape: tuple[int, ...], *,
                    generator: torch.Generator, device: torch.device | str = "cpu",
                    batch_size: int = 64, callback: core.Callback | None = None
                    ) -> Iterator[Tensor]:
-    """Yield ``n`` samples in batches of ``batch_size`` as images in [0, 1] on the CPU.
-    ``callback`` receives each batch's prior draw (``index`` -1) and every update, in model
-    space, with ``info["batch_start"]`` added."""
+    """Yield ``n`` samples in batches of ``batch_size`` as images in [0, 1] on the CPU, images
+    start..stop drawn with the score function ``scores(start, stop)``. ``callback`` receives
+    each batch's prior draw (``index`` -1) and every update, in model space, with
+    ``info["batch_start"]`` added."""
     for start, stop in batch_ranges(n, batch_size):
         def report(info: dict[str, Any], start: int = start) -> None:
             if callback is not None:
@@ -196,8 +200,8 @@ def sample_batches(score: ScoreFn, plan: SamplingPlan, n: int, shape: tuple[int,
         if callback is not None:
             callback({"x": x, "level": -1, "step": -1, "sigma": float(plan.sigmas[0]),
                       "index": -1, "batch_start": start})
-        yield to_pixels(run_plan(plan, score, x, generator=generator, callback=report),
-                        plan.logit).cpu()
+        yield to_pixels(run_plan(plan, scores(start, stop), x, generator=generator,
+                                 callback=report), plan.logit).cpu()
 
 
 def inpaint_images(score: ScoreFn, plan: SamplingPlan, images: Tensor, masks: Tensor, *,

@@ -13,8 +13,9 @@ from torch import Tensor, nn
 
 from ncsn.config import Config
 from ncsn.core.losses import dsm_loss
-from ncsn.data import to_float, to_model_space
+from ncsn.data import load_labels, to_float, to_model_space
 from ncsn.imageio import make_grid, save_grid
+from ncsn.nets import class_count, labelled
 from ncsn.sampling import ScoreModel
 from ncsn.spec.model import ModelSpec
 from ncsn.training.distributed import DistInfo
@@ -59,6 +60,8 @@ class Periodic:
         need_test = cfg.training.test_freq > 0 or (cfg.eval.every > 0
                                                    and cfg.eval.reference == "test")
         self.test_images = load_split(cfg, "test") if need_test and run.info.is_main else None
+        self.test_labels = load_labels(cfg.data.name, "test") if self.test_images is not None \
+            and class_count(run.eval_model) else None
 
     def _generator(self, offset: int) -> torch.Generator:
         seed = self.tr.config.training.seed + offset
@@ -79,14 +82,17 @@ class Periodic:
 
     @torch.no_grad()
     def test_loss(self) -> float:
-        """DSM loss of the eval network on (up to) ``test_batch_size`` test images, with the
-        same levels and noise every time (so values are comparable across steps)."""
+        """DSM loss of the eval network on (up to) ``test_batch_size`` test images (with their
+        labels for a class-conditional net), with the same levels and noise every time (so
+        values are comparable across steps)."""
         tr = self.tr
         assert self.test_images is not None
-        x = to_model_space(to_float(self.test_images[:tr.config.training.test_batch_size]),
-                           tr.config.data.logit).to(tr.device)
+        n = tr.config.training.test_batch_size
+        x = to_model_space(to_float(self.test_images[:n]), tr.config.data.logit).to(tr.device)
         net = tr.eval_model.eval()
-        loss = dsm_loss(net, x, tr.sigmas_dev, anneal_power=tr.config.training.anneal_power,
+        score = net if self.test_labels is None else labelled(net, self.test_labels[:n]
+                                                               .to(tr.device))
+        loss = dsm_loss(score, x, tr.sigmas_dev, anneal_power=tr.config.training.anneal_power,
                         sigma_data=tr.loss_sigma_data,
                         generator=self._generator(TEST_SEED_OFFSET))
         return float(loss)

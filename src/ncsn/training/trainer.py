@@ -25,10 +25,10 @@ from tqdm.auto import tqdm
 from ncsn.config import Config, config_to_dict, model_spec, save_config
 from ncsn.core.losses import draw_levels, draw_projections, dsm_loss, ssm_loss
 from ncsn.core.noise import draw_sigmas
-from ncsn.data import apply_train_transforms, to_float
+from ncsn.data import apply_train_transforms, load_labels, to_float
 from ncsn.devices import idle_core_threads
 from ncsn.errors import UserError
-from ncsn.nets import build_network
+from ncsn.nets import build_network, class_count, labelled
 from ncsn.nets.io import save_model
 from ncsn.seeding import derived_seed
 from ncsn.spec.model import ModelSpec
@@ -119,6 +119,9 @@ class Trainer:
                                  image_size=self.image_size, sigmas=self.sigmas).to(self.device)
         if t.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        self.num_classes = class_count(self.net)
+        self.train_labels = load_labels(config.data.name, "train",
+                                        num_classes=self.num_classes) if self.num_classes else None
         self.optimizer = torch.optim.Adam(self.net.parameters(), **self._adam_settings())
         self.ema = EMA(self.net, t.ema_rate) if t.ema_rate else None
         self.gen = torch.Generator(device=self.device).manual_seed(t.seed)
@@ -234,8 +237,10 @@ class Trainer:
         return self.ema.model if self.ema is not None else self.net
 
     # ------------------------------------------------------------------ one step
-    def _global_batch(self) -> tuple[Tensor, Tensor, Tensor]:
-        """(images, per-sample sigma, noise) of the whole global batch for the current step."""
+    def _global_batch(self) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """(images, per-sample sigma, noise, labels) of the whole global batch for the current
+        step; labels (None for an unconditional net) are "no label" (``num_classes``) with
+        probability ``training.label_dropout``."""
         t, d = self.config.training, self.config.data
         idx = batch_indices(self.step, self.train_images.shape[0], t.batch_size, t.seed)
         x = to_float(self.train_images[idx]).to(self.device)
@@ -243,7 +248,12 @@ class Trainer:
                                    generator=self.gen)
         sigma = self._draw_sigma(x.shape[0])
         noise = torch.randn(x.shape, generator=self.gen, device=self.device)
-        return x, sigma, noise
+        if self.train_labels is None:
+            return x, sigma, noise, None
+        labels = self.train_labels[idx].to(self.device)
+        dropped = torch.rand(labels.shape, generator=self.gen, device=self.device) < \
+            t.label_dropout
+        return x, sigma, noise, labels.masked_fill(dropped, self.num_classes)
 
     def _draw_sigma(self, batch: int) -> Tensor:
         """One of the discrete levels per sample (the paper), or a draw from the continuous
@@ -257,21 +267,22 @@ class Trainer:
 
     def _loss(self) -> Tensor:
         t = self.config.training
-        x, sigma, noise = self._global_batch()
+        x, sigma, noise, labels = self._global_batch()
         per_rank = x.shape[0] // self.info.world_size
         part = slice(self.info.rank * per_rank, (self.info.rank + 1) * per_rank)
         projections = None
         if t.loss == "ssm":  # drawn for the global batch, so every world size sees the same v
             projections = draw_projections(x, 1, t.ssm_projection, self.gen)[:, part]
         x, sigma, noise = x[part], sigma[part], noise[part]
+        score = self.score_fn if labels is None else labelled(self.score_fn, labels[part])
         if t.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         amp = torch.autocast("cuda", dtype=torch.bfloat16) if t.amp else contextlib.nullcontext()
         with amp:
             if t.loss == "dsm":
-                return dsm_loss(self.score_fn, x, sigma=sigma, noise=noise,
+                return dsm_loss(score, x, sigma=sigma, noise=noise,
                                 anneal_power=t.anneal_power, sigma_data=self.loss_sigma_data)
-            return ssm_loss(self.score_fn, x, sigma=sigma, noise=noise,
+            return ssm_loss(score, x, sigma=sigma, noise=noise,
                             projections=projections, anneal_power=t.anneal_power,
                             variance_reduced=t.ssm_variance_reduced)
 
