@@ -62,10 +62,11 @@ def _fsync_dir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+def atomic_open(path: str | Path, mode: str = "wb", *, durable: bool = True) -> Iterator[IO]:
     """Open a temporary file for writing ``path``; when the block ends without an error, it
-    is fsynced and renamed over ``path`` (a symlink there is replaced, not followed). Any
-    OSError becomes a one-line UserError naming ``path``."""
+    is renamed over ``path`` (a symlink there is replaced, not followed), after an fsync of it
+    (and of its folder after) when ``durable``. Any OSError becomes a one-line UserError
+    naming ``path``."""
     path = Path(path)
     tmp = temp_path(path)
     try:
@@ -77,9 +78,11 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        if durable:
+            _fsync_dir(path.parent)
     except OSError as err:
         raise write_error(path, err) from None
     finally:

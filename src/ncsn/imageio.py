@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ncsn import files
 from ncsn.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -57,8 +58,8 @@ def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | N
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    with files.atomic_open(path) as fh:
+        img.save(fh, format="PNG")
     return path
 
 
@@ -74,19 +75,20 @@ def save_gif(frames: Sequence[torch.Tensor | np.ndarray], path: str | Path,
             img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
         images.append(img)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+    with files.atomic_open(path) as fh:
+        images[0].save(fh, format="GIF", save_all=True, append_images=images[1:],
+                       duration=duration_ms, loop=0)
     return path
 
 
 def save_pngs(images: torch.Tensor | np.ndarray, folder: str | Path, start: int = 0) -> list[Path]:
     """Write each image as ``folder/000000.png`` (numbered from ``start``)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for k, tile in enumerate(to_uint8(images), start=start):
         p = folder / f"{k:06d}.png"
-        _pil(tile).save(p)
+        with files.atomic_open(p, durable=False) as fh:  # an fsync per image: far too slow
+            _pil(tile).save(fh, format="PNG")
         paths.append(p)
     return paths
 
@@ -120,8 +122,8 @@ def list_images(folder: str | Path) -> list[Path]:
 def save_npz(images: torch.Tensor | np.ndarray, path: str | Path, **extra: np.ndarray) -> Path:
     """Save samples as ``.npz`` with key ``images``: uint8 (N, H, W, C), the usual sample format."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, images=to_uint8(images), **extra)
+    with files.atomic_open(path) as fh:
+        np.savez_compressed(fh, images=to_uint8(images), **extra)
     return path
 
 

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
+from ncsn import files
 from ncsn.errors import UserError
 from ncsn.nets.pretrained import PRETRAINED_PREFIX, pretrained_stem
 from ncsn.nets.registry import build_network
@@ -62,15 +64,15 @@ def _stem(path: str | Path) -> Path:
 
 
 def save_model(path: str | Path, net: nn.Module, spec: ModelSpec) -> Path:
-    """Write ``<stem>.safetensors`` and ``<stem>.json``; returns the .safetensors path."""
+    """Write ``<stem>.safetensors`` and ``<stem>.json`` atomically (a link at either name is
+    replaced, not followed); returns the .safetensors path."""
     stem = _stem(path)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
-    weights_path = stem.with_suffix(".safetensors")
-    save_file(weights, str(weights_path), metadata={"format": "pt"})
-    provenance = {**spec.provenance, HASH_KEY: file_sha256(weights_path)}
-    record = spec.model_copy(update={"provenance": provenance}).to_json()
-    stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    data = safetensors_bytes(weights, metadata={"format": "pt"})
+    weights_path = files.write_bytes(stem.with_suffix(".safetensors"), data)
+    provenance = {**spec.provenance, HASH_KEY: hashlib.sha256(data).hexdigest()}
+    files.write_json(stem.with_suffix(".json"),
+                     spec.model_copy(update={"provenance": provenance}).to_json())
     return weights_path
 
 
