@@ -165,10 +165,10 @@ def check_output_file(path: str | Path, what: str, *, suffixes: tuple[str, ...] 
     """UserError unless ``path`` can be written as a regular file (its folder writable, not a
     folder nor a device, one of ``suffixes`` when given); nothing is created."""
     path = Path(path)
-    if suffixes and path.suffix.lower() not in suffixes:
-        raise UserError(f"{what} {path} must end with {' or '.join(suffixes)}")
     if path.is_dir():
         raise UserError(f"{what} {path} is a folder; give a file name")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise UserError(f"{what} {path} must end with {' or '.join(suffixes)}")
     if path.exists() and not path.is_file():
         raise UserError(f"{what} {path} is not a regular file (a device or a socket?); give a "
                         "file name")

@@ -6,6 +6,7 @@ Images are float tensors or arrays of shape (N, C, H, W) with values in [0, 1]; 
 from __future__ import annotations
 
 import math
+import os
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -152,12 +153,20 @@ def load_npz_images(path: str | Path) -> np.ndarray:
 
 
 class NpzStream:
-    """Write one uint8 array into an ``.npz`` chunk by chunk (np.load reads it as usual)."""
+    """Write one uint8 array into an ``.npz`` chunk by chunk (np.load reads it as usual), into
+    a temporary file renamed over ``path`` by :meth:`close` (a link at ``path`` is replaced)."""
 
     def __init__(self, path: Path, name: str, shape: tuple[int, ...]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.tmp = path, files.temp_path(path)
         self.shape, self.rows = shape, 0
-        self.zip = zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp.unlink(missing_ok=True)
+            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except OSError as err:
+            raise files.write_error(path, err) from None
+        self.file = os.fdopen(fd, "wb")
+        self.zip = zipfile.ZipFile(self.file, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
         self.fh = self.zip.open(f"{name}.npy", "w", force_zip64=True)
         np.lib.format.write_array_header_2_0(
             self.fh, {"descr": "|u1", "fortran_order": False, "shape": shape})
@@ -177,3 +186,5 @@ class NpzStream:
             with self.zip.open(f"{key}.npy", "w", force_zip64=True) as fh:
                 np.lib.format.write_array(fh, np.ascontiguousarray(value))
         self.zip.close()
+        self.file.close()
+        os.replace(self.tmp, self.path)
