@@ -109,3 +109,18 @@ def test_a_second_trainer_in_a_live_run_directory_is_refused(tmp_path: Path, cap
     assert main(["train", "--config", str(config), "--run-dir", str(run), "--no-progress",
                  "--set", "training.n_iters=2", "--resume"]) == 0  # the stale lock is taken over
     assert final_state(run)["step"] == 2
+
+
+def test_an_unwritable_run_directory_is_refused_before_any_work(tmp_path: Path, capsys,
+                                                                monkeypatch) -> None:
+    config = _config_file(tmp_path)
+    monkeypatch.setattr("ncsn.config.load_config", lambda *a: (_ for _ in ()).throw(
+        AssertionError("the config was read before --run-dir was checked")))
+    (tmp_path / "file").write_text("x")
+    for run_dir, message in (("/proc/run", "cannot write in /proc"),
+                             (str(tmp_path / "file"), "is a file, not a folder")):
+        assert main(["train", "--config", str(config), "--run-dir", run_dir]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert main(["demo", "--quick", "--out", "/proc/demo"]) == 2
+    assert "--out /proc/demo: cannot write in /proc" in capsys.readouterr().err
