@@ -290,3 +290,14 @@ def test_samplers_command_lists_the_registry(capsys):
     assert main(["samplers"]) == 0
     listing = capsys.readouterr().out
     assert all(f"{name}:" in listing for name in SAMPLERS)
+
+
+def test_sixteen_bit_images_are_read_at_their_full_range(tmp_path):
+    from ncsn.imageio import load_image
+
+    values = np.array([[0, 1000], [32768, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    np.testing.assert_allclose(load_image(tmp_path / "deep.png", channels=1)[0],
+                               values / 65535.0, rtol=1e-6)
+    assert load_image(tmp_path / "deep.png", channels=3).shape == (3, 2, 2)

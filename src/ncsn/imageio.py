@@ -94,13 +94,32 @@ def save_pngs(images: torch.Tensor | np.ndarray, folder: str | Path, start: int 
     return paths
 
 
+WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I")  # 16-bit grey PNGs open in these
+
+
+def _wide_grey(img: Image.Image, channels: int | None) -> np.ndarray:
+    """A 16-bit grey image as (C, H, W) float32 in [0, 1], at its full range (not clipped to
+    8 bits, which turns every value above 255 white)."""
+    arr = np.asarray(img, dtype=np.float64)
+    if arr.min() < 0 or arr.max() > 65535:
+        raise UserError("image values are outside the 16-bit range [0, 65535]")
+    arr = (arr / 65535.0).astype(np.float32)[None]
+    return np.repeat(arr, 3, axis=0) if channels == 3 else arr
+
+
 def load_image(path: str | Path, channels: int | None = None) -> np.ndarray:
-    """Read one image file as (C, H, W) float32 in [0, 1]; ``channels`` 1 or 3 converts."""
+    """Read one image file as (C, H, W) float32 in [0, 1]; ``channels`` 1 or 3 converts.
+    16-bit grey images are read at their full range."""
     try:
         img = Image.open(path)
         img.load()
     except (OSError, ValueError) as err:
         raise UserError(f"cannot read image {path}: {err}") from err
+    if img.mode in WIDE_GREY_MODES:
+        try:
+            return _wide_grey(img, channels)
+        except UserError as err:
+            raise UserError(f"cannot read image {path}: {err}") from None
     if channels == 1:
         img = img.convert("L")
     elif channels == 3 or img.mode not in ("L", "RGB"):

@@ -153,5 +153,18 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
         state = load_file(str(weights_path))
     except (OSError, SafetensorError) as err:
         raise UserError(f"cannot read weights {weights_path}: {err}") from err
+    check_float_tensors(net, state, weights_path)
     load_weights(net, state, str(weights_path))
     return net.to(device).eval(), spec
+
+
+def check_float_tensors(net: nn.Module, state: Mapping[str, Tensor], source: Path) -> None:
+    """UserError when a weights file holds integer or boolean tensors where ``net`` has
+    floating-point ones (loading would cast them silently)."""
+    expected = net.state_dict()
+    wrong = [f"{k} ({v.dtype})".replace("torch.", "") for k, v in state.items()
+             if k in expected and expected[k].is_floating_point() and not v.is_floating_point()]
+    if wrong:
+        raise UserError(f"weights {source} hold non-float tensors: {_listing(wrong)}; a model "
+                        "file holds floating-point weights only (was it written by another "
+                        "program?)")
