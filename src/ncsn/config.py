@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from ncsn import files
 from ncsn.errors import UserError
 from ncsn.spec.model import DataSpace, ModelSpec, StoredSampling
 from ncsn.spec.samplers import DEFAULT_RHO, AnnealedLangevin, AnySettings, Schedule
@@ -324,8 +325,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
 def save_config(config: Config, path: str | Path) -> Path:
     """Write the resolved config as YAML (section order kept)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    files.write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
     return path
 
 

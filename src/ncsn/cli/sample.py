@@ -14,6 +14,7 @@ each belongs to the samplers that have that setting (``ncsn samplers`` lists the
 from __future__ import annotations
 
 import argparse
+import re
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
+from ncsn import files
 from ncsn.config import parse_yaml
 from ncsn.errors import UserError, check_counts
 from ncsn.spec.samplers import SAMPLER_CLASSES, SAMPLER_SETTINGS, SCHEDULES, setting_owners
@@ -124,6 +126,9 @@ def plan_from_args(model: ScoreModel, args: argparse.Namespace) -> Any:
 def _add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model .safetensors/.json, their stem, or a run directory")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the images an earlier run wrote into --out (only ncsn's "
+                        "grid.png, .npz and numbered PNGs are removed; default: refuse)")
     add_sampler_args(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (memory bound)")
@@ -193,12 +198,38 @@ def register(sub: Any) -> None:
     r.set_defaults(func=run_samplers)
 
 
-def _out_dir(path: str) -> Path:
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is an existing file; give a folder (it is created if "
-                        "missing)")
-    return out
+NUMBERED_PNG = re.compile(r"^\d{6}\.png$")
+
+
+def earlier_output(out: Path, name: str) -> list[Path]:
+    """What an earlier ``sample``/``inpaint`` wrote into ``out``: ``grid.png``,
+    ``<name>.npz`` and the numbered ``<name>/NNNNNN.png`` (nothing else counts or is removed)."""
+    found = [p for p in (out / "grid.png", out / f"{name}.npz") if p.is_file() or p.is_symlink()]
+    if (out / name).is_dir():
+        found += sorted(p for p in (out / name).iterdir() if NUMBERED_PNG.match(p.name))
+    return found
+
+
+def _out_dir(args: argparse.Namespace, name: str) -> tuple[Path, list[Path]]:
+    """``--out`` checked before any work (a writable folder whose ``name`` folder is no link)
+    and the earlier output in it that ``--overwrite`` replaces (refused without it: a smaller
+    set over a larger one would leave stale images that an evaluation counts)."""
+    out = files.check_output_dir(args.out, "--out")
+    if (out / name).is_symlink() or ((out / name).exists() and not (out / name).is_dir()):
+        raise UserError(f"--out {out}: {out / name} is a link or a file; ncsn writes its images "
+                        "into a folder of its own there: remove it or choose another --out")
+    earlier = earlier_output(out, name)
+    if earlier and not args.overwrite:
+        raise UserError(f"--out {out} holds {len(earlier)} files of an earlier {name} set; pass "
+                        "--overwrite to replace them (only grid.png, the .npz and the numbered "
+                        f"PNGs of {name}/ are removed) or choose another --out")
+    return out, earlier
+
+
+def _remove(earlier: list[Path]) -> None:
+    """Delete the earlier output (``--overwrite``), once every check has passed."""
+    for path in earlier:
+        path.unlink(missing_ok=True)
 
 
 class _Output:
@@ -261,8 +292,11 @@ def run_sample(args: argparse.Namespace) -> int:
     from ncsn.imageio import save_gif, save_grid
 
     check_counts(**{"--num-samples": args.num_samples, "--gif-frames": args.gif_frames})
-    out = _out_dir(args.out)
+    out, earlier = _out_dir(args, "samples")
+    if args.gif is not None:
+        files.check_output_file(args.gif, "--gif", suffixes=(".gif",))
     model, plan = load_for(args)
+    _remove(earlier)
     every = max(1, plan.nfe // args.gif_frames)
     frames: list[Tensor] = []
     seen = {"last": -1, "recorded": -1}
@@ -343,12 +377,13 @@ def run_inpaint(args: argparse.Namespace) -> int:
     from ncsn.imageio import save_grid, to_uint8
 
     check_counts(**{"--completions": args.completions})
-    out = _out_dir(args.out)
+    out, earlier = _out_dir(args, "completions")
     model, plan = load_for(args)
     channels, size, _ = model.image_shape
     images = load_inputs(args, channels, size)
     masks = model.masks(args.mask, images.shape[0], fraction=args.fraction, box=args.box,
                         seed=args.seed)
+    _remove(earlier)
     k, n = args.completions, images.shape[0]
     writer = _Output(out, args.format, (n * k, channels, size, size), args.grid_max * k,
                      "completions")

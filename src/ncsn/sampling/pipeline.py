@@ -183,6 +183,22 @@ def batch_ranges(total: int, size: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + size, total)
 
 
+class NonFiniteSamplesError(UserError):
+    """A sampler produced NaN or infinite values (they would be written as black pixels)."""
+
+
+def checked_pixels(x: Tensor, logit: bool, first: int) -> Tensor:
+    """Model-space samples -> images in [0, 1] on the CPU; NonFiniteSamplesError when any value
+    is NaN or infinite (``first``: the number of the batch's first image, for the message)."""
+    if not bool(torch.isfinite(x).all()):
+        raise NonFiniteSamplesError(
+            f"the samples from image {first} on became NaN or infinite: the model's weights may "
+            "hold NaN (a diverged training run) or the step size is too large for the noise "
+            "levels (try a smaller --step-size, fewer levels or another --sampler); their "
+            "images were not written")
+    return to_pixels(x, logit).cpu()
+
+
 def sample_batches(scores: BatchScores, plan: SamplingPlan, n: int, shape: tuple[int, ...], *,
                    generator: torch.Generator, device: torch.device | str = "cpu",
                    batch_size: int = 64, callback: core.Callback | None = None
@@ -200,8 +216,8 @@ def sample_batches(scores: BatchScores, plan: SamplingPlan, n: int, shape: tuple
         if callback is not None:
             callback({"x": x, "level": -1, "step": -1, "sigma": float(plan.sigmas[0]),
                       "index": -1, "batch_start": start})
-        yield to_pixels(run_plan(plan, scores(start, stop), x, generator=generator,
-                                 callback=report), plan.logit).cpu()
+        yield checked_pixels(run_plan(plan, scores(start, stop), x, generator=generator,
+                                      callback=report), plan.logit, start)
 
 
 def inpaint_images(score: ScoreFn, plan: SamplingPlan, images: Tensor, masks: Tensor, *,
@@ -217,4 +233,4 @@ def inpaint_images(score: ScoreFn, plan: SamplingPlan, images: Tensor, masks: Te
                      x_init=x_init, generator=generator, callback=callback,
                      **plan.settings.options())
     keep = masks.expand_as(observed).cpu() > 0
-    return torch.where(keep, images.cpu(), to_pixels(x, plan.logit).cpu())
+    return torch.where(keep, images.cpu(), checked_pixels(x, plan.logit, 0))

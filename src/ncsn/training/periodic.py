@@ -17,6 +17,7 @@ from ncsn.data import load_labels, to_float, to_model_space
 from ncsn.imageio import make_grid, save_grid
 from ncsn.nets import class_count, labelled
 from ncsn.sampling import ScoreModel
+from ncsn.sampling.pipeline import NonFiniteSamplesError
 from ncsn.spec.model import ModelSpec
 from ncsn.training.distributed import DistInfo
 from ncsn.training.logs import MetricsLog
@@ -104,9 +105,15 @@ class Periodic:
         model = ScoreModel(tr.eval_model.eval(), tr.model_spec(), tr.device)
         return model.sample(n, seed=tr.config.training.seed + offset, batch_size=SAMPLE_BATCH)
 
-    def sample_grid(self, path: Path) -> Path:
+    def sample_grid(self, path: Path) -> Path | None:
+        """The grid of the step's samples; None (and an event in the log) when the samples
+        came out non-finite: a training step is not stopped by its grid."""
         n = min(self.tr.config.sampling.num_samples, GRID_MAX)
-        images = self.samples(n, SAMPLE_SEED_OFFSET).cpu()
+        try:
+            images = self.samples(n, SAMPLE_SEED_OFFSET).cpu()
+        except NonFiniteSamplesError:
+            self.tr.log.write({"step": self.tr.step, "event": "nonfinite_samples"})
+            return None
         self.tr.log.image("samples", make_grid(images), self.tr.step)
         return save_grid(images, path)
 
@@ -124,7 +131,10 @@ class Periodic:
         from ncsn import eval as ncsn_eval
 
         tr, e = self.tr, self.tr.config.eval
-        samples = self.samples(e.num_samples, EVAL_SEED_OFFSET)
+        try:
+            samples = self.samples(e.num_samples, EVAL_SEED_OFFSET)
+        except NonFiniteSamplesError:
+            return float("nan")  # never an improvement (see Trainer._record)
         result = ncsn_eval.score_samples(samples.cpu(), self._reference(), metrics=(e.metric,),
                                          device=tr.device)
         return float(result[e.metric])

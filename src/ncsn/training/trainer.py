@@ -28,6 +28,7 @@ from ncsn.core.noise import draw_sigmas
 from ncsn.data import apply_train_transforms, load_labels, to_float
 from ncsn.devices import idle_core_threads
 from ncsn.errors import UserError
+from ncsn.files import RunLock
 from ncsn.nets import build_network, class_count, labelled
 from ncsn.nets.io import save_model
 from ncsn.seeding import derived_seed
@@ -50,6 +51,7 @@ from ncsn.training.setup import (
     check_device_options,
     check_noise_model,
     check_resume_config,
+    claim_run_dir,
     load_split,
     prepare_run_dir,
     resolve_noise,
@@ -96,9 +98,11 @@ class Trainer:
         self.device = select_device(t.device, local_rank_from_env())
         check_device_options(t, self.device)
         self.info: DistInfo = init_distributed(self.device)
+        self.lock: RunLock | None = None
         try:
             self._setup(config, resume=resume, overwrite=overwrite)
         except BaseException:
+            self._release_lock()
             shutdown(self.info)  # a process that stops leaves the group rather than abort in it
             raise
 
@@ -131,12 +135,18 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         if self.info.is_main:  # after every check above: --overwrite deletes only a usable setup
             prepare_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
+            self.lock = claim_run_dir(self.run_dir)
         barrier(self.info)
         if resume:
             self._resume()
         self.score_fn = self._wrap(self.net)
         self.log = MetricsLog(self.run_dir, enabled=self.info.is_main)
         self.periodic = periodic.Periodic(self)
+
+    def _release_lock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     # ------------------------------------------------------------------ setup helpers
     def _adam_settings(self) -> dict[str, Any]:
@@ -408,6 +418,7 @@ class Trainer:
             bar.close()
             self.log.close()
             self.score_fn = self.net  # DDP holds the process group: release it, then leave
+            self._release_lock()
             shutdown(self.info)
         return TrainResult(self.run_dir, self.step, value, time.perf_counter() - began,
                            self.skipped, self.best)
