@@ -172,6 +172,10 @@ class LinearObservation:
                                                  dtype=c.dtype)
         return self.impose(torch.full_like(x, fill), c)
 
+    def to(self, device: torch.device | str) -> LinearObservation:
+        """This observation with its mask on ``device``."""
+        return replace(self, mask=self.mask.to(device))
+
     def rows(self, index: Tensor) -> LinearObservation:
         """This observation for the images ``index`` (selects per-image mask rows)."""
         if self.mask.shape[0] == 1:

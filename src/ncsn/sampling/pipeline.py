@@ -222,6 +222,20 @@ def restore_images(score: ScoreFn, plan: SamplingPlan, images: Tensor,
     return operator.impose(done, operator.basis.forward(images.cpu())).clamp(0.0, 1.0)
 
 
+def restore_batches(score: ScoreFn, plan: SamplingPlan, images: Tensor,
+                    operator: inverse.LinearObservation, k: int, *, generator: torch.Generator,
+                    device: torch.device | str = "cpu",
+                    batch_size: int = 64) -> Iterator[tuple[int, Tensor]]:
+    """``k`` samples given each observation of ``images`` (N, C, H, W; see
+    :func:`restore_images`), in batches of at most ``batch_size``: yields (start, images);
+    sample j of observation i is number i k + j. All random draws come from ``generator``, in
+    order."""
+    for start, stop in batch_ranges(images.shape[0] * k, batch_size):
+        owner = torch.arange(start, stop) // k
+        yield start, restore_images(score, plan, images[owner], operator.rows(owner).to(device),
+                                    generator=generator, device=device)
+
+
 def inpaint_images(score: ScoreFn, plan: SamplingPlan, images: Tensor, masks: Tensor, *,
                    generator: torch.Generator, device: torch.device | str = "cpu",
                    callback: core.Callback | None = None) -> Tensor:
@@ -229,5 +243,5 @@ def inpaint_images(score: ScoreFn, plan: SamplingPlan, images: Tensor, masks: Te
     planned sampler and the observed pixels imposed at every step (paper Algorithm 2 for
     annealed Langevin): :func:`restore_images` with a pixel observation; returns images in
     [0, 1] on the CPU equal to ``images`` where observed."""
-    return restore_images(score, plan, images, inverse.pixel_observation(masks.to(device)),
+    return restore_images(score, plan, images, inverse.pixel_observation(masks).to(device),
                           generator=generator, device=device, callback=callback)
