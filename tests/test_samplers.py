@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ncsn.core import samplers as S
+from ncsn.core.inverse import inpaint
 from ncsn.core.noise import geometric_sigmas, karras_sigmas
 from ncsn.core.toy import GaussianMixture, paper_mixture
 from ncsn.experiments.toy import mode_fraction, sliced_wasserstein
@@ -174,7 +175,7 @@ def test_inpainting_keeps_observed_pixels_at_the_current_noise_level():
     def score(x, s):
         return -x / (1 + s[:, None, None, None] ** 2)
 
-    out = S.inpaint(score, observed, mask, geometric_sigmas(1.0, 0.1, 3), n_steps_each=5,
+    out = inpaint(score, observed, mask, geometric_sigmas(1.0, 0.1, 3), n_steps_each=5,
                     step_size=1e-3, generator=gen, callback=lambda i: steps.append(i["x"]))
     full = mask.expand_as(observed) > 0
     assert torch.equal(out[full], observed[full])

@@ -1,4 +1,4 @@
-"""``ncsn sample``, ``ncsn inpaint`` and ``ncsn samplers``: thin shells over
+"""``ncsn sample``, ``ncsn inpaint``, ``ncsn restore`` and ``ncsn samplers``: thin shells over
 :class:`ncsn.sampling.ScoreModel` (``ncsn.load``), the object the Python API, the trainer's
 grids, evaluation and the demo sample through.
 
@@ -28,6 +28,7 @@ from pydantic.fields import FieldInfo
 from ncsn import files
 from ncsn.config import parse_yaml
 from ncsn.errors import UserError, check_counts
+from ncsn.sampling.restoration import TASKS
 from ncsn.spec.samplers import SAMPLER_CLASSES, SAMPLER_SETTINGS, SCHEDULES, setting_owners
 from ncsn.spec.values import plain
 
@@ -159,6 +160,24 @@ def _class_choice(text: str) -> int | str:
             f"must be a class number, 'balanced' or 'none', got {text!r}") from None
 
 
+def _add_input_args(p: argparse.ArgumentParser) -> None:
+    """The model and output flags, the images to complete and the pixel-mask flags."""
+    _add_common_args(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", nargs="+", help="image files and/or folders of images")
+    src.add_argument("--dataset", help="data set name (see ncsn.data.DATASETS)")
+    p.add_argument("--split", default="test", help="data set split (default test)")
+    p.add_argument("--data-root", help="data set folder (default: the data set's own)")
+    p.add_argument("--start", type=int, default=0, help="first data set image")
+    p.add_argument("--num-images", type=int, default=8, help="data set images to complete")
+    p.add_argument("--mask", default="right",
+                   help="right | lower | center | random | a mask image file (white = observed)")
+    p.add_argument("--fraction", type=float, default=0.5,
+                   help="random mask: fraction of pixels hidden (default 0.5)")
+    p.add_argument("--box", type=int, help="center mask: box side (default half the image)")
+    p.add_argument("-k", "--completions", type=int, default=4, help="completions per image")
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("sample", help="draw images from a model",
                        description="Sample N images from a model with any registered sampler "
@@ -176,21 +195,27 @@ def register(sub: Any) -> None:
                                    "step (paper Algorithm 2 for annealed Langevin); observed "
                                    "pixels are kept exactly. grid.png rows: original, masked "
                                    "input, completions.")
-    _add_common_args(q)
-    src = q.add_mutually_exclusive_group(required=True)
-    src.add_argument("--images", nargs="+", help="image files and/or folders of images")
-    src.add_argument("--dataset", help="data set name (see ncsn.data.DATASETS)")
-    q.add_argument("--split", default="test", help="data set split (default test)")
-    q.add_argument("--data-root", help="data set folder (default: the data set's own)")
-    q.add_argument("--start", type=int, default=0, help="first data set image")
-    q.add_argument("--num-images", type=int, default=8, help="data set images to complete")
-    q.add_argument("--mask", default="right",
-                   help="right | lower | center | random | a mask image file (white = observed)")
-    q.add_argument("--fraction", type=float, default=0.5,
-                   help="random mask: fraction of pixels hidden (default 0.5)")
-    q.add_argument("--box", type=int, help="center mask: box side (default half the image)")
-    q.add_argument("-k", "--completions", type=int, default=4, help="completions per image")
+    _add_input_args(q)
     q.set_defaults(func=run_inpaint)
+
+    t = sub.add_parser("restore", help="solve a linear inverse problem (inpaint, colorize, "
+                                       "super-resolve, denoise, missing frequencies)",
+                       description="Sample images given an observation y = M (U x) + s e made "
+                                   "from the input images (U an orthonormal basis, M a mask, s "
+                                   "the noise std), with a sampler that imposes the observed "
+                                   "components at the current noise level after every step "
+                                   "(paper Algorithm 2 generalised; docs/controllable.md). "
+                                   "grid.png rows: observation, completions, original.")
+    _add_input_args(t)
+    t.add_argument("--task", required=True, choices=list(TASKS),
+                   help="inpaint (--mask), colorize (grey observed), superres (--factor), "
+                        "denoise (--noise-std), frequencies (--keep-fraction)")
+    t.add_argument("--noise-std", type=float, default=None,
+                   help="observation noise std (default 0; denoise: 0.2)")
+    t.add_argument("--factor", type=int, default=2, help="superres: downsampling factor")
+    t.add_argument("--keep-fraction", type=float, default=0.25,
+                   help="frequencies: share of lowest DCT frequencies observed (default 0.25)")
+    t.set_defaults(func=run_restore)
 
     r = sub.add_parser("samplers", help="list the samplers, their settings and costs",
                        description="The sampler registry: name, cost in network evaluations, "
@@ -401,6 +426,47 @@ def run_inpaint(args: argparse.Namespace) -> int:
                      scale=args.scale)
     saved = writer.close(originals=to_uint8(images), masks=masks[:, 0].to(torch.uint8).numpy())
     print(f"{n} images x {k} completions, {plan.describe()}: wrote {grid}, {saved}")
+    return 0
+
+
+DEFAULT_DENOISE_STD = 0.2
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    """``ncsn restore``: k samples per observation -> grid.png (observation, completions,
+    original) + completions/ or completions.npz (with the originals and observations)."""
+    import torch
+
+    from ncsn.imageio import save_grid, to_uint8
+
+    check_counts(**{"--completions": args.completions})
+    out, earlier = _out_dir(args, "completions")
+    model, plan = load_for(args)
+    channels, size, _ = model.image_shape
+    images = load_inputs(args, channels, size)
+    n, k = images.shape[0], args.completions
+    noise_std = args.noise_std if args.noise_std is not None else \
+        DEFAULT_DENOISE_STD if args.task == "denoise" else 0.0
+    operator = model.operator(args.task, n, noise_std=noise_std, factor=args.factor,
+                              keep_fraction=args.keep_fraction, mask=args.mask,
+                              fraction=args.fraction, box=args.box, seed=args.seed)
+    y = operator.observe(images, fill=0.5, generator=torch.Generator().manual_seed(args.seed))
+    _remove(earlier)
+    writer = _Output(out, args.format, (n * k, channels, size, size), args.grid_max * k,
+                     "completions")
+    for start, done in model.restore_batches(y, operator, k=k, plan=plan, seed=args.seed,
+                                             batch_size=args.batch_size,
+                                             progress=not args.no_progress,
+                                             labels=args.labels or "none",
+                                             guidance=args.guidance):
+        writer.add(done, start)
+    shown = min(n, args.grid_max)
+    completions = torch.cat(writer.grid).reshape(shown, k, channels, size, size)
+    rows = torch.cat([y[:shown, None].clamp(0, 1), completions, images[:shown, None]], dim=1)
+    grid = save_grid(rows.reshape(-1, channels, size, size), out / "grid.png", nrow=k + 2,
+                     scale=args.scale)
+    saved = writer.close(originals=to_uint8(images), observations=to_uint8(y.clamp(0, 1)))
+    print(f"{args.task}: {n} images x {k} completions, {plan.describe()}: wrote {grid}, {saved}")
     return 0
 
 

@@ -8,8 +8,9 @@ Every sampler has the same shape::
 ``sigmas`` the noise schedule from largest to smallest (a 1-D tensor or a list), ``generator``
 feeds every random draw, ``callback(info)`` is called after every update with
 ``info = {"x", "level", "step", "sigma", "index"}`` (``index`` counts updates), and
-``constrain(x, sigma)`` (inpainting, :func:`inpaint`) is applied to the initial ``x`` and after
-every update, with the noise level ``x`` is at. Samplers run without gradients and never clamp.
+``constrain(x, sigma)`` (inverse problems: :mod:`ncsn.core.inverse`) is applied to the initial
+``x`` and after every update, with the noise level ``x`` is at. Samplers run without gradients
+and never clamp.
 
 Langevin step conventions (both explicit, never mixed silently):
 
@@ -360,40 +361,3 @@ def dpm_solver_3m(score: ScoreFn, x: Tensor, sigmas: Tensor | list[float], *,
     """DPM-Solver++(3M): :func:`dpm_solver_multistep` of order 3."""
     return dpm_solver_multistep(score, x, sigmas, order=3, generator=generator,
                                 callback=callback, constrain=constrain)
-
-
-def observed_pixels(observed: Tensor, mask: Tensor,
-                    generator: torch.Generator | None = None) -> Constraint:
-    """The projection of inpainting (paper Appendix, Algorithm 2): at noise level sigma the
-    observed pixels (``mask`` 1) are set to y~ = y + sigma z, with one z drawn per level
-    (kept while sigma stays the same), and to y exactly at sigma = 0."""
-    mask = mask.to(device=observed.device, dtype=observed.dtype).expand_as(observed) > 0
-    noisy: dict[float, Tensor] = {}
-
-    def constrain(x: Tensor, sigma: float) -> Tensor:
-        if sigma not in noisy:
-            noisy.clear()
-            noisy[sigma] = observed + sigma * _randn(observed, generator) if sigma > 0 \
-                else observed
-        return torch.where(mask, noisy[sigma], x)
-
-    return constrain
-
-
-@torch.no_grad()
-def inpaint(score: ScoreFn, observed: Tensor, mask: Tensor, sigmas: Tensor | list[float], *,
-            sampler: Callable[..., Tensor] = annealed_langevin, x_init: Tensor | None = None,
-            generator: torch.Generator | None = None, callback: Callback | None = None,
-            **settings: Any) -> Tensor:
-    """Fill the pixels where ``mask`` is 0 with any sampler of this module (paper Algorithm 2
-    with the default ``annealed_langevin``): the sampler runs with :func:`observed_pixels` as
-    its constraint. ``mask`` is 1 on observed pixels (broadcastable to ``observed``); the result
-    holds exactly ``observed`` there. ``x_init`` defaults to U[0, 1) (the paper's start).
-    """
-    if x_init is None:
-        x_init = torch.rand(observed.shape, generator=generator, device=observed.device,
-                            dtype=observed.dtype)
-    x = sampler(score, x_init, sigmas, generator=generator, callback=callback,
-                constrain=observed_pixels(observed, mask, generator), **settings)
-    keep = mask.to(device=observed.device).expand_as(observed) > 0
-    return torch.where(keep, observed, x)

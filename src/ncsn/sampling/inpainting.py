@@ -1,6 +1,7 @@
 """Inpainting inputs and batches, shared by ``ncsn inpaint`` and :meth:`ncsn.ScoreModel.inpaint`:
 named masks, checks on user masks, and k completions per image in bounded batches through
-:func:`ncsn.sampling.inpaint_images` (paper Algorithm 2 for annealed Langevin)."""
+:func:`ncsn.sampling.pipeline.restore_batches` with a pixel observation (paper Algorithm 2 for
+annealed Langevin)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ncsn.core.inverse import pixel_observation
 from ncsn.errors import UserError
 from ncsn.imageio import load_image
-from ncsn.sampling.pipeline import BatchScores, SamplingPlan, batch_ranges, inpaint_images
+from ncsn.sampling.pipeline import BatchScores, SamplingPlan, restore_batches
 
 MASKS = ("right", "lower", "center", "random")
 
@@ -72,7 +74,5 @@ def inpaint_batches(scores: BatchScores, plan: SamplingPlan, images: Tensor, mas
     H, W) is 0, in batches of at most ``batch_size``: yields (start, completions); completion j
     of image i is number i k + j, completions start..stop drawn with the score function
     ``scores(start, stop)``. All random draws come from ``generator``, in order."""
-    for start, stop in batch_ranges(images.shape[0] * k, batch_size):
-        owner = torch.arange(start, stop) // k
-        yield start, inpaint_images(scores(start, stop), plan, images[owner], masks[owner],
-                                    generator=generator, device=device)
+    yield from restore_batches(scores, plan, images, pixel_observation(masks), k,
+                               generator=generator, device=device, batch_size=batch_size)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ncsn.core import ScoreFn
 from ncsn.core import samplers as core
+from ncsn.core.inverse import LinearObservation
 from ncsn.devices import resolve_device
 from ncsn.errors import UserError, check_counts
 from ncsn.nets.io import load_model, resolve_model_path
@@ -33,8 +34,10 @@ from ncsn.sampling.pipeline import (
     SamplingPlan,
     counting,
     plan_sampling,
+    restore_batches,
     sample_batches,
 )
+from ncsn.sampling.restoration import check_observation, make_operator
 from ncsn.spec.model import ModelSpec
 
 TORCH_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
@@ -292,6 +295,60 @@ class ScoreModel:
         return torch.cat([batch for _, batch in self.inpaint_batches(
             images, mask, k=k, plan=plan, seed=seed, batch_size=batch_size, progress=progress,
             fraction=fraction, box=box, labels=labels, guidance=guidance, **choices)])
+
+    def operator(self, task: str, n: int = 1, *, noise_std: float = 0.0, factor: int = 2,
+                 keep_fraction: float = 0.25, mask: Tensor | str = "right",
+                 fraction: float = 0.5, box: int | None = None,
+                 seed: int = 0) -> LinearObservation:
+        """The observation of a named ``task`` for ``n`` images of this model (see
+        :func:`ncsn.sampling.restoration.make_operator`): ``inpaint`` (``mask``, ``fraction``,
+        ``box`` as in :meth:`masks`), ``colorize``, ``superres`` (``factor``), ``denoise`` or
+        ``frequencies`` (``keep_fraction``), with observation noise ``noise_std``.
+        ``operator.observe(images)`` makes the observation :meth:`restore` takes."""
+        return make_operator(task, n, self.image_shape, noise_std=noise_std, factor=factor,
+                             keep_fraction=keep_fraction, mask=mask, fraction=fraction, box=box,
+                             seed=seed)
+
+    def restore_batches(self, y: Tensor, operator: LinearObservation, *, k: int = 1,
+                        plan: SamplingPlan | None = None, seed: int = 0, batch_size: int = 64,
+                        progress: bool = False, labels: Labels = "none", guidance: float = 0.0,
+                        **choices: Any) -> Iterator[tuple[int, Tensor]]:
+        """:meth:`restore` batch by batch: yields (start, images) with sample j of observation i
+        at number i k + j."""
+        check_counts(k=k, batch_size=batch_size)
+        if plan is None:
+            plan = self.plan(**choices)
+        elif choices:
+            raise UserError(f"give a plan or sampling choices, not both ({', '.join(choices)})")
+        y = check_observation(y, operator, plan, self.image_shape)
+        classes, scale = self.class_labels(labels, y.shape[0]), self._guidance(guidance)
+        if classes is not None:
+            classes = classes.repeat_interleave(k)
+        total = math.ceil(y.shape[0] * k / batch_size) * plan.nfe
+        with self._scores(classes, scale, total, "restoring", progress) as scores:
+            yield from restore_batches(scores, plan, y, operator, k,
+                                       generator=self._generator(seed), device=self.device,
+                                       batch_size=batch_size)
+
+    def restore(self, y: Tensor, operator: LinearObservation, *, k: int = 1,
+                plan: SamplingPlan | None = None, seed: int = 0, batch_size: int = 64,
+                progress: bool = False, labels: Labels = "none", guidance: float = 0.0,
+                **choices: Any) -> Tensor:
+        """``k`` samples of x given each observation y = M (U x) + s e (:mod:`ncsn.core.inverse`:
+        Algorithm 2 generalised, with any registered sampler; noisy observations need one that
+        follows the reverse process): a tensor (N k, C, H, W) in [0, 1] on the CPU, sample j of
+        observation i at index i k + j, whose observed coefficients are those of ``y`` when
+        s = 0 (up to clipping into [0, 1]).
+
+        ``y``: (N, C, H, W) images whose observed coefficients are the observation, e.g.
+        ``operator.observe(images)``; ``operator``: from :meth:`operator` or built with
+        :mod:`ncsn.core.inverse`. ``labels`` (one per observation, or one for all; default
+        ``none``) and ``guidance`` as in :meth:`inpaint`; the other arguments are those of
+        :meth:`sample`.
+        """
+        return torch.cat([batch for _, batch in self.restore_batches(
+            y, operator, k=k, plan=plan, seed=seed, batch_size=batch_size, progress=progress,
+            labels=labels, guidance=guidance, **choices)])
 
     def masks(self, mask: Tensor | str, n: int, *, fraction: float = 0.5,
               box: int | None = None, seed: int = 0) -> Tensor:

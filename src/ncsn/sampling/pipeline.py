@@ -8,7 +8,7 @@ the Python API (all through :class:`ncsn.sampling.ScoreModel`).
    most ``nfe`` when a budget is given).
 2. :func:`draw_prior` draws the sampler's starting point in the model's data space
    (:func:`ncsn.data.to_model_space` / :func:`ncsn.data.to_pixels` are the round trip).
-3. :func:`sample_batches` and :func:`inpaint_images` run the plan.
+3. :func:`sample_batches` and :func:`restore_images` (:func:`inpaint_images`) run the plan.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ncsn.core import ScoreFn
+from ncsn.core import ScoreFn, inverse
 from ncsn.core import samplers as core
 from ncsn.core.noise import geometric_sigmas, karras_sigmas
 from ncsn.data.transforms import to_model_space, to_pixels
@@ -220,17 +220,49 @@ def sample_batches(scores: BatchScores, plan: SamplingPlan, n: int, shape: tuple
                                       callback=report), plan.logit, start)
 
 
+def restore_images(score: ScoreFn, plan: SamplingPlan, images: Tensor,
+                   operator: inverse.LinearObservation, *, generator: torch.Generator,
+                   device: torch.device | str = "cpu",
+                   callback: core.Callback | None = None) -> Tensor:
+    """Sample images given observations ``images`` (N, C, H, W in [0, 1]; an image whose observed
+    coefficients are the observation, :meth:`~ncsn.core.inverse.LinearObservation.observe`) with
+    the planned sampler and the observed coefficients imposed after every update
+    (:func:`ncsn.core.inverse.restore`); returns images in [0, 1] on the CPU whose observed
+    coefficients are those of ``images`` when the observation is noiseless (up to clipping into
+    [0, 1], which pixel observations never need). The operator acts in model space, which is
+    pixel space except for pixel masks (callers check)."""
+    observed = to_model_space(images.to(device), plan.logit)
+    x_init = draw_prior(plan, tuple(images.shape), generator, device)
+    x = inverse.restore(score, observed, operator, plan.sigmas.to(device), sampler=plan.entry.run,
+                        x_init=x_init, generator=generator, callback=callback,
+                        **plan.settings.options())
+    done = checked_pixels(x, plan.logit, 0)
+    if operator.noise_std > 0:
+        return done
+    return operator.impose(done, operator.basis.forward(images.cpu())).clamp(0.0, 1.0)
+
+
+def restore_batches(scores: BatchScores, plan: SamplingPlan, images: Tensor,
+                    operator: inverse.LinearObservation, k: int, *, generator: torch.Generator,
+                    device: torch.device | str = "cpu",
+                    batch_size: int = 64) -> Iterator[tuple[int, Tensor]]:
+    """``k`` samples given each observation of ``images`` (N, C, H, W; see
+    :func:`restore_images`), in batches of at most ``batch_size``: yields (start, images);
+    sample j of observation i is number i k + j, samples start..stop drawn with the score
+    function ``scores(start, stop)``. All random draws come from ``generator``, in order."""
+    for start, stop in batch_ranges(images.shape[0] * k, batch_size):
+        owner = torch.arange(start, stop) // k
+        yield start, restore_images(scores(start, stop), plan, images[owner],
+                                    operator.rows(owner).to(device), generator=generator,
+                                    device=device)
+
+
 def inpaint_images(score: ScoreFn, plan: SamplingPlan, images: Tensor, masks: Tensor, *,
                    generator: torch.Generator, device: torch.device | str = "cpu",
                    callback: core.Callback | None = None) -> Tensor:
     """Complete ``images`` (N, C, H, W in [0, 1]) where ``masks`` (N, 1 or C, H, W) is 0, with the
     planned sampler and the observed pixels imposed at every step (paper Algorithm 2 for
-    annealed Langevin); returns images in [0, 1] on the CPU equal to ``images`` where observed."""
-    observed = to_model_space(images.to(device), plan.logit)
-    masks = masks.to(device)
-    x_init = draw_prior(plan, tuple(images.shape), generator, device)
-    x = core.inpaint(score, observed, masks, plan.sigmas.to(device), sampler=plan.entry.run,
-                     x_init=x_init, generator=generator, callback=callback,
-                     **plan.settings.options())
-    keep = masks.expand_as(observed).cpu() > 0
-    return torch.where(keep, images.cpu(), checked_pixels(x, plan.logit, 0))
+    annealed Langevin): :func:`restore_images` with a pixel observation; returns images in
+    [0, 1] on the CPU equal to ``images`` where observed."""
+    return restore_images(score, plan, images, inverse.pixel_observation(masks).to(device),
+                          generator=generator, device=device, callback=callback)

@@ -41,11 +41,15 @@ def _consistent_eta(settings: spec.SamplerSettings, sigmas: Tensor) -> spec.Samp
 
 @dataclass(frozen=True)
 class Sampler:
-    """One registered sampler: its settings class, its core function and ``resolve``."""
+    """One registered sampler: its settings class, its core function and ``resolve``.
+    ``reverse_process``: whether its updates go from the current state down the reverse process
+    (False for annealed Langevin, whose MCMC at each level targets the marginal p_sigma), which a
+    noisy observation needs below its noise level (:mod:`ncsn.core.inverse`)."""
 
     settings: type[spec.SamplerSettings]
     run: Callable[..., Tensor]
     resolve: Callable[[spec.SamplerSettings, Tensor], spec.SamplerSettings] = _as_is
+    reverse_process: bool = True
 
     @property
     def name(self) -> str:
@@ -53,7 +57,7 @@ class Sampler:
 
 
 SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
-    Sampler(spec.AnnealedLangevin, core.annealed_langevin, _langevin_step),
+    Sampler(spec.AnnealedLangevin, core.annealed_langevin, _langevin_step, reverse_process=False),
     Sampler(spec.ConsistentAnnealed, core.consistent_annealed, _consistent_eta),
     Sampler(spec.PredictorCorrector, core.predictor_corrector),
     Sampler(spec.ProbabilityFlowODE, core.probability_flow_ode),

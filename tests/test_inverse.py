@@ -1,0 +1,183 @@
+"""ncsn.core.inverse on exact scores: the bases are orthonormal and observe what they claim; on a
+Gaussian, conditional samples follow the exact posterior (mean and covariance within bounds
+justified below) for a pixel mask, a change of basis (the DCT) and a noisy observation; the
+observed components are kept exactly; Algorithm 2's noisy copies at each level."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ncsn.core import inverse as inv
+from ncsn.core import samplers as S
+from ncsn.core.noise import geometric_sigmas
+
+SIDE, N = 4, 4000
+D = SIDE * SIDE
+
+
+def _gaussian() -> tuple[torch.Tensor, torch.Tensor]:
+    """A correlated Gaussian on 1x4x4 images (squared-exponential kernel, length 1.5, plus 0.1 I;
+    eigenvalues 0.10 .. 4.55), float64."""
+    yy, xx = torch.meshgrid(torch.arange(SIDE), torch.arange(SIDE), indexing="ij")
+    p = torch.stack([yy.flatten(), xx.flatten()], 1).double()
+    d2 = ((p[:, None] - p[None]) ** 2).sum(-1)
+    cov = 0.6 * torch.exp(-d2 / (2 * 1.5**2)) + 0.1 * torch.eye(D, dtype=torch.float64)
+    return 0.5 + 0.1 * torch.arange(D, dtype=torch.float64) / D, cov
+
+
+MU, COV = _gaussian()
+TRUTH = MU + torch.linalg.cholesky(COV) @ torch.randn(D, generator=torch.Generator().manual_seed(0),
+                                                      dtype=torch.float64)
+
+
+def exact_score(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """grad log N(x; MU, COV + sigma^2 I), the Gaussian perturbed at sigma."""
+    precision = torch.linalg.inv(COV + float(sigma[0]) ** 2 * torch.eye(D, dtype=torch.float64))
+    return (-(x.reshape(x.shape[0], -1) - MU) @ precision).reshape(x.shape)
+
+
+def _basis_matrix(basis: inv.Basis) -> torch.Tensor:
+    """U as a (D, D) matrix: column j is U applied to the j-th pixel image."""
+    eye = torch.eye(D, dtype=torch.float64).reshape(D, 1, SIDE, SIDE)
+    return basis.forward(eye).reshape(D, D).T
+
+
+def _conditional(mean: torch.Tensor, cov: torch.Tensor, obs: torch.Tensor, value: torch.Tensor,
+                 noise_var: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gaussian conditioning on the components ``obs`` observed as ``value`` with noise of
+    variance ``noise_var``: (mean, covariance, gain K)."""
+    k = cov[:, obs] @ torch.linalg.inv(cov[obs][:, obs] + noise_var * torch.eye(int(obs.sum()),
+                                                                            dtype=cov.dtype))
+    return mean + k @ (value - mean[obs]), cov - k @ cov[obs], k
+
+
+def _check_gaussian(samples: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor,
+                    bias: float) -> None:
+    """Whitened by the exact law, samples have mean 0 (each component's sample mean is
+    N(0, 1/N): 5 standard errors) and covariance I (entry standard errors at most sqrt(2/N):
+    5 of them, plus ``bias``, the sampler's own discretisation bias, bounded by each test)."""
+    chol = torch.linalg.cholesky(cov)
+    w = torch.linalg.solve_triangular(chol, (samples - mean).T, upper=False).T
+    assert w.mean(0).abs().max().item() < 5.0 / math.sqrt(N)
+    eye = torch.eye(w.shape[1], dtype=w.dtype)
+    assert (torch.cov(w.T) - eye).abs().max().item() < 5.0 * math.sqrt(2.0 / N) + bias
+
+
+def _observation(operator: inv.LinearObservation) -> tuple[torch.Tensor, torch.Tensor]:
+    """(U, observed components as a bool vector) of an operator on 1x4x4 images."""
+    u = _basis_matrix(operator.basis)
+    return u, operator.observed(torch.zeros(1, 1, SIDE, SIDE)).flatten()
+
+
+def _restore(operator: inv.LinearObservation, sampler, sigmas,
+             **settings) -> tuple[torch.Tensor, torch.Tensor]:
+    y = operator.observe(TRUTH.reshape(1, 1, SIDE, SIDE).expand(N, 1, SIDE, SIDE).clone(),
+                         generator=torch.Generator().manual_seed(2))
+    y = y[:1].expand_as(y).clone()  # one observation, N posterior draws
+    out = inv.restore(exact_score, y, operator, sigmas, sampler=sampler,
+                      generator=torch.Generator().manual_seed(1), **settings)
+    return out, y
+
+
+SIGMA_L = 0.05
+MASK = torch.zeros(1, 1, SIDE, SIDE)
+MASK[..., :, :2] = 1.0
+
+
+@pytest.mark.parametrize("operator", [inv.pixel_observation(MASK),
+                                      inv.low_frequencies((1, SIDE, SIDE), 0.25)],
+                         ids=["pixel-mask", "dct"])
+def test_annealed_langevin_samples_the_exact_posterior_without_noise(operator):
+    """Annealed Langevin with the constraint targets, at its last level, the Gaussian perturbed at
+    sigma_L with its observed coefficients at U y + sigma_L z (module docstring): the
+    conditional N(m + K (y - m_o), C~_u|o + sigma_L^2 K K^T), C~ = U COV U^T + sigma_L^2 I. Its
+    bias: unadjusted Langevin with step a on a Gaussian of variance v has stationary variance
+    v / (1 - a / (4 v)), at most 1.3% here (a = 2 sigma_L^2, v >= 0.1), bounded by 0.02. That
+    target is the exact posterior p(x | M U x = y) as sigma_L -> 0, within 0.05 here."""
+    out, y = _restore(operator, S.annealed_langevin, geometric_sigmas(3.0, SIGMA_L, 10),
+                      n_steps_each=100, step_size=2 * SIGMA_L**2)
+    u, obs = _observation(operator)
+    coefficients = out.reshape(N, D) @ u.T
+    observed = u @ y[0].flatten()
+    assert torch.allclose(coefficients[:, obs], observed[obs].expand(N, -1), atol=1e-12)
+    m, c = u @ MU, u @ COV @ u.T
+    level = c + SIGMA_L**2 * torch.eye(D, dtype=torch.float64)
+    mean, cov, gain = _conditional(m, level, obs, observed[obs], 0.0)
+    cov = cov + SIGMA_L**2 * gain @ gain.T
+    _check_gaussian(coefficients[:, ~obs], mean[~obs], cov[~obs][:, ~obs], bias=0.02)
+    clean_mean, clean_cov, _ = _conditional(m, c, obs, observed[obs], 0.0)
+    assert (torch.linalg.eigvalsh(cov[~obs][:, ~obs]) / torch.linalg.eigvalsh(
+        clean_cov[~obs][:, ~obs]) - 1).abs().max() < 0.05
+    assert (mean - clean_mean).abs().max() < 0.05
+
+
+def test_noisy_observation_follows_the_exact_posterior():
+    """Denoising, s = 0.3: above s the observation fixes x at y + sqrt(sigma^2 - s^2) z (an exact
+    coupling), below s ancestral steps (consistent annealing, eta of the exact Gaussian step)
+    sample p(x | x_s) from x_s = y, i.e. p(x | y) = N(m + K (y - m), C - K C), K = C (C + s^2)^-1.
+    Bias: the ancestral step's noise variance differs from the exact step's by O(step); with
+    200 geometric levels 5 -> 0.01 it stays below 0.05 of the whitened covariance."""
+    operator = inv.denoising((1, SIDE, SIDE), 0.3)
+    out, y = _restore(operator, S.consistent_annealed, geometric_sigmas(5.0, 0.01, 200))
+    mean, cov, _ = _conditional(MU, COV, torch.ones(D, dtype=torch.bool), y[0].flatten(), 0.09)
+    _check_gaussian(out.reshape(N, D), mean, cov, bias=0.05)
+
+
+def test_bases_are_orthonormal_and_observe_what_they_claim():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 8, 8, generator=gen, dtype=torch.float64)
+    for basis in (inv.PixelBasis(), inv.BlockDCT(2), inv.BlockDCT(8), inv.ColourDecoupling()):
+        c = basis.forward(x)
+        assert torch.allclose(basis.inverse(c), x, atol=1e-12)
+        assert torch.allclose(c.norm(), x.norm(), atol=1e-12)
+    d = inv.dct_matrix(5, dtype=torch.float64)
+    assert torch.allclose(d @ d.T, torch.eye(5, dtype=torch.float64), atol=1e-12)
+    # score_sde's decoupling matrix, as printed in its controllable_generation.py
+    score_sde = torch.tensor([[5.7735014e-01, -8.1649649e-01, 4.7008697e-08],
+                              [5.7735026e-01, 4.0824834e-01, 7.0710671e-01],
+                              [5.7735026e-01, 4.0824822e-01, -7.0710683e-01]])
+    assert torch.allclose(inv.colour_decoupling_matrix(), score_sde, atol=1e-6)
+    # super-resolution observes factor x the block means; colorization sqrt 3 x the grey
+    sr = inv.super_resolution((3, 8, 8), 2)
+    seen = sr.basis.forward(x)[sr.observed(x)].reshape(2, 3, 4, 4)
+    assert torch.allclose(seen, 2 * F.avg_pool2d(x, 2), atol=1e-12)
+    assert torch.allclose(sr.observe(x, fill=0.5), F.interpolate(F.avg_pool2d(x, 2),
+                                                                 scale_factor=2), atol=1e-12)
+    col = inv.colorization((3, 8, 8))
+    seen = col.basis.forward(x)[col.observed(x)].reshape(2, 1, 8, 8)
+    assert torch.allclose(seen, math.sqrt(3) * x.mean(1, keepdim=True), atol=1e-12)
+    assert torch.allclose(col.observe(x), x.mean(1, keepdim=True).expand_as(x), atol=1e-12)
+    freq = inv.low_frequencies((1, 8, 8), 0.25)
+    assert int(freq.mask.sum()) == 16 and bool(freq.mask[0, 0, 0, 0])
+
+
+def test_observed_coefficients_hold_the_noisy_copy_of_each_level():
+    """At sigma >= s the observed coefficients are U y + sqrt(sigma^2 - s^2) z, the same z
+    during a level; below s the constraint leaves x alone."""
+    operator = inv.low_frequencies((1, 8, 8), 0.5, noise_std=0.3)
+    y = torch.rand(500, 1, 8, 8, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    constrain = inv.observation_constraint(operator, y, torch.Generator().manual_seed(5))
+    x = torch.zeros_like(y)
+    target = operator.basis.forward(y)
+    mask = operator.observed(target)
+    first, again = constrain(x, 0.5), constrain(x + 1, 0.5)
+    spread = (operator.basis.forward(first) - target)[mask]
+    assert abs(spread.std().item() - 0.4) < 0.02  # sqrt(0.5^2 - 0.3^2)
+    assert torch.allclose(operator.basis.forward(again)[mask], operator.basis.forward(first)[mask])
+    assert torch.allclose(operator.basis.forward(constrain(x, 0.3))[mask], target[mask])
+    assert torch.equal(constrain(x, 0.2), x)
+
+
+def test_unknown_sizes_are_value_errors():
+    with pytest.raises(ValueError, match="divide the image size"):
+        inv.super_resolution((1, 28, 28), 3)
+    with pytest.raises(ValueError, match="RGB"):
+        inv.colorization((1, 28, 28))
+    with pytest.raises(ValueError, match="noise std > 0"):
+        inv.denoising((1, 28, 28), 0.0)
+    with pytest.raises(ValueError, match=r"in \(0, 1\)"):
+        inv.low_frequencies((1, 28, 28), 1.5)
