@@ -31,7 +31,7 @@ from ncsn.errors import UserError
 from ncsn.spec.model import DataSpace, ModelSpec, StoredSampling
 from ncsn.spec.samplers import DEFAULT_RHO, AnnealedLangevin, AnySettings, Schedule
 from ncsn.spec.validation import user_error
-from ncsn.spec.values import LevelsOrAuto, PositiveOrAuto, ThreadsOrAuto
+from ncsn.spec.values import MAX_IMAGE_SIZE, LevelsOrAuto, PositiveOrAuto, ThreadsOrAuto
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -73,7 +73,7 @@ class DataConfig(_Section):
 
     name: str = "mnist5k"
     root: str | None = None
-    image_size: int | None = Field(default=None, gt=0)
+    image_size: int | None = Field(default=None, gt=0, le=MAX_IMAGE_SIZE)
     channels: Literal[1, 3] | None = None
     dequantize: bool = True
     hflip: bool = False
@@ -306,9 +306,12 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
     ``--set`` overrides and validate it."""
     path = resolve_config_path(path)
     try:
-        raw = parse_yaml(path.read_text()) or {}
+        raw = parse_yaml(path.read_text(encoding="utf-8")) or {}
     except OSError as err:
         raise UserError(f"cannot read config {path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start}); save the config as "
+                        "UTF-8") from None
     except yaml.YAMLError as err:
         raise UserError(f"{path}{_yaml_position(err)}: invalid YAML: {_yaml_problem(err)}"
                         ) from None

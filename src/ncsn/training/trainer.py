@@ -56,6 +56,7 @@ from ncsn.training.setup import (
     prepare_run_dir,
     resolve_noise,
 )
+from ncsn.training.signals import StopRequest
 
 COMPILE_BACKEND = "inductor"  # torch.compile's backend for ``training.compile``
 
@@ -378,6 +379,14 @@ class Trainer:
             for suffix in (".safetensors", ".json"):
                 (self.run_dir / f"model_ema{suffix}").unlink(missing_ok=True)
 
+    def _stop_after_signal(self, stop: StopRequest) -> None:
+        """End the run after SIGINT/SIGTERM, once the step's checkpoint is written."""
+        if self.info.is_main:
+            self.log.write({"event": "interrupted", "step": self.step})
+            print(f"stopped at step {self.step} ({stop.interrupted()}); checkpoint written, "
+                  "--resume continues from it")
+        raise stop.interrupted()
+
     def run(self) -> TrainResult:
         """Train up to ``training.n_iters`` steps; write checkpoints, logs and model files."""
         t = self.config.training
@@ -393,6 +402,7 @@ class Trainer:
         bar = tqdm(total=t.n_iters, initial=start, unit="step", dynamic_ncols=True,
                    disable=not (self.progress and self.info.is_main), desc="train")
         value, window, losses = None, (start, time.perf_counter()), []
+        stop = StopRequest().install()
         try:
             while self.step < t.n_iters:
                 value = self.train_step()
@@ -409,12 +419,16 @@ class Trainer:
                                     "elapsed_s": now - began})
                 if self.info.is_main:
                     self._record(self.periodic.after_step())
-                if self.step % t.snapshot_freq == 0 or self.step == t.n_iters:
+                stopping = stop.agreed(self.info, self.device)
+                if stopping or self.step % t.snapshot_freq == 0 or self.step == t.n_iters:
                     self.save_checkpoint()
+                if stopping and self.step < t.n_iters:
+                    self._stop_after_signal(stop)
             if self.info.is_main:
                 self._write_models()
             barrier(self.info)
         finally:
+            stop.restore()
             bar.close()
             self.log.close()
             self.score_fn = self.net  # DDP holds the process group: release it, then leave
