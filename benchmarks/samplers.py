@@ -108,7 +108,7 @@ def model_table(args: argparse.Namespace) -> None:
             images = model.sample(args.num_samples, plan=plan, seed=args.seed,
                                   batch_size=args.batch_size, guidance=args.guidance)
             seconds = time.perf_counter() - start
-            m = digit_metrics(images)
+            m = digit_metrics(images, labels=model.class_labels("balanced", args.num_samples))
             share = m["digit_confident"]
             error = (share * (1 - share) / args.num_samples) ** 0.5
             sig = plan.sigmas
@@ -118,7 +118,8 @@ def model_table(args: argparse.Namespace) -> None:
                   f"{float(sig[0]):.3g}->{float(sig[-1]):.3g} | {plan.nfe} | "
                   f"{share:.3f} +- {error:.3f} | {m['digit_classes']} | "
                   f"{m['digit_balance']:.3f} | {m['digit_kid']:.3f} ({m['digit_kid_std']:.3f}) | "
-                  f"{seconds:.1f} |",
+                  f"{seconds:.1f} |" + (f" asked class {m['digit_asked']:.3f} |"
+                                        if "digit_asked" in m else ""),
                   flush=True)
 
 

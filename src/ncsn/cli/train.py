@@ -93,6 +93,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
     d = result.digits
     quality = (f"\n  digits:     {d['digit_confident']:.0%} confident, {d['digit_classes']} of 10 "
                f"classes, digit KID {d['digit_kid']:.3f}" if d else "")
+    if "digit_asked" in d:
+        quality += f", {d['digit_asked']:.0%} drawn as the asked digit"
     print(f"demo done: trained {result.train_seconds:.0f} s, sampled "
           f"{result.sample_seconds:.1f} s with {result.plan}{quality}\n  samples:    "
           f"{result.grid}\n  loss curve: {result.loss_curve}\n  metrics:    {result.metrics}")
