@@ -163,6 +163,13 @@ def register(sub: Any) -> None:
     p.add_argument("-n", "--num-samples", type=int, default=64, help="number of images")
     p.add_argument("--gif", help="write the sampling of the first batch as an animated GIF")
     p.add_argument("--gif-frames", type=int, default=100, help="about this many GIF frames")
+    g = p.add_argument_group("classifier guidance (docs/controllable.md)")
+    g.add_argument("--class", type=int, dest="label", help="sample this class (needs "
+                                                           "--classifier)")
+    g.add_argument("--classifier", help="noise-conditional classifier stem (ncsn "
+                                        "train-classifier) guiding the sampler")
+    g.add_argument("--guidance-scale", type=float, default=1.0,
+                   help="w in s + w grad log p(class | x, sigma) (default 1)")
     p.set_defaults(func=run_sample)
 
     q = sub.add_parser("inpaint", help="complete masked images (paper Algorithm 2)",
@@ -284,10 +291,15 @@ def run_sample(args: argparse.Namespace) -> int:
     writer = _Output(out, args.format, (args.num_samples, *model.image_shape), args.grid_max,
                      "samples")
     start = 0
-    for images in model.sample_batches(args.num_samples, plan=plan, seed=args.seed,
-                                       batch_size=args.batch_size,
-                                       progress=not args.no_progress,
-                                       callback=record if args.gif is not None else None):
+    if (args.label is None) != (args.classifier is None):
+        raise UserError("--class and --classifier go together (classifier guidance)")
+    common = {"plan": plan, "seed": args.seed, "batch_size": args.batch_size,
+              "progress": not args.no_progress,
+              "callback": record if args.gif is not None else None}
+    batches = model.sample_batches(args.num_samples, **common) if args.classifier is None \
+        else model.sample_class_batches(args.num_samples, args.label, args.classifier,
+                                        scale=args.guidance_scale, **common)
+    for images in batches:
         writer.add(images, start)
         start += images.shape[0]
     grid = save_grid(torch.cat(writer.grid), out / "grid.png", scale=args.scale)
