@@ -14,45 +14,20 @@ import torch.nn.functional as F
 from ncsn.core import inverse as inv
 from ncsn.core import samplers as S
 from ncsn.core.noise import geometric_sigmas
+from ncsn.core.toy import smooth_image_gaussian
 
 SIDE, N = 4, 4000
 D = SIDE * SIDE
 
 
-def _gaussian() -> tuple[torch.Tensor, torch.Tensor]:
-    """A correlated Gaussian on 1x4x4 images (squared-exponential kernel, length 1.5, plus 0.1 I;
-    eigenvalues 0.10 .. 4.55), float64."""
-    yy, xx = torch.meshgrid(torch.arange(SIDE), torch.arange(SIDE), indexing="ij")
-    p = torch.stack([yy.flatten(), xx.flatten()], 1).double()
-    d2 = ((p[:, None] - p[None]) ** 2).sum(-1)
-    cov = 0.6 * torch.exp(-d2 / (2 * 1.5**2)) + 0.1 * torch.eye(D, dtype=torch.float64)
-    return 0.5 + 0.1 * torch.arange(D, dtype=torch.float64) / D, cov
-
-
-MU, COV = _gaussian()
-TRUTH = MU + torch.linalg.cholesky(COV) @ torch.randn(D, generator=torch.Generator().manual_seed(0),
-                                                      dtype=torch.float64)
-
-
-def exact_score(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """grad log N(x; MU, COV + sigma^2 I), the Gaussian perturbed at sigma."""
-    precision = torch.linalg.inv(COV + float(sigma[0]) ** 2 * torch.eye(D, dtype=torch.float64))
-    return (-(x.reshape(x.shape[0], -1) - MU) @ precision).reshape(x.shape)
+GAUSSIAN = smooth_image_gaussian(SIDE)
+TRUTH = GAUSSIAN.sample(1, torch.Generator().manual_seed(0))[0]
 
 
 def _basis_matrix(basis: inv.Basis) -> torch.Tensor:
     """U as a (D, D) matrix: column j is U applied to the j-th pixel image."""
     eye = torch.eye(D, dtype=torch.float64).reshape(D, 1, SIDE, SIDE)
     return basis.forward(eye).reshape(D, D).T
-
-
-def _conditional(mean: torch.Tensor, cov: torch.Tensor, obs: torch.Tensor, value: torch.Tensor,
-                 noise_var: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gaussian conditioning on the components ``obs`` observed as ``value`` with noise of
-    variance ``noise_var``: (mean, covariance, gain K)."""
-    k = cov[:, obs] @ torch.linalg.inv(cov[obs][:, obs] + noise_var * torch.eye(int(obs.sum()),
-                                                                            dtype=cov.dtype))
-    return mean + k @ (value - mean[obs]), cov - k @ cov[obs], k
 
 
 def _check_gaussian(samples: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor,
@@ -78,7 +53,7 @@ def _restore(operator: inv.LinearObservation, sampler, sigmas,
     y = operator.observe(TRUTH.reshape(1, 1, SIDE, SIDE).expand(N, 1, SIDE, SIDE).clone(),
                          generator=torch.Generator().manual_seed(2))
     y = y[:1].expand_as(y).clone()  # one observation, N posterior draws
-    out = inv.restore(exact_score, y, operator, sigmas, sampler=sampler,
+    out = inv.restore(GAUSSIAN, y, operator, sigmas, sampler=sampler,
                       generator=torch.Generator().manual_seed(1), **settings)
     return out, y
 
@@ -94,7 +69,7 @@ MASK[..., :, :2] = 1.0
 def test_annealed_langevin_samples_the_exact_posterior_without_noise(operator):
     """Annealed Langevin with the constraint targets, at its last level, the Gaussian perturbed at
     sigma_L with its observed coefficients at U y + sigma_L z (module docstring): the
-    conditional N(m + K (y - m_o), C~_u|o + sigma_L^2 K K^T), C~ = U COV U^T + sigma_L^2 I. Its
+    conditional N(m + K (y - m_o), C~_u|o + sigma_L^2 K K^T), C~ = U C U^T + sigma_L^2 I. Its
     bias: unadjusted Langevin with step a on a Gaussian of variance v has stationary variance
     v / (1 - a / (4 v)), at most 1.3% here (a = 2 sigma_L^2, v >= 0.1), bounded by 0.02. That
     target is the exact posterior p(x | M U x = y) as sigma_L -> 0, within 0.05 here."""
@@ -104,12 +79,11 @@ def test_annealed_langevin_samples_the_exact_posterior_without_noise(operator):
     coefficients = out.reshape(N, D) @ u.T
     observed = u @ y[0].flatten()
     assert torch.allclose(coefficients[:, obs], observed[obs].expand(N, -1), atol=1e-12)
-    m, c = u @ MU, u @ COV @ u.T
-    level = c + SIGMA_L**2 * torch.eye(D, dtype=torch.float64)
-    mean, cov, gain = _conditional(m, level, obs, observed[obs], 0.0)
+    prior = GAUSSIAN.transformed(u)
+    mean, cov, gain = prior.perturbed(SIGMA_L).condition(obs, observed[obs])
     cov = cov + SIGMA_L**2 * gain @ gain.T
     _check_gaussian(coefficients[:, ~obs], mean[~obs], cov[~obs][:, ~obs], bias=0.02)
-    clean_mean, clean_cov, _ = _conditional(m, c, obs, observed[obs], 0.0)
+    clean_mean, clean_cov, _ = prior.condition(obs, observed[obs])
     assert (torch.linalg.eigvalsh(cov[~obs][:, ~obs]) / torch.linalg.eigvalsh(
         clean_cov[~obs][:, ~obs]) - 1).abs().max() < 0.05
     assert (mean - clean_mean).abs().max() < 0.05
@@ -123,7 +97,7 @@ def test_noisy_observation_follows_the_exact_posterior():
     200 geometric levels 5 -> 0.01 it stays below 0.05 of the whitened covariance."""
     operator = inv.denoising((1, SIDE, SIDE), 0.3)
     out, y = _restore(operator, S.consistent_annealed, geometric_sigmas(5.0, 0.01, 200))
-    mean, cov, _ = _conditional(MU, COV, torch.ones(D, dtype=torch.bool), y[0].flatten(), 0.09)
+    mean, cov, _ = GAUSSIAN.condition(torch.ones(D, dtype=torch.bool), y[0].flatten(), 0.09)
     _check_gaussian(out.reshape(N, D), mean, cov, bias=0.05)
 
 

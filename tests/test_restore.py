@@ -109,7 +109,7 @@ def test_named_observations_are_kept_by_the_core():
 @pytest.mark.parametrize("flags, message", [
     (["--task", "blur"], "invalid choice: 'blur'"),
     (["--task", "superres", "--factor", "3"], "task superres: the factor must be >= 2 and divide"),
-    (["--task", "denoise"], "sampler annealed_langevin cannot complete a noisy observation"),
+    (["--task", "denoise"], "sampler annealed_langevin with these settings cannot complete a"),
     (["--task", "denoise", "--noise-std", "2", "--sampler", "consistent_annealed"],
      "noise std 2 is not below the largest noise level 1"),
     (["--task", "inpaint", "--noise-std", "-1"], "must be >= 0"),
@@ -139,6 +139,8 @@ def test_bad_api_inputs_are_one_line_user_errors(rgb, tmp_path):
         (lambda: logit.restore(images, logit.operator("superres", 2)), "logits of pixels"),
         (lambda: model.restore(images, model.operator("denoise", 2, noise_std=0.1),
                                sampler="annealed_langevin"), "cannot complete a noisy"),
+        (lambda: model.restore(images, model.operator("denoise", 2, noise_std=0.1),
+                               sampler="predictor_corrector"), "cannot complete a noisy"),
     ]
     for call, message in cases:
         with pytest.raises(UserError, match=re.escape(message)):

@@ -144,9 +144,10 @@ def _add_common_args(p: argparse.ArgumentParser) -> None:
                    help="the class to draw: K, 'balanced' (image i gets class i mod the class "
                         "count; sample's default) or 'none' (the unconditional score; "
                         "inpaint's default)")
-    c.add_argument("--guidance-scale", type=float, default=0.0, dest="guidance",
+    c.add_argument("--guidance-scale", type=float, dest="guidance",
                    help="classifier-free guidance w >= 0: s(x|y) + w (s(x|y) - s(x)), twice the "
-                        "network work per evaluation (default 0)")
+                        "network work per evaluation (default 0); with --classifier the "
+                        "classifier's weight (default 1)")
 
 
 def _class_choice(text: str) -> int | str:
@@ -187,6 +188,11 @@ def register(sub: Any) -> None:
     p.add_argument("-n", "--num-samples", type=int, default=64, help="number of images")
     p.add_argument("--gif", help="write the sampling of the first batch as an animated GIF")
     p.add_argument("--gif-frames", type=int, default=100, help="about this many GIF frames")
+    g = p.add_argument_group("classifier guidance (docs/controllable.md)")
+    g.add_argument("--classifier", help="noise-conditional classifier stem (ncsn "
+                                        "train-classifier) guiding the sampler towards "
+                                        "--class K with s + w grad log p(K | x, sigma), w = "
+                                        "--guidance-scale (default 1 here)")
     p.set_defaults(func=run_sample)
 
     q = sub.add_parser("inpaint", help="complete masked images (paper Algorithm 2)",
@@ -337,11 +343,19 @@ def run_sample(args: argparse.Namespace) -> int:
     writer = _Output(out, args.format, (args.num_samples, *model.image_shape), args.grid_max,
                      "samples")
     start = 0
-    for images in model.sample_batches(args.num_samples, plan=plan, seed=args.seed,
-                                       batch_size=args.batch_size,
-                                       progress=not args.no_progress, labels=args.labels,
-                                       guidance=args.guidance,
-                                       callback=record if args.gif is not None else None):
+    common = {"plan": plan, "seed": args.seed, "batch_size": args.batch_size,
+              "progress": not args.no_progress,
+              "callback": record if args.gif is not None else None}
+    if args.classifier is None:
+        batches = model.sample_batches(args.num_samples, labels=args.labels,
+                                       guidance=args.guidance or 0.0, **common)
+    elif not isinstance(args.labels, int):
+        raise UserError("--classifier guides towards one class: give --class K")
+    else:
+        batches = model.sample_class_batches(
+            args.num_samples, args.labels, args.classifier,
+            scale=1.0 if args.guidance is None else args.guidance, **common)
+    for images in batches:
         writer.add(images, start)
         start += images.shape[0]
     grid = save_grid(torch.cat(writer.grid), out / "grid.png", scale=args.scale)
@@ -416,7 +430,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
                                                     seed=args.seed, batch_size=args.batch_size,
                                                     progress=not args.no_progress,
                                                     labels=args.labels or "none",
-                                                    guidance=args.guidance):
+                                                    guidance=args.guidance or 0.0):
         writer.add(completions, start)
     shown = min(n, args.grid_max)
     completions = torch.cat(writer.grid).reshape(shown, k, channels, size, size)
@@ -458,7 +472,7 @@ def run_restore(args: argparse.Namespace) -> int:
                                              batch_size=args.batch_size,
                                              progress=not args.no_progress,
                                              labels=args.labels or "none",
-                                             guidance=args.guidance):
+                                             guidance=args.guidance or 0.0):
         writer.add(done, start)
     shown = min(n, args.grid_max)
     completions = torch.cat(writer.grid).reshape(shown, k, channels, size, size)

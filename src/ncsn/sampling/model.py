@@ -28,6 +28,7 @@ from ncsn.devices import resolve_device
 from ncsn.errors import UserError, check_counts
 from ncsn.nets.io import load_model, resolve_model_path
 from ncsn.nets.registry import accepts_any_sigma, class_count, labelled
+from ncsn.sampling.guidance import classifier_guided_score
 from ncsn.sampling.inpainting import check_masks, inpaint_batches, make_masks
 from ncsn.sampling.pipeline import (
     BatchScores,
@@ -114,7 +115,8 @@ class ScoreModel:
             if labels is None or labels == "none":
                 return None
             raise UserError("this model is not class-conditional (its network has no "
-                            "num_classes): sample it without labels (--class)")
+                            "num_classes): sample it without labels (--class), or guide it "
+                            "with a classifier (--classifier, from ncsn train-classifier)")
         if labels is None or labels == "balanced":
             return (torch.arange(n) + start) % k
         if labels == "none":
@@ -255,6 +257,38 @@ class ScoreModel:
         return torch.cat(list(self.sample_batches(n, plan=plan, seed=seed, batch_size=batch_size,
                                                   progress=progress, labels=labels,
                                                   guidance=guidance, **choices)))
+
+    def sample_class_batches(self, n: int, label: int, classifier: str | Path, *,
+                             scale: float = 1.0, plan: SamplingPlan | None = None, seed: int = 0,
+                             batch_size: int = 64, progress: bool = False,
+                             callback: core.Callback | None = None,
+                             **choices: Any) -> Iterator[Tensor]:
+        """:meth:`sample_class` batch by batch (as :meth:`sample_batches`)."""
+        check_counts(n=n, batch_size=batch_size)
+        if plan is None:
+            plan = self.plan(**choices)
+        elif choices:
+            raise UserError(f"give a plan or sampling choices, not both ({', '.join(choices)})")
+        total = math.ceil(n / batch_size) * plan.nfe
+        with self._scores(None, 0.0, total, f"class {label}", progress) as scores:
+            score = classifier_guided_score(scores(0, n), classifier, label, scale, plan,
+                                            self.image_shape, self.device)
+            yield from sample_batches(lambda start, stop: score, plan, n, self.image_shape,
+                                      generator=self._generator(seed), device=self.device,
+                                      batch_size=batch_size, callback=callback)
+
+    def sample_class(self, n: int, label: int, classifier: str | Path, *, scale: float = 1.0,
+                     plan: SamplingPlan | None = None, seed: int = 0, batch_size: int = 64,
+                     progress: bool = False, **choices: Any) -> Tensor:
+        """``n`` images (N, C, H, W) in [0, 1] of class ``label`` by classifier guidance: every
+        sampler runs on s(x, sigma) + ``scale`` grad log p(label | x, sigma) with the
+        noise-conditional classifier file ``classifier`` (``ncsn train-classifier``), which must
+        fit the model's images and the plan's sigmas (:mod:`ncsn.sampling.guidance`). Each
+        step costs one classifier forward and backward pass on top of the network. The other
+        arguments are those of :meth:`sample` (the images ``ncsn sample --class`` writes)."""
+        return torch.cat(list(self.sample_class_batches(
+            n, label, classifier, scale=scale, plan=plan, seed=seed, batch_size=batch_size,
+            progress=progress, **choices)))
 
     def inpaint_batches(self, images: Tensor, mask: Tensor | str, *, k: int = 1,
                         plan: SamplingPlan | None = None, seed: int = 0, batch_size: int = 64,

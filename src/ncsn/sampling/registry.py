@@ -39,17 +39,24 @@ def _consistent_eta(settings: spec.SamplerSettings, sigmas: Tensor) -> spec.Samp
     return settings.model_copy(update={"eta": eta})
 
 
+def _without_corrector(settings: spec.SamplerSettings) -> bool:
+    """Predictor-corrector follows the reverse process only without corrector steps."""
+    assert isinstance(settings, spec.PredictorCorrector)
+    return settings.n_corrector == 0
+
+
 @dataclass(frozen=True)
 class Sampler:
     """One registered sampler: its settings class, its core function and ``resolve``.
-    ``reverse_process``: whether its updates go from the current state down the reverse process
-    (False for annealed Langevin, whose MCMC at each level targets the marginal p_sigma), which a
-    noisy observation needs below its noise level (:mod:`ncsn.core.inverse`)."""
+    ``reverse_process(settings)``: whether its updates with these settings only go from the
+    current state down the reverse process, which a noisy observation needs below its noise
+    level (:mod:`ncsn.core.inverse`); not annealed Langevin's nor the corrector's MCMC steps,
+    which target the unconditional p_sigma at each level."""
 
     settings: type[spec.SamplerSettings]
     run: Callable[..., Tensor]
     resolve: Callable[[spec.SamplerSettings, Tensor], spec.SamplerSettings] = _as_is
-    reverse_process: bool = True
+    reverse_process: Callable[[spec.SamplerSettings], bool] = lambda settings: True
 
     @property
     def name(self) -> str:
@@ -57,9 +64,11 @@ class Sampler:
 
 
 SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
-    Sampler(spec.AnnealedLangevin, core.annealed_langevin, _langevin_step, reverse_process=False),
+    Sampler(spec.AnnealedLangevin, core.annealed_langevin, _langevin_step,
+            reverse_process=lambda settings: False),
     Sampler(spec.ConsistentAnnealed, core.consistent_annealed, _consistent_eta),
-    Sampler(spec.PredictorCorrector, core.predictor_corrector),
+    Sampler(spec.PredictorCorrector, core.predictor_corrector,
+            reverse_process=_without_corrector),
     Sampler(spec.ProbabilityFlowODE, core.probability_flow_ode),
     Sampler(spec.EDM, core.edm_sampler),
     Sampler(spec.DPMSolver2M, core.dpm_solver_2m),

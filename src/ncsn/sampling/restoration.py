@@ -80,8 +80,9 @@ def check_observation(y: Tensor, operator: inverse.LinearObservation, plan: Samp
     if s >= float(plan.sigmas[0]):
         raise UserError(f"the observation's noise std {s:g} is not below the largest noise "
                         f"level {float(plan.sigmas[0]):.4g}, so it would never be imposed")
-    if s > 0 and not plan.entry.reverse_process:
-        raise UserError(f"sampler {plan.sampler} cannot complete a noisy observation (below the "
-                        "noise std its updates target the unconditional distribution); use "
-                        "consistent_annealed, predictor_corrector or an ODE sampler (--sampler)")
+    if s > 0 and not plan.entry.reverse_process(plan.settings):
+        raise UserError(f"sampler {plan.sampler} with these settings cannot complete a noisy "
+                        "observation (below the noise std its Langevin steps target the "
+                        "unconditional distribution); use consistent_annealed, "
+                        "predictor_corrector with n_corrector 0 or an ODE sampler (--sampler)")
     return y.detach().float().cpu()

@@ -1,0 +1,205 @@
+"""Restoration with every sampler on exact scores, and of held-out digits against baselines.
+
+Exact scores (no network; only the mechanism's and the samplers' own errors show):
+    .venv/bin/python benchmarks/restore.py [--seed 0]
+  the correlated Gaussian on 4x4 images of ``ncsn.core.toy.smooth_image_gaussian``, 4000
+  posterior draws per case given one observation of one exact draw: a pixel mask (left half
+  observed), the 25% lowest DCT frequencies, the pixel mask with noise std 0.3, and denoising
+  (std 0.3). Printed per sampler and case: the largest error of a posterior mean component and
+  the largest entry of cov - I, both after whitening by the exact posterior (so in posterior
+  standard deviations; the sampling noise alone gives about 0.05 / 0.1). Annealed Langevin
+  (sigma 3 -> 0.05, T = 100, eps = 2 sigma_L^2) ends at sigma_L, so its exact target differs
+  from the posterior by ~0.03 here (tests/test_inverse.py); the samplers that ``ncsn`` refuses
+  for noisy observations are run anyway and marked.
+
+A trained digit model:
+    .venv/bin/python benchmarks/restore.py --model runs/demo [--num-images 100] [-k 4]
+        [--sampler NAME] [--nfe N] [--noise-std 0.2] [--mask right] [--seed 0]
+
+``--num-images`` digits drawn (``--seed``) from the mnist5k test split, which the model and the
+digit classifier never saw, go through three tasks of ``ScoreModel.restore``: inpainting
+(``--mask``), super-resolution x2 (2x2 block means observed) and denoising (``--noise-std``).
+Each method's restorations are scored against the originals: PSNR (peak 1, per image, then
+averaged over images; whole images, so inpainting's observed pixels count as exact), the
+share that the in-repo digit classifier (``ncsn.eval.digits``) assigns to the original's label,
+and its confident share (max probability >= 0.9). Methods: one sample per digit, the mean of
+``-k`` samples (an estimate of the posterior mean, which maximises expected PSNR), and the
+baselines: mean fill (hidden pixels = the train split's mean digit), nearest / bicubic
+upsampling of the block means, and the noisy input. ``kept`` is the largest deviation of a
+sample's observed coefficients from the observation (noiseless tasks). Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ncsn.core import inverse
+from ncsn.core import samplers as S
+from ncsn.core.inverse import LinearObservation
+from ncsn.core.noise import geometric_sigmas, karras_sigmas
+from ncsn.core.toy import smooth_image_gaussian
+from ncsn.data import load_dataset
+from ncsn.data.embedded import mnist5k_labels
+from ncsn.eval.digits import CONFIDENCE, classify, load_digit_classifier
+from ncsn.sampling import ScoreModel, load
+
+
+def psnr(images: torch.Tensor, originals: torch.Tensor) -> float:
+    """Mean over images of 10 log10(1 / MSE) (images in [0, 1])."""
+    mse = ((images - originals) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return float((10 * torch.log10(1 / mse)).mean())
+
+
+def digit_scores(images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """(share classified as ``labels``, confident share) by the in-repo digit classifier."""
+    probs = classify(load_digit_classifier(), images)[1]
+    return (float((probs.argmax(1) == labels).float().mean()),
+            float((probs.max(1).values >= CONFIDENCE).float().mean()))
+
+
+def kept(samples: torch.Tensor, y: torch.Tensor, operator: LinearObservation, k: int) -> float:
+    """Largest |observed coefficient of a sample - that of the observation|."""
+    owner = torch.arange(y.shape[0]).repeat_interleave(k)
+    got, want = operator.basis.forward(samples), operator.basis.forward(y[owner])
+    mask = operator.rows(owner).observed(got)
+    return float((got - want)[mask].abs().max())
+
+
+def baselines(task: str, y: torch.Tensor, train_mean: torch.Tensor,
+              operator: LinearObservation) -> dict[str, torch.Tensor]:
+    """The simple restorations of each task from its observation ``y``."""
+    if task == "inpaint":
+        return {"mean fill": operator.impose(train_mean.expand_as(y), operator.basis.forward(y))}
+    if task == "superres":
+        low = F.avg_pool2d(y, 2)
+        return {"nearest": F.interpolate(low, scale_factor=2, mode="nearest"),
+                "bicubic": F.interpolate(low, scale_factor=2, mode="bicubic",
+                                         align_corners=False).clamp(0, 1)}
+    return {"noisy input": y.clamp(0, 1)}
+
+
+def run_task(model: ScoreModel, task: str, images: torch.Tensor, labels: torch.Tensor,
+             train_mean: torch.Tensor, args: argparse.Namespace) -> list[str]:
+    """Table rows of one task: the model's sample and k-sample mean, then the baselines."""
+    n, k = images.shape[0], args.k
+    noise = args.noise_std if task == "denoise" else 0.0
+    operator = model.operator(task, n, noise_std=noise, mask=args.mask, seed=args.seed)
+    y = operator.observe(images, fill=0.5, generator=torch.Generator().manual_seed(args.seed))
+    plan = model.plan(sampler=args.sampler, nfe=args.nfe)
+    start = time.perf_counter()
+    samples = model.restore(y, operator, k=k, plan=plan, seed=args.seed)
+    seconds = time.perf_counter() - start
+    per_image = samples.reshape(n, k, *images.shape[1:])
+    methods = {f"{plan.sampler}, {plan.nfe} evals: one sample": per_image[:, 0]}
+    if k > 1:
+        methods[f"mean of {k} samples"] = per_image.mean(1)
+    methods.update(baselines(task, y, train_mean, operator))
+    rows = []
+    for index, (name, restored) in enumerate(methods.items()):
+        right, confident = digit_scores(restored, labels)
+        note = f"{kept(samples, y, operator, k):.1e}" if noise == 0 and index == 0 else ""
+        timing = f"{seconds:.0f} s ({n} x {k})" if index == 0 else ""
+        rows.append(f"| {task} | {name} | {psnr(restored, images):.2f} | {right:.3f} | "
+                    f"{confident:.3f} | {note} | {timing} |")
+    return rows
+
+
+GAUSSIAN_SAMPLERS = {
+    "annealed_langevin": (S.annealed_langevin, geometric_sigmas(3.0, 0.05, 10),
+                          {"n_steps_each": 100, "step_size": 2 * 0.05**2}),
+    "consistent_annealed": (S.consistent_annealed, geometric_sigmas(5.0, 0.01, 200), {}),
+    "predictor_corrector": (S.predictor_corrector, geometric_sigmas(5.0, 0.01, 200), {}),
+    "predictor_corrector, n_corrector 0": (S.predictor_corrector,
+                                           geometric_sigmas(5.0, 0.01, 200), {"n_corrector": 0}),
+    "edm (s_churn 10)": (S.edm_sampler, karras_sigmas(5.0, 0.01, 80), {"s_churn": 10.0}),
+    "probability_flow_ode": (S.probability_flow_ode, karras_sigmas(5.0, 0.01, 50), {}),
+    "dpm_solver_2m": (S.dpm_solver_2m, karras_sigmas(5.0, 0.01, 50), {}),
+}
+
+
+REFUSE_NOISE = ("annealed_langevin", "predictor_corrector")  # ncsn refuses them for noisy y
+
+
+def gaussian_errors(operator: LinearObservation, name: str, seed: int,
+                    n: int = 4000) -> tuple[float, float]:
+    """(largest |mean error|, largest |cov - I| entry) of ``n`` posterior draws by sampler
+    ``name``, whitened by the exact posterior of the unobserved (noisy: all) coefficients."""
+    side = 4
+    gaussian, (sampler, sigmas, settings) = smooth_image_gaussian(side), GAUSSIAN_SAMPLERS[name]
+    gen = torch.Generator().manual_seed(seed)
+    truth = gaussian.sample(1, gen).reshape(1, 1, side, side)
+    y = operator.observe(truth, generator=gen).expand(n, 1, side, side).clone()
+    x_init = torch.rand(y.shape, generator=gen, dtype=torch.float64)
+    if sampler is not S.annealed_langevin:  # the prior of the single-pass samplers
+        x_init = x_init + float(sigmas[0]) * torch.randn(y.shape, generator=gen,
+                                                         dtype=torch.float64)
+    out = inverse.restore(gaussian, y, operator, sigmas.double(), sampler=sampler,
+                          x_init=x_init, generator=gen, **settings)
+    u = operator.basis.forward(torch.eye(side * side, dtype=torch.float64).reshape(
+        -1, 1, side, side)).reshape(side * side, -1).T
+    obs = operator.observed(truth).flatten()
+    coefficients, observed = out.reshape(n, -1) @ u.T, u @ y[0].flatten()
+    mean, cov, _ = gaussian.transformed(u).condition(obs, observed[obs], operator.noise_std**2)
+    free = ~obs if operator.noise_std == 0 else torch.ones_like(obs)
+    chol = torch.linalg.cholesky(cov[free][:, free])
+    w = torch.linalg.solve_triangular(chol, (coefficients[:, free] - mean[free]).T,
+                                      upper=False).T
+    eye = torch.eye(w.shape[1], dtype=w.dtype)
+    return float(w.mean(0).abs().max()), float((torch.cov(w.T) - eye).abs().max())
+
+
+def gaussian_table(seed: int) -> None:
+    """Print the exact-score table (module docstring)."""
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., :2] = 1.0
+    cases = {"pixel mask": inverse.pixel_observation(mask),
+             "DCT, 25% lowest": inverse.low_frequencies((1, 4, 4), 0.25),
+             "pixel mask, s 0.3": inverse.pixel_observation(mask, 0.3),
+             "denoising, s 0.3": inverse.denoising((1, 4, 4), 0.3)}
+    print("| sampler | " + " | ".join(cases) + " |")
+    print("|---" * (len(cases) + 1) + "|")
+    for name in GAUSSIAN_SAMPLERS:
+        cells = []
+        for op in cases.values():
+            a, b = gaussian_errors(op, name, seed)
+            refused = op.noise_std > 0 and name in REFUSE_NOISE
+            cells.append(f"{a:.2f} / {b:.2f}" + (" (refused)" if refused else ""))
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", help="model file, stem or run directory (default: exact scores)")
+    p.add_argument("--num-images", type=int, default=100)
+    p.add_argument("-k", type=int, default=4, help="samples per digit")
+    p.add_argument("--sampler", help="sampler (default: the model's)")
+    p.add_argument("--nfe", type=int, help="network evaluations per sample")
+    p.add_argument("--noise-std", type=float, default=0.2, help="denoising noise std")
+    p.add_argument("--mask", default="right", help="inpainting mask (ncsn inpaint --mask)")
+    p.add_argument("--tasks", nargs="+", default=["inpaint", "superres", "denoise"])
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    torch.manual_seed(args.seed)
+    if args.model is None:
+        gaussian_table(args.seed)
+        return
+    model = load(args.model)
+    test = load_dataset("mnist5k", "test").float() / 255.0
+    pick = torch.randperm(test.shape[0], generator=torch.Generator().manual_seed(args.seed))
+    pick = pick[: args.num_images]
+    images = test[pick]
+    labels = torch.from_numpy(mnist5k_labels("test").astype("int64"))[pick]
+    train_mean = (load_dataset("mnist5k", "train").float() / 255.0).mean(0, keepdim=True)
+    print(f"{args.num_images} mnist5k test digits, model {args.model}, seed {args.seed}")
+    print("| task | method | PSNR (dB) | classified as original | confident | kept | time |")
+    print("|---|---|---|---|---|---|---|")
+    for task in args.tasks:
+        print("\n".join(run_task(model, task, images, labels, train_mean, args)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

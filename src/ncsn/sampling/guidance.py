@@ -1,0 +1,45 @@
+"""Class-conditional sampling of a :class:`~ncsn.sampling.ScoreModel` by classifier guidance
+(:mod:`ncsn.core.guidance`): a noise-conditional classifier file checked against the model, the
+sampling plan and the asked class, each misfit one line (:class:`~ncsn.errors.UserError`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ncsn.core import ScoreFn
+from ncsn.core.guidance import guided_score
+from ncsn.errors import UserError
+from ncsn.nets.classifier import load_classifier
+from ncsn.sampling.pipeline import SamplingPlan
+
+SIGMA_SLACK = 1e-3
+"""Relative slack when comparing the plan's sigma range with the classifier's (float32 files)."""
+
+
+def classifier_guided_score(score: ScoreFn, classifier: str | Path, label: int, scale: float,
+                            plan: SamplingPlan, image_shape: tuple[int, int, int],
+                            device: torch.device) -> ScoreFn:
+    """``score`` + ``scale`` grad log p(``label`` | x, sigma) with the classifier file
+    ``classifier``, after checking its images, its classes and that it was trained over every
+    sigma the plan evaluates."""
+    net, record = load_classifier(classifier)
+    channels, size, _ = image_shape
+    if (record["channels"], record.get("image_size")) != (channels, size):
+        raise UserError(f"classifier {classifier} was trained on {record['channels']}x"
+                        f"{record.get('image_size')} images ({record.get('dataset')}); the model "
+                        f"takes {channels}x{size}")
+    if isinstance(label, bool) or not isinstance(label, int) \
+            or not 0 <= label < record["num_classes"]:
+        raise UserError(f"class {label!r} is unknown to classifier {classifier}, which has "
+                        f"classes 0..{record['num_classes'] - 1}")
+    if scale < 0:
+        raise UserError(f"the guidance scale must be >= 0, got {scale}")
+    low, high = float(plan.sigmas[-1]), float(plan.sigmas[0])
+    if low < record["sigma_min"] * (1 - SIGMA_SLACK) or high > record["sigma_max"] * (
+            1 + SIGMA_SLACK):
+        raise UserError(f"classifier {classifier} was trained for sigma {record['sigma_min']:.4g}"
+                        f" .. {record['sigma_max']:.4g}; this plan samples {low:.4g} .. "
+                        f"{high:.4g} (train it for this model: ncsn train-classifier MODEL)")
+    return guided_score(score, net.to(device), label, scale)
