@@ -108,7 +108,7 @@ def model_table(args: argparse.Namespace) -> None:
             images = model.sample(args.num_samples, plan=plan, seed=args.seed,
                                   batch_size=args.batch_size, guidance=args.guidance)
             seconds = time.perf_counter() - start
-            m = digit_metrics(images, labels=model.class_labels("balanced", args.num_samples))
+            m = digit_metrics(images, labels=model.class_labels(None, args.num_samples))
             share = m["digit_confident"]
             error = (share * (1 - share) / args.num_samples) ** 0.5
             sig = plan.sigmas

@@ -100,7 +100,7 @@ def generate_samples(model: ScoreModel, plan: SamplingPlan, out_dir: str | Path,
             if len(images) >= count:
                 shards.append(images[:count])
                 continue
-        labels = model.class_labels("balanced", shard_size, start=k * shard_size)
+        labels = model.class_labels(None, shard_size, start=k * shard_size)
         images = model.sample(shard_size, plan=plan, seed=derived_seed(seed, k),
                               batch_size=shard_size, labels=labels)
         save_npz(images, path)

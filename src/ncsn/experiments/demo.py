@@ -98,7 +98,7 @@ def run_demo(out_dir: str | Path, *, steps: int | None = None, quick: bool = Fal
     sample_seconds = time.perf_counter() - began
     grid = save_grid(samples, out_dir / "samples.png", nrow=8, scale=3)
     curve = plot_loss_curve(out_dir / "metrics.jsonl", out_dir / "loss.png")
-    digits = _digit_scores(samples, model.class_labels("balanced", n))
+    digits = _digit_scores(samples, model.class_labels(None, n))
     summary = {"train_seconds": round(train_seconds, 1), "sample_seconds": round(sample_seconds, 1),
                "steps": config.training.n_iters, "threads": torch.get_num_threads(),
                "num_samples": n, "network_evaluations": plan.nfe, "sampling": plan.record(),
