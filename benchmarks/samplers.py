@@ -92,24 +92,34 @@ def model_table(args: argparse.Namespace) -> None:
     model = load(args.model)
     print(f"{args.model}: {args.num_samples} samples per row, seed {args.seed}; torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads")
+    guidance = f", classifier-free guidance {args.guidance:g}" if args.guidance else ""
+    print(f"(confident: share +- its binomial standard error{guidance})")
     print("| sampler | schedule | NFE | confident | classes | balance | digit KID (std) "
           "| seconds |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name in args.samplers:
         for nfe in args.nfe:
             try:
-                plan = model.plan(sampler=name, nfe=nfe, **_settings(name, args))
+                plan = model.plan(sampler=name, nfe=nfe, sigma_min=args.sigma_min,
+                                  **_settings(name, args))
             except UserError:
                 continue
             start = time.perf_counter()
             images = model.sample(args.num_samples, plan=plan, seed=args.seed,
-                                  batch_size=args.batch_size)
+                                  batch_size=args.batch_size, guidance=args.guidance)
             seconds = time.perf_counter() - start
-            m = digit_metrics(images)
-            print(f"| {name} | {plan.schedule} {plan.sigmas.numel()} | {plan.nfe} | "
-                  f"{m['digit_confident']:.3f} | {m['digit_classes']} | "
+            m = digit_metrics(images, labels=model.class_labels("balanced", args.num_samples))
+            share = m["digit_confident"]
+            error = (share * (1 - share) / args.num_samples) ** 0.5
+            sig = plan.sigmas
+            opts = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                             for k, v in plan.settings.options().items())
+            print(f"| {name} {opts} | {plan.schedule} {sig.numel()} "
+                  f"{float(sig[0]):.3g}->{float(sig[-1]):.3g} | {plan.nfe} | "
+                  f"{share:.3f} +- {error:.3f} | {m['digit_classes']} | "
                   f"{m['digit_balance']:.3f} | {m['digit_kid']:.3f} ({m['digit_kid_std']:.3f}) | "
-                  f"{seconds:.1f} |",
+                  f"{seconds:.1f} |" + (f" asked class {m['digit_asked']:.3f} |"
+                                        if "digit_asked" in m else ""),
                   flush=True)
 
 
@@ -124,6 +134,9 @@ def main() -> None:
     parser.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
                         help="a sampler setting (e.g. eta=0.6) for the samplers that have it")
     parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--sigma-min", type=float, help="schedules end here (plan sigma_min)")
+    parser.add_argument("--guidance", type=float, default=0.0,
+                        help="classifier-free guidance scale (class-conditional models)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.model is None:

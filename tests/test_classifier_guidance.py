@@ -96,7 +96,10 @@ def test_misfits_are_one_line_errors(files, tmp_path, capsys, make, flags, messa
     assert code == 2 and message in err and len(err.splitlines()) == 1, err
 
 
-def test_class_needs_a_classifier(files, tmp_path, capsys):
+def test_class_of_an_unconditional_model_needs_a_classifier(files, tmp_path, capsys):
     assert main(["sample", str(files[0]), "-n", "2", "--class", "3", "--out",
                  str(tmp_path)]) == 2
-    assert "--class and --classifier go together" in capsys.readouterr().err
+    assert "not class-conditional" in capsys.readouterr().err
+    assert main(["sample", str(files[0]), "-n", "2", "--class", "balanced", "--classifier",
+                 str(files[1]), "--out", str(tmp_path / "b")]) == 2
+    assert "give --class K" in capsys.readouterr().err

@@ -202,8 +202,66 @@ def test_out_that_is_a_file_is_refused(model, tmp_path, capsys):
     target = tmp_path / "taken"
     target.write_text("x")
     assert main(["sample", str(model), "-n", "1", "--out", str(target), "--no-progress"]) == 2
-    assert "is an existing file" in capsys.readouterr().err
+    assert "is a file, not a folder" in capsys.readouterr().err
     assert target.read_text() == "x"
+
+
+def test_a_smaller_set_never_mixes_with_an_earlier_larger_one(model, tmp_path, capsys):
+    out = tmp_path / "o"
+    args = ["sample", str(model), "--out", str(out), "--no-progress"]
+    assert main([*args, "-n", "6"]) == 0
+    (out / "samples" / "notes.txt").write_text("mine")
+    assert main([*args, "-n", "2"]) == 2
+    assert "holds 7 files of an earlier samples set; pass --overwrite" in capsys.readouterr().err
+    assert len(list((out / "samples").glob("*.png"))) == 6
+    assert main([*args, "-n", "2", "--overwrite"]) == 0
+    assert sorted(p.name for p in (out / "samples").iterdir()) == [
+        "000000.png", "000001.png", "notes.txt"]  # ncsn's own files replaced, all of them
+
+
+def test_outputs_are_checked_before_sampling_and_links_never_followed(model, tmp_path, capsys,
+                                                                      monkeypatch):
+    import ncsn
+
+    calls = []
+    monkeypatch.setattr(ncsn, "load", lambda *a, **k: calls.append(a))
+    out = tmp_path / "o"
+    for extra, message in ((["--gif", str(tmp_path / "anim.png")], "must end with .gif"),
+                           (["--gif", str(tmp_path)], "is a folder"),
+                           (["--out", "/proc/ncsn"], "cannot write in /proc")):
+        assert main(["sample", str(model), "-n", "1", "--out", str(out), *extra,
+                     "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert calls == []  # refused before the model was even loaded
+    monkeypatch.undo()
+
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(b"precious")
+    (out / "samples").mkdir(parents=True)
+    (out / "samples" / "000000.png").symlink_to(victim)
+    (out / "grid.png").symlink_to(victim)
+    assert main(["sample", str(model), "-n", "1", "--out", str(out), "--overwrite",
+                 "--no-progress"]) == 0
+    assert victim.read_bytes() == b"precious"
+    assert Image.open(out / "samples" / "000000.png").size == (SIZE, SIZE)
+
+
+def test_non_finite_samples_are_an_error_not_black_images(tmp_path, capsys):
+    sigmas = geometric_sigmas(1.0, 0.05, 3)
+    section = {"name": "cond_refinenet", "ngf": 4}
+    net = build_network(section, channels=1, image_size=SIZE, sigmas=sigmas)
+    with torch.no_grad():
+        next(net.parameters()).fill_(float("nan"))  # a diverged training run's weights
+    save_model(tmp_path / "nan", net, ModelSpec.from_json({
+        "network": section, "channels": 1, "image_size": SIZE, "sigmas": sigmas.tolist(),
+        "sampling": {"n_steps_each": 1, "step_size": 1e-3}}))
+    out = tmp_path / "o"
+    assert main(["sample", str(tmp_path / "nan"), "-n", "2", "--out", str(out),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "became NaN or infinite" in err and err.count("\n") == 1
+    assert not list(out.glob("**/*.png"))
 
 
 def test_nfe_budget_sets_steps_per_level_on_the_model_schedule(model, tmp_path, capsys):
@@ -232,3 +290,14 @@ def test_samplers_command_lists_the_registry(capsys):
     assert main(["samplers"]) == 0
     listing = capsys.readouterr().out
     assert all(f"{name}:" in listing for name in SAMPLERS)
+
+
+def test_sixteen_bit_images_are_read_at_their_full_range(tmp_path):
+    from ncsn.imageio import load_image
+
+    values = np.array([[0, 1000], [32768, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    np.testing.assert_allclose(load_image(tmp_path / "deep.png", channels=1)[0],
+                               values / 65535.0, rtol=1e-6)
+    assert load_image(tmp_path / "deep.png", channels=3).shape == (3, 2, 2)

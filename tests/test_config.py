@@ -170,3 +170,14 @@ def test_logit_data_makes_the_official_network_take_logits() -> None:
     assert model(data={"logit": True}, model={**refinenet, "logit_input": False}) == {
         **refinenet, "logit_input": False}  # an explicit choice stays
     assert model(data={"logit": True}, model={"name": "unet_small"}) == {"name": "unet_small"}
+
+
+def test_unbounded_values_and_non_utf8_files_are_one_line_errors(tmp_path: Path) -> None:
+    for item, expected in (("training.threads=100000", r"training\.threads: must be <= 256"),
+                           ("data.image_size=100000", r"data\.image_size")):
+        with pytest.raises(UserError, match=expected):
+            validate_config(apply_overrides({}, [item]))
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("training:\n  # caf\xe9\n  lr: 1e-3\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"latin1.yaml: not UTF-8 text .*save the config as UTF-8"):
+        load_config(latin1)

@@ -123,3 +123,24 @@ def test_evaluate_checks_every_input_before_reference_statistics(tmp_path, capsy
                  str(tmp_path / "shards"), "--reference", "digit8"]) == 2
     assert "neither a statistics .npz nor a data set name" in capsys.readouterr().err
     assert not (tmp_path / "shards").exists()
+
+
+def test_outputs_are_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    import ncsn.eval.features as features
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the outputs were checked")
+
+    monkeypatch.setattr(features, "get_extractor", no_work)
+    save_npz(torch.rand(4, 1, 8, 8), tmp_path / "s.npz")
+    (tmp_path / "folder").mkdir()
+    args = ["evaluate", str(tmp_path / "s.npz"), "--reference", "digits8"]
+    for extra, message in ((["--json", "/dev/full"], "not a regular file"),
+                           (["--json", "/proc/r.json"], "cannot write in /proc"),
+                           (["--metrics", "nn", "--nn-grid", str(tmp_path / "folder")],
+                            "is a folder"),
+                           (["--metrics", "nn", "--nn-grid", str(tmp_path / "nn.jpg")],
+                            "must end with .png")):
+        assert main([*args, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err

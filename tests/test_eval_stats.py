@@ -178,3 +178,28 @@ def test_generation_is_resumable_and_refuses_mixed_settings(tmp_path, one_thread
     (out / "settings.json").write_text(json.dumps({**record, "device": "cuda"}))
     with pytest.raises(UserError, match="drawn on cuda"):
         generate_samples(model, plan, out, 6, shard_size=4)
+
+
+def test_shards_are_keyed_by_the_weights_content_not_their_path(tmp_path, one_thread):
+    from ncsn.core.noise import geometric_sigmas
+    from ncsn.nets import build_network
+    from ncsn.nets.io import save_model
+
+    sigmas = geometric_sigmas(1.0, 0.01, 3)
+    section = {"name": "cond_refinenet", "ngf": 4}
+    spec = ModelSpec.from_json({"network": section, "channels": 1, "image_size": 8,
+                                "sigmas": sigmas.tolist()})
+    out = tmp_path / "shards"
+    for seed in (0, 1):  # retrained weights written to the same path
+        torch.manual_seed(seed)
+        save_model(tmp_path / "model", build_network(section, channels=1, image_size=8,
+                                                     sigmas=sigmas), spec)
+        model = ncsn.load(tmp_path / "model")
+        plan = model.plan(n_steps_each=1, step_size=1e-5)
+        if seed == 0:
+            generate_samples(model, plan, out, 2, shard_size=2)
+            record = json.loads((out / "settings.json").read_text())
+            assert record["weights"] == "sha256:" + model.spec.provenance["weights_sha256"]
+            continue
+        with pytest.raises(UserError, match="other settings .*differs in weights"):
+            generate_samples(model, plan, out, 2, shard_size=2)

@@ -149,3 +149,21 @@ def test_a_value_the_network_rejects_is_a_user_error():
     with pytest.raises(UserError, match="model: network 'unet_small' rejects its fields: .*groups"):
         build_network({"name": "unet_small", "groups": 0}, channels=1, image_size=8,
                       sigmas=torch.tensor([1.0, 0.1]))
+
+
+def test_integer_tensors_in_a_weights_file_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from ncsn.nets.io import file_sha256
+
+    net = build_network({"name": "cond_refinenet", "ngf": 4}, **CTX)
+    save_model(tmp_path / "m", net, _spec({"name": "cond_refinenet", "ngf": 4}))
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    first = next(iter(state))
+    state[first] = state[first].round().to(torch.int32)
+    save_file(state, str(tmp_path / "m.safetensors"))
+    record = json.loads((tmp_path / "m.json").read_text())
+    record["provenance"]["weights_sha256"] = file_sha256(tmp_path / "m.safetensors")
+    (tmp_path / "m.json").write_text(json.dumps(record))
+    with pytest.raises(UserError, match=rf"non-float tensors: {first} \(int32\)"):
+        load_model(tmp_path / "m")

@@ -342,3 +342,44 @@ def test_channels_last_trains_the_same_model(tmp_path: Path) -> None:
     a, b = final_state(tmp_path / "nchw"), final_state(tmp_path / "nhwc")
     for name, value in a["model"].items():
         torch.testing.assert_close(value, b["model"][name], rtol=1e-5, atol=1e-6)
+
+
+def test_a_renamed_checkpoint_is_neither_resumed_from_nor_prunes_the_latest(
+        tmp_path: Path) -> None:
+    from ncsn.training.checkpoint import prune_checkpoints
+
+    run = tmp_path / "run"
+    train(tiny_config(training={"n_iters": 8, "keep_last": 2}), run, progress=False)
+    folder = run / "checkpoints"
+    assert sorted(p.name for p in folder.glob("ckpt_*")) == [
+        "ckpt_00000004.pt", "ckpt_00000004.pt.sha256", "ckpt_00000008.pt",
+        "ckpt_00000008.pt.sha256"]
+    (folder / "ckpt_00000099.pt").write_bytes((folder / "ckpt_00000004.pt").read_bytes())
+    with pytest.raises(UserError, match=r"ckpt_00000099.pt records step 4, not the step its "
+                                         r"name says"):
+        train(tiny_config(training={"n_iters": 12}), run, resume=True, progress=False)
+    (folder / "ckpt_00000099.pt.sha256").write_text(
+        (folder / "ckpt_00000004.pt.sha256").read_text())  # its record names ckpt_00000004.pt
+    assert [s for s, _ in list_checkpoints(folder)] == [4, 8]
+    assert prune_checkpoints(folder, keep_last=1) == [folder / "ckpt_00000004.pt"]
+    assert (folder / "ckpt_00000008.pt").is_file()
+
+    data = bytearray((folder / "ckpt_00000008.pt").read_bytes())
+    data[-1] ^= 1  # same size, one bit other
+    (folder / "ckpt_00000008.pt").write_bytes(bytes(data))
+    with pytest.raises(UserError, match="does not match its .sha256 record"):
+        load_checkpoint(folder / "ckpt_00000008.pt")
+
+
+def test_a_planted_link_in_the_run_directory_is_replaced_not_written_through(
+        tmp_path: Path) -> None:
+    run, victim = tmp_path / "run", tmp_path / "victim.json"
+    train(tiny_config(training={"n_iters": 4}), run, progress=False)
+    victim.write_text("precious")
+    for name in ("model.json", "model.safetensors", "config.yaml"):
+        (run / name).unlink()
+        (run / name).symlink_to(victim)
+    train(tiny_config(training={"n_iters": 8}), run, resume=True, progress=False)
+    assert victim.read_text() == "precious"
+    assert not (run / "model.json").is_symlink()
+    assert load_model(run / "model")[1].image_size == 8

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from ncsn.config import validate_config
 from ncsn.training import list_checkpoints, train
@@ -88,3 +89,53 @@ def test_hard_kill_during_checkpoint_write_then_exact_resume(tmp_path: Path, mon
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
+
+
+SIGNAL_SCRIPT = """
+import os, signal, sys, torch
+torch.set_num_threads(1)
+from ncsn.cli import main
+from ncsn.training import Trainer
+at, count = int(sys.argv[2]), int(sys.argv[3])
+step = Trainer.train_step
+def train_step(self):
+    value = step(self)
+    if self.step == at:  # the signal arrives in the middle of the run, between snapshots
+        for _ in range(count):
+            os.kill(os.getpid(), signal.SIGTERM)
+    return value
+Trainer.train_step = train_step
+sys.exit(main(["train", "--config", sys.argv[1], "--run-dir", sys.argv[4], "--no-progress"]))
+"""
+
+
+def _signalled(config: Path, run_dir: Path, at: int, count: int) -> tuple[int, str]:
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_SCRIPT, str(config), str(at), str(count),
+                           str(run_dir)], capture_output=True, text=True, timeout=TIMEOUT)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_sigterm_saves_the_current_step_and_resume_equals_an_uninterrupted_run(
+        tmp_path: Path) -> None:
+    raw = folder_raw(write_image_folder(tmp_path / "images"),
+                     training={"n_iters": 8, "snapshot_freq": 4})
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    code, out = _signalled(config, tmp_path / "cut", at=3, count=1)
+    assert code == 128 + signal.SIGTERM, out
+    assert "stopped at step 3" in out and "interrupted" in out
+    assert [s for s, _ in list_checkpoints(tmp_path / "cut" / "checkpoints")] == [3]
+    assert not (tmp_path / "cut" / ".ncsn-lock").exists()  # released on the way out
+
+    code, out = _signalled(config, tmp_path / "twice", at=3, count=2)  # a second: at once
+    assert code == 128 + signal.SIGTERM, out
+    assert list_checkpoints(tmp_path / "twice" / "checkpoints") == []
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(validate_config(raw), tmp_path / "cut", resume=True, progress=False)
+        train(validate_config(raw), tmp_path / "full", progress=False)
+    finally:
+        torch.set_num_threads(before)
+    assert_same_training_state(final_state(tmp_path / "full"), final_state(tmp_path / "cut"))

@@ -26,11 +26,12 @@ from pydantic import (
     model_validator,
 )
 
+from ncsn import files
 from ncsn.errors import UserError
 from ncsn.spec.model import DataSpace, ModelSpec, StoredSampling
 from ncsn.spec.samplers import DEFAULT_RHO, AnnealedLangevin, AnySettings, Schedule
 from ncsn.spec.validation import user_error
-from ncsn.spec.values import LevelsOrAuto, PositiveOrAuto, ThreadsOrAuto
+from ncsn.spec.values import MAX_IMAGE_SIZE, LevelsOrAuto, PositiveOrAuto, ThreadsOrAuto
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -72,7 +73,7 @@ class DataConfig(_Section):
 
     name: str = "mnist5k"
     root: str | None = None
-    image_size: int | None = Field(default=None, gt=0)
+    image_size: int | None = Field(default=None, gt=0, le=MAX_IMAGE_SIZE)
     channels: Literal[1, 3] | None = None
     dequantize: bool = True
     hflip: bool = False
@@ -135,6 +136,10 @@ class TrainingConfig(_Section):
     # DSM weight: "power" = sigma^anneal_power (paper); "edm" = that times
     # (sigma^2 + sigma_data^2) / sigma_data^2 with the network's sigma_data (Karras et al. 2022)
     weighting: Literal["power", "edm"] = "power"
+    # class-conditional networks (model.num_classes > 0): the probability that a training label
+    # is replaced by "no label", which trains the unconditional score too (classifier-free
+    # guidance, Ho & Salimans 2022)
+    label_dropout: float = Field(default=0.1, ge=0, le=1)
 
     @field_validator("betas")
     @classmethod
@@ -301,9 +306,12 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
     ``--set`` overrides and validate it."""
     path = resolve_config_path(path)
     try:
-        raw = parse_yaml(path.read_text()) or {}
+        raw = parse_yaml(path.read_text(encoding="utf-8")) or {}
     except OSError as err:
         raise UserError(f"cannot read config {path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start}); save the config as "
+                        "UTF-8") from None
     except yaml.YAMLError as err:
         raise UserError(f"{path}{_yaml_position(err)}: invalid YAML: {_yaml_problem(err)}"
                         ) from None
@@ -320,8 +328,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
 def save_config(config: Config, path: str | Path) -> Path:
     """Write the resolved config as YAML (section order kept)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    files.write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
     return path
 
 

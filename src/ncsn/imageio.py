@@ -6,6 +6,7 @@ Images are float tensors or arrays of shape (N, C, H, W) with values in [0, 1]; 
 from __future__ import annotations
 
 import math
+import os
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ncsn import files
 from ncsn.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -57,8 +59,8 @@ def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | N
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    with files.atomic_open(path) as fh:
+        img.save(fh, format="PNG")
     return path
 
 
@@ -74,30 +76,50 @@ def save_gif(frames: Sequence[torch.Tensor | np.ndarray], path: str | Path,
             img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
         images.append(img)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+    with files.atomic_open(path) as fh:
+        images[0].save(fh, format="GIF", save_all=True, append_images=images[1:],
+                       duration=duration_ms, loop=0)
     return path
 
 
 def save_pngs(images: torch.Tensor | np.ndarray, folder: str | Path, start: int = 0) -> list[Path]:
     """Write each image as ``folder/000000.png`` (numbered from ``start``)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for k, tile in enumerate(to_uint8(images), start=start):
         p = folder / f"{k:06d}.png"
-        _pil(tile).save(p)
+        with files.atomic_open(p, durable=False) as fh:  # an fsync per image: far too slow
+            _pil(tile).save(fh, format="PNG")
         paths.append(p)
     return paths
 
 
+WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I")  # 16-bit grey PNGs open in these
+
+
+def _wide_grey(img: Image.Image, channels: int | None) -> np.ndarray:
+    """A 16-bit grey image as (C, H, W) float32 in [0, 1], at its full range (not clipped to
+    8 bits, which turns every value above 255 white)."""
+    arr = np.asarray(img, dtype=np.float64)
+    if arr.min() < 0 or arr.max() > 65535:
+        raise UserError("image values are outside the 16-bit range [0, 65535]")
+    arr = (arr / 65535.0).astype(np.float32)[None]
+    return np.repeat(arr, 3, axis=0) if channels == 3 else arr
+
+
 def load_image(path: str | Path, channels: int | None = None) -> np.ndarray:
-    """Read one image file as (C, H, W) float32 in [0, 1]; ``channels`` 1 or 3 converts."""
+    """Read one image file as (C, H, W) float32 in [0, 1]; ``channels`` 1 or 3 converts.
+    16-bit grey images are read at their full range."""
     try:
         img = Image.open(path)
         img.load()
     except (OSError, ValueError) as err:
         raise UserError(f"cannot read image {path}: {err}") from err
+    if img.mode in WIDE_GREY_MODES:
+        try:
+            return _wide_grey(img, channels)
+        except UserError as err:
+            raise UserError(f"cannot read image {path}: {err}") from None
     if channels == 1:
         img = img.convert("L")
     elif channels == 3 or img.mode not in ("L", "RGB"):
@@ -120,8 +142,8 @@ def list_images(folder: str | Path) -> list[Path]:
 def save_npz(images: torch.Tensor | np.ndarray, path: str | Path, **extra: np.ndarray) -> Path:
     """Save samples as ``.npz`` with key ``images``: uint8 (N, H, W, C), the usual sample format."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, images=to_uint8(images), **extra)
+    with files.atomic_open(path) as fh:
+        np.savez_compressed(fh, images=to_uint8(images), **extra)
     return path
 
 
@@ -150,12 +172,20 @@ def load_npz_images(path: str | Path) -> np.ndarray:
 
 
 class NpzStream:
-    """Write one uint8 array into an ``.npz`` chunk by chunk (np.load reads it as usual)."""
+    """Write one uint8 array into an ``.npz`` chunk by chunk (np.load reads it as usual), into
+    a temporary file renamed over ``path`` by :meth:`close` (a link at ``path`` is replaced)."""
 
     def __init__(self, path: Path, name: str, shape: tuple[int, ...]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.tmp = path, files.temp_path(path)
         self.shape, self.rows = shape, 0
-        self.zip = zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp.unlink(missing_ok=True)
+            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except OSError as err:
+            raise files.write_error(path, err) from None
+        self.file = os.fdopen(fd, "wb")
+        self.zip = zipfile.ZipFile(self.file, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
         self.fh = self.zip.open(f"{name}.npy", "w", force_zip64=True)
         np.lib.format.write_array_header_2_0(
             self.fh, {"descr": "|u1", "fortran_order": False, "shape": shape})
@@ -175,3 +205,5 @@ class NpzStream:
             with self.zip.open(f"{key}.npy", "w", force_zip64=True) as fh:
                 np.lib.format.write_array(fh, np.ascontiguousarray(value))
         self.zip.close()
+        self.file.close()
+        os.replace(self.tmp, self.path)

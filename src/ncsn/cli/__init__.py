@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 import typing
 
@@ -51,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"ncsn {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # SIGINT, or SIGINT/SIGTERM caught by the trainer
         print(f"ncsn {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return 128 + getattr(stop, "signum", signal.SIGINT)
     return int(code or 0)
 
 

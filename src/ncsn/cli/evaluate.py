@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
+from ncsn import files
 from ncsn.cli.sample import add_sampler_args, plan_from_args
 from ncsn.devices import resolve_device
 from ncsn.errors import UserError
@@ -138,6 +138,16 @@ def _check_reference_name(reference: str, is_file: bool) -> None:
                         f"name ({', '.join(DATASETS)})")
 
 
+def _check_outputs(args: argparse.Namespace, metrics: list[str]) -> None:
+    """Every output path checked before any work, so no late failure loses computed metrics."""
+    if args.json:
+        files.check_output_file(args.json, "--json")
+    if "nn" in metrics:
+        files.check_output_file(args.nn_grid, "--nn-grid", suffixes=(".png",))
+    if args.model is not None and args.samples_dir is not None:
+        files.check_output_dir(args.samples_dir, "--samples-dir")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from ncsn.eval.features import check_images, dataset_stats, get_extractor, load_stats, subset
     from ncsn.eval.report import (
@@ -156,6 +166,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                         (args.nn_k, "--nn-k"), (args.nn_queries, "--nn-queries"),
                         (args.shard_size, "--shard-size")):
         _positive(value, flag)
+    _check_outputs(args, metrics)
     start = time.perf_counter()
     if "digits" in metrics:
         from ncsn.eval.digits import check_digit_images, digit_metrics
@@ -228,6 +239,5 @@ def _print_and_save(args: argparse.Namespace, results: dict[str, Any], start: fl
     extra.append(f"time:      {results['seconds']:.1f} s")
     print(format_report(results, reference=ref_desc, reference_split=split, extra=extra))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        files.write_json(args.json, results, sort_keys=True)
     return 0

@@ -14,6 +14,7 @@ each belongs to the samplers that have that setting (``ncsn samplers`` lists the
 from __future__ import annotations
 
 import argparse
+import re
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
+from ncsn import files
 from ncsn.config import parse_yaml
 from ncsn.errors import UserError, check_counts
 from ncsn.sampling.restoration import TASKS
@@ -125,6 +127,9 @@ def plan_from_args(model: ScoreModel, args: argparse.Namespace) -> Any:
 def _add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model .safetensors/.json, their stem, or a run directory")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the images an earlier run wrote into --out (only ncsn's "
+                        "grid.png, .npz and numbered PNGs are removed; default: refuse)")
     add_sampler_args(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (memory bound)")
@@ -134,6 +139,26 @@ def _add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=int, default=1, help="enlarge grid pixels by this factor")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    c = p.add_argument_group("class-conditional models (network num_classes > 0)")
+    c.add_argument("--class", dest="labels", type=_class_choice, metavar="K|balanced|none",
+                   help="the class to draw: K, 'balanced' (image i gets class i mod the class "
+                        "count; sample's default) or 'none' (the unconditional score; "
+                        "inpaint's default)")
+    c.add_argument("--guidance-scale", type=float, dest="guidance",
+                   help="classifier-free guidance w >= 0: s(x|y) + w (s(x|y) - s(x)), twice the "
+                        "network work per evaluation (default 0); with --classifier the "
+                        "classifier's weight (default 1)")
+
+
+def _class_choice(text: str) -> int | str:
+    """``--class``: a class number or one of 'balanced', 'none'."""
+    if text in ("balanced", "none"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a class number, 'balanced' or 'none', got {text!r}") from None
 
 
 def _add_input_args(p: argparse.ArgumentParser) -> None:
@@ -164,12 +189,10 @@ def register(sub: Any) -> None:
     p.add_argument("--gif", help="write the sampling of the first batch as an animated GIF")
     p.add_argument("--gif-frames", type=int, default=100, help="about this many GIF frames")
     g = p.add_argument_group("classifier guidance (docs/controllable.md)")
-    g.add_argument("--class", type=int, dest="label", help="sample this class (needs "
-                                                           "--classifier)")
     g.add_argument("--classifier", help="noise-conditional classifier stem (ncsn "
-                                        "train-classifier) guiding the sampler")
-    g.add_argument("--guidance-scale", type=float, default=1.0,
-                   help="w in s + w grad log p(class | x, sigma) (default 1)")
+                                        "train-classifier) guiding the sampler towards "
+                                        "--class K with s + w grad log p(K | x, sigma), w = "
+                                        "--guidance-scale (default 1 here)")
     p.set_defaults(func=run_sample)
 
     q = sub.add_parser("inpaint", help="complete masked images (paper Algorithm 2)",
@@ -206,12 +229,38 @@ def register(sub: Any) -> None:
     r.set_defaults(func=run_samplers)
 
 
-def _out_dir(path: str) -> Path:
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is an existing file; give a folder (it is created if "
-                        "missing)")
-    return out
+NUMBERED_PNG = re.compile(r"^\d{6}\.png$")
+
+
+def earlier_output(out: Path, name: str) -> list[Path]:
+    """What an earlier ``sample``/``inpaint`` wrote into ``out``: ``grid.png``,
+    ``<name>.npz`` and the numbered ``<name>/NNNNNN.png`` (nothing else counts or is removed)."""
+    found = [p for p in (out / "grid.png", out / f"{name}.npz") if p.is_file() or p.is_symlink()]
+    if (out / name).is_dir():
+        found += sorted(p for p in (out / name).iterdir() if NUMBERED_PNG.match(p.name))
+    return found
+
+
+def _out_dir(args: argparse.Namespace, name: str) -> tuple[Path, list[Path]]:
+    """``--out`` checked before any work (a writable folder whose ``name`` folder is no link)
+    and the earlier output in it that ``--overwrite`` replaces (refused without it: a smaller
+    set over a larger one would leave stale images that an evaluation counts)."""
+    out = files.check_output_dir(args.out, "--out")
+    if (out / name).is_symlink() or ((out / name).exists() and not (out / name).is_dir()):
+        raise UserError(f"--out {out}: {out / name} is a link or a file; ncsn writes its images "
+                        "into a folder of its own there: remove it or choose another --out")
+    earlier = earlier_output(out, name)
+    if earlier and not args.overwrite:
+        raise UserError(f"--out {out} holds {len(earlier)} files of an earlier {name} set; pass "
+                        "--overwrite to replace them (only grid.png, the .npz and the numbered "
+                        f"PNGs of {name}/ are removed) or choose another --out")
+    return out, earlier
+
+
+def _remove(earlier: list[Path]) -> None:
+    """Delete the earlier output (``--overwrite``), once every check has passed."""
+    for path in earlier:
+        path.unlink(missing_ok=True)
 
 
 class _Output:
@@ -274,8 +323,11 @@ def run_sample(args: argparse.Namespace) -> int:
     from ncsn.imageio import save_gif, save_grid
 
     check_counts(**{"--num-samples": args.num_samples, "--gif-frames": args.gif_frames})
-    out = _out_dir(args.out)
+    out, earlier = _out_dir(args, "samples")
+    if args.gif is not None:
+        files.check_output_file(args.gif, "--gif", suffixes=(".gif",))
     model, plan = load_for(args)
+    _remove(earlier)
     every = max(1, plan.nfe // args.gif_frames)
     frames: list[Tensor] = []
     seen = {"last": -1, "recorded": -1}
@@ -291,14 +343,18 @@ def run_sample(args: argparse.Namespace) -> int:
     writer = _Output(out, args.format, (args.num_samples, *model.image_shape), args.grid_max,
                      "samples")
     start = 0
-    if (args.label is None) != (args.classifier is None):
-        raise UserError("--class and --classifier go together (classifier guidance)")
     common = {"plan": plan, "seed": args.seed, "batch_size": args.batch_size,
               "progress": not args.no_progress,
               "callback": record if args.gif is not None else None}
-    batches = model.sample_batches(args.num_samples, **common) if args.classifier is None \
-        else model.sample_class_batches(args.num_samples, args.label, args.classifier,
-                                        scale=args.guidance_scale, **common)
+    if args.classifier is None:
+        batches = model.sample_batches(args.num_samples, labels=args.labels,
+                                       guidance=args.guidance or 0.0, **common)
+    elif not isinstance(args.labels, int):
+        raise UserError("--classifier guides towards one class: give --class K")
+    else:
+        batches = model.sample_class_batches(
+            args.num_samples, args.labels, args.classifier,
+            scale=1.0 if args.guidance is None else args.guidance, **common)
     for images in batches:
         writer.add(images, start)
         start += images.shape[0]
@@ -360,18 +416,21 @@ def run_inpaint(args: argparse.Namespace) -> int:
     from ncsn.imageio import save_grid, to_uint8
 
     check_counts(**{"--completions": args.completions})
-    out = _out_dir(args.out)
+    out, earlier = _out_dir(args, "completions")
     model, plan = load_for(args)
     channels, size, _ = model.image_shape
     images = load_inputs(args, channels, size)
     masks = model.masks(args.mask, images.shape[0], fraction=args.fraction, box=args.box,
                         seed=args.seed)
+    _remove(earlier)
     k, n = args.completions, images.shape[0]
     writer = _Output(out, args.format, (n * k, channels, size, size), args.grid_max * k,
                      "completions")
     for start, completions in model.inpaint_batches(images, masks, k=k, plan=plan,
                                                     seed=args.seed, batch_size=args.batch_size,
-                                                    progress=not args.no_progress):
+                                                    progress=not args.no_progress,
+                                                    labels=args.labels or "none",
+                                                    guidance=args.guidance or 0.0):
         writer.add(completions, start)
     shown = min(n, args.grid_max)
     completions = torch.cat(writer.grid).reshape(shown, k, channels, size, size)
@@ -395,7 +454,7 @@ def run_restore(args: argparse.Namespace) -> int:
     from ncsn.imageio import save_grid, to_uint8
 
     check_counts(**{"--completions": args.completions})
-    out = _out_dir(args.out)
+    out, earlier = _out_dir(args, "completions")
     model, plan = load_for(args)
     channels, size, _ = model.image_shape
     images = load_inputs(args, channels, size)
@@ -406,11 +465,14 @@ def run_restore(args: argparse.Namespace) -> int:
                               keep_fraction=args.keep_fraction, mask=args.mask,
                               fraction=args.fraction, box=args.box, seed=args.seed)
     y = operator.observe(images, fill=0.5, generator=torch.Generator().manual_seed(args.seed))
+    _remove(earlier)
     writer = _Output(out, args.format, (n * k, channels, size, size), args.grid_max * k,
                      "completions")
     for start, done in model.restore_batches(y, operator, k=k, plan=plan, seed=args.seed,
                                              batch_size=args.batch_size,
-                                             progress=not args.no_progress):
+                                             progress=not args.no_progress,
+                                             labels=args.labels or "none",
+                                             guidance=args.guidance or 0.0):
         writer.add(done, start)
     shown = min(n, args.grid_max)
     completions = torch.cat(writer.grid).reshape(shown, k, channels, size, size)

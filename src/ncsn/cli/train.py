@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from ncsn import files
 from ncsn.errors import UserError
 from ncsn.spec.samplers import SCHEDULES
 
@@ -67,7 +68,8 @@ def run_train(args: argparse.Namespace) -> int:
         config_path = args.run_dir / "config.yaml"
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one")
-    run_dir = args.run_dir or Path("runs") / config_path.stem
+    run_dir = files.check_output_dir(args.run_dir or Path("runs") / config_path.stem,
+                                     "--run-dir")
     config = load_config(config_path, args.overrides)
     result = train(config, run_dir, resume=args.resume, overwrite=args.overwrite,
                    progress=not args.no_progress)
@@ -84,12 +86,15 @@ def run_demo_command(args: argparse.Namespace) -> int:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
     if args.nfe is not None and args.nfe < 1:
         raise UserError(f"--nfe must be >= 1, got {args.nfe}")
+    files.check_output_dir(args.out, "--out")
     result = run_demo(args.out, steps=args.steps, quick=args.quick, overwrite=args.overwrite,
                       progress=not args.no_progress, sampler=args.sampler, nfe=args.nfe,
                       schedule=args.schedule)
     d = result.digits
     quality = (f"\n  digits:     {d['digit_confident']:.0%} confident, {d['digit_classes']} of 10 "
                f"classes, digit KID {d['digit_kid']:.3f}" if d else "")
+    if "digit_asked" in d:
+        quality += f", {d['digit_asked']:.0%} drawn as the asked digit"
     print(f"demo done: trained {result.train_seconds:.0f} s, sampled "
           f"{result.sample_seconds:.1f} s with {result.plan}{quality}\n  samples:    "
           f"{result.grid}\n  loss curve: {result.loss_curve}\n  metrics:    {result.metrics}")

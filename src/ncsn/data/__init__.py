@@ -5,7 +5,7 @@
 ``to_float`` maps to [0, 1]; ``apply_train_transforms`` adds flips, dequantization, logit.
 """
 
-from ncsn.data.datasets import DATASETS, DatasetInfo, data_root, load_dataset
+from ncsn.data.datasets import DATASETS, LABELLED, DatasetInfo, data_root, load_dataset, load_labels
 from ncsn.data.transforms import (
     apply_train_transforms,
     inverse_logit_transform,
@@ -20,11 +20,13 @@ from ncsn.data.transforms import uniform_dequantize as dequantize
 __all__ = [
     "DATASETS",
     "DatasetInfo",
+    "LABELLED",
     "apply_train_transforms",
     "data_root",
     "dequantize",
     "inverse_logit_transform",
     "load_dataset",
+    "load_labels",
     "logit_transform",
     "random_hflip",
     "to_float",

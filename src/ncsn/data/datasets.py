@@ -300,3 +300,25 @@ def load_dataset(name: str, split: str = "train", *, root: str | Path | None = N
     if not images.flags.writeable:
         images = images.copy()
     return torch.from_numpy(np.ascontiguousarray(images))
+
+
+# data sets whose class labels ncsn reads (class-conditional training), with their class count
+LABELLED: dict[str, tuple[int, Callable[[str], np.ndarray]]] = {
+    "digits8": (10, embedded.digits8_labels),
+    "mnist5k": (10, embedded.mnist5k_labels),
+}
+
+
+def load_labels(name: str, split: str = "train", *, num_classes: int | None = None
+                ) -> torch.Tensor:
+    """Class labels (N,) int64 of data set ``name``'s ``split``, in :func:`load_dataset`'s order
+    (class-conditional training); ``num_classes`` is checked against the data set's. UserError
+    for a data set without labels in ncsn."""
+    if name not in LABELLED:
+        raise UserError(f"data set {name!r} has no class labels in ncsn (labelled: "
+                        f"{', '.join(LABELLED)}); train it unconditionally (model.num_classes: 0)")
+    classes, read = LABELLED[name]
+    if num_classes is not None and num_classes != classes:
+        raise UserError(f"model.num_classes is {num_classes} but data set {name!r} has "
+                        f"{classes} classes; set model.num_classes: {classes}")
+    return torch.from_numpy(read(split).astype(np.int64))

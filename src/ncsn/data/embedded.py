@@ -29,21 +29,30 @@ def _missing(package: str, name: str) -> UserError:
 
 
 @functools.lru_cache(maxsize=1)
-def _digits8_all() -> np.ndarray:
+def _digits8_all() -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits
     except ImportError as err:
         raise _missing("scikit-learn", "digits8") from err
-    images = load_digits().images  # (1797, 8, 8) float64, integer values 0..16
-    out = np.rint(images * (255.0 / 16.0)).astype(np.uint8)[:, None]
-    out.flags.writeable = False  # cached: callers get copies
-    return out
+    digits = load_digits()  # images (1797, 8, 8) float64, integer values 0..16
+    out = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    labels = digits.target.astype(np.uint8)
+    out.flags.writeable = labels.flags.writeable = False  # cached: callers get copies
+    return out, labels
+
+
+def _digits8_split(array: np.ndarray, split: str) -> np.ndarray:
+    return array[:DIGITS8_TRAIN] if split == "train" else array[DIGITS8_TRAIN:]
 
 
 def digits8(split: str) -> np.ndarray:
     """scikit-learn's 1,797 8x8 digits as uint8 (N, 1, 8, 8); train 1,500 / test 297."""
-    images = _digits8_all()
-    return images[:DIGITS8_TRAIN] if split == "train" else images[DIGITS8_TRAIN:]
+    return _digits8_split(_digits8_all()[0], split)
+
+
+def digits8_labels(split: str) -> np.ndarray:
+    """Class labels 0..9 (uint8, N) of :func:`digits8`'s images of ``split``, in order."""
+    return _digits8_split(_digits8_all()[1], split)
 
 
 def mnist5k_path() -> Path:

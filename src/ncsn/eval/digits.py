@@ -235,7 +235,7 @@ def _default_reference_features() -> np.ndarray:
 
 def digit_metrics(images: torch.Tensor | np.ndarray,
                   reference: torch.Tensor | np.ndarray | None = None, *,
-                  seed: int = 0) -> dict[str, Any]:
+                  seed: int = 0, labels: torch.Tensor | None = None) -> dict[str, Any]:
     """Digit quality of (N, 1, 28, 28) images in [0, 1] (or uint8), see the module docstring.
 
     ``reference``: real digits for ``digit_kid`` (default: the mnist5k test split, 500).
@@ -243,7 +243,8 @@ def digit_metrics(images: torch.Tensor | np.ndarray,
     Returns floats ``digit_confident``, ``digit_balance``, ``digit_kid``, ``digit_kid_std``,
     ints ``digit_classes``, ``digit_kid_subset_size``, ``num_samples``, ``digit_num_reference``,
     ``digit_histogram`` (10 counts of confident predictions per class) and ``digit_reference``
-    (what the reference was, for reports).
+    (what the reference was, for reports); with the ``labels`` (N,) a class-conditional model
+    was asked for, ``digit_asked``: the share of images classified as their asked class.
     """
     images = check_digit_images(images, "images")
     model = load_digit_classifier()
@@ -262,7 +263,9 @@ def digit_metrics(images: torch.Tensor | np.ndarray,
     size = kid_subset_size(len(images), len(ref_feats))
     kid, kid_std = kernel_inception_distance(feats.numpy(), ref_feats, num_subsets=KID_SUBSETS,
                                              subset_size=size, seed=seed)
-    return {"num_samples": len(images), "digit_num_reference": len(ref_feats),
+    asked = {} if labels is None else {
+        "digit_asked": float((top_class == labels.reshape(-1).cpu()).float().mean())}
+    return {**asked, "num_samples": len(images), "digit_num_reference": len(ref_feats),
             "digit_reference": "mnist5k test split" if reference is None else "given images",
             "digit_confident": int(confident.sum()) / len(images),
             "digit_classes": int((histogram > 0).sum()),

@@ -4,8 +4,9 @@ Generation from a model is resumable: samples are drawn in shards of ``shard_siz
 each written as ``<dir>/shard_<k:05d>.npz`` (uint8, :func:`ncsn.imageio.save_npz`) as soon as it
 is finished, with its own seed (``seed * 1_000_003 + k``); a rerun skips the shards that exist,
 so an interrupted run continues where it stopped and yields the same images.
-``<dir>/settings.json`` records the model and sampler settings; a rerun with other settings is
-refused rather than mixing samples.
+``<dir>/settings.json`` records the weights (by the SHA-256 their model file records, not by
+their path: new weights at the same path are other samples) and the sampler settings; a rerun
+with other weights or settings is refused rather than mixing samples.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ncsn import files
 from ncsn.errors import UserError
 from ncsn.imageio import list_images, load_image, load_npz_images, save_npz
 from ncsn.seeding import derived_seed
@@ -62,8 +64,16 @@ def _write_settings(out_dir: Path, record: dict[str, Any]) -> None:
             raise UserError(f"{out_dir} holds samples made with other settings (differs in "
                             f"{', '.join(diff)}{hint}); use another --samples-dir or delete it")
         return
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    files.write_json(path, record, sort_keys=True)
+
+
+def weights_key(model: ScoreModel) -> str:
+    """What identifies the samples' weights: the SHA-256 their model file records, else (a
+    model file from before ncsn recorded it, or an in-memory network) its path."""
+    digest = model.spec.provenance.get("weights_sha256")
+    if digest:
+        return f"sha256:{digest}"
+    return str(model.path.resolve()) if model.path is not None else "(in memory)"
 
 
 def generate_samples(model: ScoreModel, plan: SamplingPlan, out_dir: str | Path,
@@ -77,8 +87,7 @@ def generate_samples(model: ScoreModel, plan: SamplingPlan, out_dir: str | Path,
         raise UserError(f"num_samples and shard_size must be >= 1, got {num_samples}, "
                         f"{shard_size}")
     out_dir = Path(out_dir)
-    source = str(model.path.resolve()) if model.path is not None else "(in memory)"
-    _write_settings(out_dir, {"model": source, "shard_size": shard_size, "seed": seed,
+    _write_settings(out_dir, {"weights": weights_key(model), "shard_size": shard_size, "seed": seed,
                               "device": model.device.type, **plan.record()})
     num_shards = -(-num_samples // shard_size)
     shards = []
@@ -91,8 +100,9 @@ def generate_samples(model: ScoreModel, plan: SamplingPlan, out_dir: str | Path,
             if len(images) >= count:
                 shards.append(images[:count])
                 continue
+        labels = model.class_labels("balanced", shard_size, start=k * shard_size)
         images = model.sample(shard_size, plan=plan, seed=derived_seed(seed, k),
-                              batch_size=shard_size)
+                              batch_size=shard_size, labels=labels)
         save_npz(images, path)
         shards.append(torch.from_numpy(load_npz_images(path))[:count])
     return torch.cat(shards)

@@ -56,15 +56,16 @@ def demo_config(*, steps: int | None = None, quick: bool = False) -> Config:
     return load_config(DEMO_CONFIG, overrides)
 
 
-def _digit_scores(images: torch.Tensor) -> dict[str, Any]:
-    """The digit metric's summary for the demo's samples (empty for too few images)."""
+def _digit_scores(images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, Any]:
+    """The digit metric's summary for the demo's samples (empty for too few images); with the
+    ``labels`` a class-conditional model drew, also the share drawn as the asked digit."""
     from ncsn.eval.digits import digit_metrics
 
     if images.shape[0] < 2:
         return {}
-    scores = digit_metrics(images)
+    scores = digit_metrics(images, labels=labels)
     return {k: scores[k] for k in ("digit_confident", "digit_classes", "digit_balance",
-                                   "digit_kid", "digit_kid_std")}
+                                   "digit_kid", "digit_kid_std", "digit_asked") if k in scores}
 
 
 def run_demo(out_dir: str | Path, *, steps: int | None = None, quick: bool = False,
@@ -97,7 +98,7 @@ def run_demo(out_dir: str | Path, *, steps: int | None = None, quick: bool = Fal
     sample_seconds = time.perf_counter() - began
     grid = save_grid(samples, out_dir / "samples.png", nrow=8, scale=3)
     curve = plot_loss_curve(out_dir / "metrics.jsonl", out_dir / "loss.png")
-    digits = _digit_scores(samples)
+    digits = _digit_scores(samples, model.class_labels("balanced", n))
     summary = {"train_seconds": round(train_seconds, 1), "sample_seconds": round(sample_seconds, 1),
                "steps": config.training.n_iters, "threads": torch.get_num_threads(),
                "num_samples": n, "network_evaluations": plan.nfe, "sampling": plan.record(),

@@ -8,8 +8,11 @@ from ncsn.nets.registry import (
     NETWORKS,
     accepts_any_sigma,
     build_network,
+    class_count,
+    labelled,
     network_class,
     network_fields,
 )
 
-__all__ = ["NETWORKS", "accepts_any_sigma", "build_network", "network_class", "network_fields"]
+__all__ = ["NETWORKS", "accepts_any_sigma", "build_network", "class_count", "labelled",
+           "network_class", "network_fields"]

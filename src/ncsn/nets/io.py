@@ -17,9 +17,11 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
+from ncsn import files
 from ncsn.errors import UserError
 from ncsn.nets.pretrained import PRETRAINED_PREFIX, pretrained_stem
 from ncsn.nets.registry import build_network
@@ -62,15 +64,15 @@ def _stem(path: str | Path) -> Path:
 
 
 def save_model(path: str | Path, net: nn.Module, spec: ModelSpec) -> Path:
-    """Write ``<stem>.safetensors`` and ``<stem>.json``; returns the .safetensors path."""
+    """Write ``<stem>.safetensors`` and ``<stem>.json`` atomically (a link at either name is
+    replaced, not followed); returns the .safetensors path."""
     stem = _stem(path)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
-    weights_path = stem.with_suffix(".safetensors")
-    save_file(weights, str(weights_path), metadata={"format": "pt"})
-    provenance = {**spec.provenance, HASH_KEY: file_sha256(weights_path)}
-    record = spec.model_copy(update={"provenance": provenance}).to_json()
-    stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    data = safetensors_bytes(weights, metadata={"format": "pt"})
+    weights_path = files.write_bytes(stem.with_suffix(".safetensors"), data)
+    provenance = {**spec.provenance, HASH_KEY: hashlib.sha256(data).hexdigest()}
+    files.write_json(stem.with_suffix(".json"),
+                     spec.model_copy(update={"provenance": provenance}).to_json())
     return weights_path
 
 
@@ -151,5 +153,18 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
         state = load_file(str(weights_path))
     except (OSError, SafetensorError) as err:
         raise UserError(f"cannot read weights {weights_path}: {err}") from err
+    check_float_tensors(net, state, weights_path)
     load_weights(net, state, str(weights_path))
     return net.to(device).eval(), spec
+
+
+def check_float_tensors(net: nn.Module, state: Mapping[str, Tensor], source: Path) -> None:
+    """UserError when a weights file holds integer or boolean tensors where ``net`` has
+    floating-point ones (loading would cast them silently)."""
+    expected = net.state_dict()
+    wrong = [f"{k} ({v.dtype})".replace("torch.", "") for k, v in state.items()
+             if k in expected and expected[k].is_floating_point() and not v.is_floating_point()]
+    if wrong:
+        raise UserError(f"weights {source} hold non-float tensors: {_listing(wrong)}; a model "
+                        "file holds floating-point weights only (was it written by another "
+                        "program?)")

@@ -98,7 +98,15 @@ class Preconditioned(nn.Module):
         self.register_state_dict_post_hook(_drop_backbone_prefix)
         self.register_load_state_dict_pre_hook(_add_backbone_prefix)
 
-    def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
-        """Score estimate s(x, sigma) for images ``x`` (B, C, H, W) and scales ``sigma`` (B,)."""
-        return PRECONDITIONERS[self.kind](self.backbone, x, sigma.to(x.dtype).reshape(-1),
+    @property
+    def num_classes(self) -> int:
+        """The backbone's number of classes (0: not class-conditional)."""
+        return int(getattr(self.backbone, "num_classes", 0))
+
+    def forward(self, x: Tensor, sigma: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Score estimate s(x, sigma) for images ``x`` (B, C, H, W) and scales ``sigma`` (B,);
+        a class-conditional backbone also takes ``labels`` (B,) (None: unconditional)."""
+        backbone = self.backbone if labels is None else (
+            lambda h, s: self.backbone(h, s, labels))
+        return PRECONDITIONERS[self.kind](backbone, x, sigma.to(x.dtype).reshape(-1),
                                           sigma_data=self.sigma_data, data_mean=self.data_mean)

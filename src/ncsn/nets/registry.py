@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import Tensor, nn
 
+from ncsn.core import ScoreFn
 from ncsn.errors import UserError
 
 NETWORKS: dict[str, str] = {
@@ -42,6 +43,18 @@ def accepts_any_sigma(net: nn.Module) -> bool:
     ``continuous_sigma = True`` (False, the default, for networks that know only their trained
     levels, like the paper's CondRefineNetDilated)."""
     return bool(getattr(net, "continuous_sigma", False))
+
+
+def class_count(net: nn.Module) -> int:
+    """The number of classes a class-conditional ``net`` takes labels of (``num_classes``; 0
+    for an unconditional network, the default)."""
+    return int(getattr(net, "num_classes", 0))
+
+
+def labelled(net: Callable[..., Tensor], labels: Tensor) -> ScoreFn:
+    """The score function x, sigma -> net(x, sigma, labels) of a class-conditional ``net``
+    for one batch's ``labels`` (B,)."""
+    return lambda x, sigma: net(x, sigma, labels)
 
 
 def network_class(name: str) -> type[nn.Module]:

@@ -70,7 +70,10 @@ class UNetSmall(nn.Module):
     first (pixel unshuffle; undone at the output), so the U-Net runs at 1/patch resolution: for
     28x28 digits ``patch=2`` spends the compute of a 28x28 net on four times the width.
     ``sigmas`` is accepted for the registry but not needed: the network takes any positive sigma.
-    ``forward(h, sigma)`` is the raw U-Net F on a preconditioned input (see the module
+    ``num_classes`` > 0 makes it class-conditional: a learned embedding of the label (classes
+    0..num_classes-1, and ``num_classes`` itself for "no label", the unconditional score that
+    classifier-free guidance needs; Ho & Salimans 2022) is added to the sigma embedding.
+    ``forward(h, sigma, labels)`` is the raw U-Net F on a preconditioned input (see the module
     docstring).
     """
 
@@ -78,7 +81,7 @@ class UNetSmall(nn.Module):
 
     def __init__(self, *, channels: int, image_size: int, sigmas: Tensor | None = None,
                  ngf: int = 16, ch_mult: Sequence[int] = (1, 2, 4), num_res_blocks: int = 1,
-                 emb_dim: int = 64, groups: int = 8, patch: int = 1) -> None:
+                 emb_dim: int = 64, groups: int = 8, patch: int = 1, num_classes: int = 0) -> None:
         super().__init__()
         del sigmas
         if patch < 1 or image_size % patch:
@@ -89,9 +92,13 @@ class UNetSmall(nn.Module):
         if min(ngf, num_res_blocks, groups) < 1 or emb_dim < 2:
             raise ValueError(f"ngf, num_res_blocks and groups must be >= 1 and emb_dim >= 2, got "
                              f"{ngf}, {num_res_blocks}, {groups} and {emb_dim}")
-        self.image_size = image_size
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0 (0: unconditional), got {num_classes}")
+        self.image_size, self.num_classes = image_size, num_classes
         widths = [ngf * int(m) for m in ch_mult]
         self.embed = SigmaEmbedding(emb_dim)
+        if num_classes:
+            self.label_embed = nn.Embedding(num_classes + 1, emb_dim)
         self.conv_in = nn.Conv2d(channels * patch**2, widths[0], 3, padding=1)
         self.down_blocks = nn.ModuleList()
         self.downsample = nn.ModuleList()
@@ -108,9 +115,16 @@ class UNetSmall(nn.Module):
         self.norm_out = nn.GroupNorm(_groups(widths[0], groups), widths[0])
         self.conv_out = nn.Conv2d(widths[0], channels * patch**2, 3, padding=1)
 
-    def forward(self, h: Tensor, sigma: Tensor) -> Tensor:
-        """The raw U-Net F(h, sigma) on a preconditioned input ``h`` (B, C, H, W), sigma (B,)."""
+    def forward(self, h: Tensor, sigma: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The raw U-Net F(h, sigma, labels) on a preconditioned input ``h`` (B, C, H, W),
+        sigma (B,) and, for a class-conditional net, labels (B,) (None: no label)."""
         emb = self.embed(sigma.to(h.dtype).reshape(-1))
+        if self.num_classes:
+            if labels is None:
+                labels = torch.full((h.shape[0],), self.num_classes, device=h.device)
+            emb = emb + self.label_embed(labels.to(h.device, torch.long).reshape(-1))
+        elif labels is not None:
+            raise ValueError("this network is not class-conditional (num_classes 0): no labels")
         h = self.conv_in(F.pixel_unshuffle(h, self.patch) if self.patch > 1 else h)
         skips = []
         for k, blocks in enumerate(self.down_blocks):

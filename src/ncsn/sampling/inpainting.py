@@ -11,11 +11,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ncsn.core import ScoreFn
 from ncsn.core.inverse import pixel_observation
 from ncsn.errors import UserError
 from ncsn.imageio import load_image
-from ncsn.sampling.pipeline import SamplingPlan, restore_batches
+from ncsn.sampling.pipeline import BatchScores, SamplingPlan, restore_batches
 
 MASKS = ("right", "lower", "center", "random")
 
@@ -68,11 +67,12 @@ def check_masks(masks: Tensor, n: int, channels: int, size: int) -> Tensor:
     return masks.expand(n, *masks.shape[1:])
 
 
-def inpaint_batches(score: ScoreFn, plan: SamplingPlan, images: Tensor, masks: Tensor, k: int, *,
-                    generator: torch.Generator, device: torch.device | str = "cpu",
+def inpaint_batches(scores: BatchScores, plan: SamplingPlan, images: Tensor, masks: Tensor,
+                    k: int, *, generator: torch.Generator, device: torch.device | str = "cpu",
                     batch_size: int = 64) -> Iterator[tuple[int, Tensor]]:
     """``k`` completions of each of ``images`` (N, C, H, W in [0, 1]) where ``masks`` (N, 1 or C,
     H, W) is 0, in batches of at most ``batch_size``: yields (start, completions); completion j
-    of image i is number i k + j. All random draws come from ``generator``, in order."""
-    yield from restore_batches(score, plan, images, pixel_observation(masks), k,
+    of image i is number i k + j, completions start..stop drawn with the score function
+    ``scores(start, stop)``. All random draws come from ``generator``, in order."""
+    yield from restore_batches(scores, plan, images, pixel_observation(masks), k,
                                generator=generator, device=device, batch_size=batch_size)

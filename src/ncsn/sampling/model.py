@@ -4,6 +4,7 @@
 
     model = load("runs/demo")
     images = model.sample(16, sampler="dpm_solver_2m", nfe=20)   # (16, C, H, W) in [0, 1]
+    sevens = model.sample(16, labels=7)                           # a class-conditional model
 
 Mistakes in the arguments raise :class:`ncsn.errors.UserError` with a one-line message.
 """
@@ -11,8 +12,8 @@ Mistakes in the arguments raise :class:`ncsn.errors.UserError` with a one-line m
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,11 @@ from ncsn.core.inverse import LinearObservation
 from ncsn.devices import resolve_device
 from ncsn.errors import UserError, check_counts
 from ncsn.nets.io import load_model, resolve_model_path
-from ncsn.nets.registry import accepts_any_sigma
+from ncsn.nets.registry import accepts_any_sigma, class_count, labelled
 from ncsn.sampling.guidance import classifier_guided_score
 from ncsn.sampling.inpainting import check_masks, inpaint_batches, make_masks
 from ncsn.sampling.pipeline import (
+    BatchScores,
     SamplingPlan,
     counting,
     plan_sampling,
@@ -40,6 +42,26 @@ from ncsn.sampling.restoration import check_observation, make_operator
 from ncsn.spec.model import ModelSpec
 
 TORCH_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
+# what a class-conditional model is asked for: a class, one class per image, "balanced"
+# (image i gets class i mod K, the default) or "none" (the unconditional score)
+Labels = int | Sequence[int] | Tensor | str | None
+LABEL_WORDS = ("balanced", "none")
+
+
+def guided(net: Callable[..., Tensor], labels: Tensor, null: int, scale: float) -> ScoreFn:
+    """Classifier-free guidance (Ho & Salimans 2022) as a score function:
+    s(x, sigma | y) + w (s(x, sigma | y) - s(x, sigma)), both terms from one network call on
+    the doubled batch; ``null`` is the "no label" class, ``scale`` w (0: s(x, sigma | y))."""
+    if not scale:
+        return labelled(net, labels)
+    both_labels = torch.cat([labels, torch.full_like(labels, null)])
+
+    def score(x: Tensor, sigma: Tensor) -> Tensor:
+        sigma = torch.as_tensor(sigma, device=x.device).reshape(-1).expand(x.shape[0])
+        cond, uncond = net(torch.cat([x, x]), torch.cat([sigma, sigma]), both_labels).chunk(2)
+        return cond + scale * (cond - uncond)
+
+    return score
 
 
 class ScoreModel:
@@ -77,14 +99,64 @@ class ScoreModel:
         CondRefineNetDilated; such a model samples only on its own schedule)."""
         return accepts_any_sigma(self.net)
 
+    @property
+    def num_classes(self) -> int:
+        """Classes of a class-conditional model (0: unconditional)."""
+        return class_count(self.net)
+
+    def class_labels(self, labels: Labels, n: int, *, start: int = 0) -> Tensor | None:
+        """The labels (n,) that ``labels`` asks for (see :meth:`sample`), None for an
+        unconditional model; ``start`` offsets ``balanced`` (image i gets (start + i) mod K)."""
+        k = self.num_classes
+        if isinstance(labels, str) and labels not in LABEL_WORDS:
+            raise UserError(f"labels (--class) must be a class, {' or '.join(LABEL_WORDS)}, "
+                            f"got {labels!r}")
+        if not k:
+            if labels is None or labels == "none":
+                return None
+            raise UserError("this model is not class-conditional (its network has no "
+                            "num_classes): sample it without labels (--class), or guide it "
+                            "with a classifier (--classifier, from ncsn train-classifier)")
+        if labels is None or labels == "balanced":
+            return (torch.arange(n) + start) % k
+        if labels == "none":
+            return torch.full((n,), k)
+        if isinstance(labels, bool) or not isinstance(labels, int | Sequence | Tensor):
+            raise UserError(f"labels must be a class, a list of n classes, 'balanced' or "
+                            f"'none', got {type(labels).__name__}")
+        values = torch.as_tensor(labels)
+        if values.is_floating_point() or values.is_complex():
+            raise UserError(f"labels must be integers, got {values.dtype}")
+        values = values.reshape(-1).long().cpu()
+        if values.numel() == 1:
+            values = values.expand(n)
+        if values.numel() != n:
+            raise UserError(f"labels: give one class or {n} (one per image), got {values.numel()}")
+        if not bool(((values >= 0) & (values < k)).all()):
+            raise UserError(f"labels (--class) must lie in 0..{k - 1} (the model's {k} classes), "
+                            f"got {sorted(set(values.tolist()) - set(range(k)))[:3]}")
+        return values.clone()
+
+    def _guidance(self, guidance: float) -> float:
+        if not isinstance(guidance, int | float) or isinstance(guidance, bool) \
+                or not math.isfinite(guidance) or guidance < 0:
+            raise UserError(f"guidance scale (--guidance-scale) must be a finite number >= 0, "
+                            f"got {guidance!r}")
+        if guidance and not self.num_classes:
+            raise UserError("guidance needs a class-conditional model; this one has no "
+                            "num_classes")
+        return float(guidance)
+
     def to(self, device: str | torch.device) -> ScoreModel:
         """Move the network to ``device`` (checked first); returns this model."""
         self.device = resolve_device(device)
         self.net.to(self.device)
         return self
 
-    def score(self, x: Tensor, sigma: float | Tensor) -> Tensor:
-        """The network's estimate of grad_x log p_sigma(x) (paper Sec. 4.1, s_theta(x, sigma)).
+    def score(self, x: Tensor, sigma: float | Tensor, labels: Labels = "none") -> Tensor:
+        """The network's estimate of grad_x log p_sigma(x) (paper Sec. 4.1, s_theta(x, sigma));
+        for a class-conditional model, of grad_x log p_sigma(x | y) with ``labels`` (see
+        :meth:`sample`; default ``none``, the unconditional score).
 
         ``x`` (B, C, H, W) is in the network's data space (pixels in [0, 1]; logits for a model
         trained on logit-transformed data); ``sigma`` is one float for all images or a (B,)
@@ -102,9 +174,11 @@ class ScoreModel:
         if sigma_t.numel() != batch or not bool((sigma_t > 0).all()):
             raise UserError(f"sigma must be one positive number or {batch} of them (one per "
                             f"image), got {tuple(torch.as_tensor(sigma).shape)} values")
+        classes = self.class_labels(labels, batch)
+        net = self.net if classes is None else labelled(self.net, classes.to(self.device))
         with torch.set_grad_enabled(x.requires_grad):
             try:  # a discrete-level network checks that each sigma is one of its levels
-                return self.net(x.to(self.device, torch.float32), sigma_t.to(self.device))
+                return net(x.to(self.device, torch.float32), sigma_t.to(self.device))
             except ValueError as err:
                 if self.continuous:
                     raise
@@ -125,37 +199,46 @@ class ScoreModel:
                              sigma_min=sigma_min, settings=settings, label=label)
 
     @contextmanager
-    def _counted(self, total: int, desc: str, progress: bool) -> Iterator[ScoreFn]:
-        """The network as a score function, ticking a tqdm bar per evaluation if ``progress``."""
-        if not progress:
-            yield self.net
-            return
-        with tqdm(total=total, desc=desc, unit="eval", dynamic_ncols=True) as bar:
-            yield counting(self.net, lambda: bar.update(1))
+    def _scores(self, labels: Tensor | None, guidance: float, total: int, desc: str,
+                progress: bool) -> Iterator[BatchScores]:
+        """Score functions for images start..stop (with their ``labels`` and classifier-free
+        ``guidance``), ticking a tqdm bar per network evaluation if ``progress``."""
+        bar = tqdm(total=total, desc=desc, unit="eval", dynamic_ncols=True) if progress else None
+
+        def scores(start: int, stop: int) -> ScoreFn:
+            score: ScoreFn = self.net if labels is None else guided(
+                self.net, labels[start:stop].to(self.device), self.num_classes, guidance)
+            return score if bar is None else counting(score, lambda: bar.update(1))
+
+        with bar if bar is not None else nullcontext():
+            yield scores
 
     def _generator(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(seed)
 
     def sample_batches(self, n: int, *, plan: SamplingPlan | None = None, seed: int = 0,
                        batch_size: int = 64, progress: bool = False,
-                       callback: core.Callback | None = None,
-                       **choices: Any) -> Iterator[Tensor]:
+                       callback: core.Callback | None = None, labels: Labels = None,
+                       guidance: float = 0.0, **choices: Any) -> Iterator[Tensor]:
         """:meth:`sample` batch by batch: yields (at most ``batch_size``, C, H, W) images in
         [0, 1] on the CPU, so any number of images needs bounded memory. ``plan`` (from
         :meth:`plan`) replaces the sampling ``choices``; ``callback`` sees every update (see
         :func:`ncsn.sampling.sample_batches`)."""
         check_counts(n=n, batch_size=batch_size)
+        classes, scale = self.class_labels(labels, n), self._guidance(guidance)
         if plan is None:
             plan = self.plan(**choices)
         elif choices:
             raise UserError(f"give a plan or sampling choices, not both ({', '.join(choices)})")
-        with self._counted(math.ceil(n / batch_size) * plan.nfe, "sampling", progress) as score:
-            yield from sample_batches(score, plan, n, self.image_shape,
+        total = math.ceil(n / batch_size) * plan.nfe
+        with self._scores(classes, scale, total, "sampling", progress) as scores:
+            yield from sample_batches(scores, plan, n, self.image_shape,
                                       generator=self._generator(seed), device=self.device,
                                       batch_size=batch_size, callback=callback)
 
     def sample(self, n: int, *, plan: SamplingPlan | None = None, seed: int = 0,
-               batch_size: int = 64, progress: bool = False, **choices: Any) -> Tensor:
+               batch_size: int = 64, progress: bool = False, labels: Labels = None,
+               guidance: float = 0.0, **choices: Any) -> Tensor:
         """``n`` images (N, C, H, W) in [0, 1] on the CPU, drawn in batches of ``batch_size``
         from a generator seeded with ``seed`` (the images ``ncsn sample --seed`` writes).
 
@@ -164,9 +247,16 @@ class ScoreModel:
         ``num_levels``, ``rho``, ``sigma_min`` and the sampler's own settings (e.g.
         ``n_steps_each=50``, ``s_churn=0``), or a ``plan``. ``progress`` shows a bar over network
         evaluations.
+
+        A class-conditional model (:attr:`num_classes` > 0) takes ``labels``: a class for all
+        images, one class per image, ``"balanced"`` (image i gets class i mod K; the default)
+        or ``"none"`` (the unconditional score); ``guidance`` w > 0 samples with
+        classifier-free guidance, s(x | y) + w (s(x | y) - s(x)), at twice the network work
+        per evaluation.
         """
         return torch.cat(list(self.sample_batches(n, plan=plan, seed=seed, batch_size=batch_size,
-                                                  progress=progress, **choices)))
+                                                  progress=progress, labels=labels,
+                                                  guidance=guidance, **choices)))
 
     def sample_class_batches(self, n: int, label: int, classifier: str | Path, *,
                              scale: float = 1.0, plan: SamplingPlan | None = None, seed: int = 0,
@@ -180,10 +270,10 @@ class ScoreModel:
         elif choices:
             raise UserError(f"give a plan or sampling choices, not both ({', '.join(choices)})")
         total = math.ceil(n / batch_size) * plan.nfe
-        with self._counted(total, f"class {label}", progress) as net:
-            score = classifier_guided_score(net, classifier, label, scale, plan,
+        with self._scores(None, 0.0, total, f"class {label}", progress) as scores:
+            score = classifier_guided_score(scores(0, n), classifier, label, scale, plan,
                                             self.image_shape, self.device)
-            yield from sample_batches(score, plan, n, self.image_shape,
+            yield from sample_batches(lambda start, stop: score, plan, n, self.image_shape,
                                       generator=self._generator(seed), device=self.device,
                                       batch_size=batch_size, callback=callback)
 
@@ -203,37 +293,42 @@ class ScoreModel:
     def inpaint_batches(self, images: Tensor, mask: Tensor | str, *, k: int = 1,
                         plan: SamplingPlan | None = None, seed: int = 0, batch_size: int = 64,
                         progress: bool = False, fraction: float = 0.5, box: int | None = None,
+                        labels: Labels = "none", guidance: float = 0.0,
                         **choices: Any) -> Iterator[tuple[int, Tensor]]:
         """:meth:`inpaint` batch by batch: yields (start, completions) with completion j of
         image i at number i k + j."""
         check_counts(k=k, batch_size=batch_size)
         images = self._check_images(images)
         masks = self.masks(mask, images.shape[0], fraction=fraction, box=box, seed=seed)
+        classes, scale = self.class_labels(labels, images.shape[0]), self._guidance(guidance)
+        if classes is not None:
+            classes = classes.repeat_interleave(k)
         if plan is None:
             plan = self.plan(**choices)
         elif choices:
             raise UserError(f"give a plan or sampling choices, not both ({', '.join(choices)})")
         total = math.ceil(images.shape[0] * k / batch_size) * plan.nfe
-        with self._counted(total, "inpainting", progress) as score:
-            yield from inpaint_batches(score, plan, images, masks, k,
+        with self._scores(classes, scale, total, "inpainting", progress) as scores:
+            yield from inpaint_batches(scores, plan, images, masks, k,
                                        generator=self._generator(seed), device=self.device,
                                        batch_size=batch_size)
 
     def inpaint(self, images: Tensor, mask: Tensor | str, *, k: int = 1,
                 plan: SamplingPlan | None = None, seed: int = 0, batch_size: int = 64,
                 progress: bool = False, fraction: float = 0.5, box: int | None = None,
-                **choices: Any) -> Tensor:
+                labels: Labels = "none", guidance: float = 0.0, **choices: Any) -> Tensor:
         """``k`` completions of each image (paper Algorithm 2 for annealed Langevin; any
         registered sampler with the observed pixels imposed at every step): a tensor
         (N k, C, H, W) in [0, 1] on the CPU, completion j of image i at index i k + j, equal to
         ``images`` wherever the mask is 1 (the images ``ncsn inpaint --seed`` writes).
 
-        ``images``: (N, C, H, W) floats in [0, 1]. ``mask``: see :meth:`masks`. The other
-        arguments are those of :meth:`sample`.
+        ``images``: (N, C, H, W) floats in [0, 1]. ``mask``: see :meth:`masks`. ``labels``
+        (one per image, or one for all) defaults to ``none``: the unconditional score. The
+        other arguments are those of :meth:`sample`.
         """
         return torch.cat([batch for _, batch in self.inpaint_batches(
             images, mask, k=k, plan=plan, seed=seed, batch_size=batch_size, progress=progress,
-            fraction=fraction, box=box, **choices)])
+            fraction=fraction, box=box, labels=labels, guidance=guidance, **choices)])
 
     def operator(self, task: str, n: int = 1, *, noise_std: float = 0.0, factor: int = 2,
                  keep_fraction: float = 0.25, mask: Tensor | str = "right",
@@ -250,7 +345,7 @@ class ScoreModel:
 
     def restore_batches(self, y: Tensor, operator: LinearObservation, *, k: int = 1,
                         plan: SamplingPlan | None = None, seed: int = 0, batch_size: int = 64,
-                        progress: bool = False,
+                        progress: bool = False, labels: Labels = "none", guidance: float = 0.0,
                         **choices: Any) -> Iterator[tuple[int, Tensor]]:
         """:meth:`restore` batch by batch: yields (start, images) with sample j of observation i
         at number i k + j."""
@@ -260,15 +355,19 @@ class ScoreModel:
         elif choices:
             raise UserError(f"give a plan or sampling choices, not both ({', '.join(choices)})")
         y = check_observation(y, operator, plan, self.image_shape)
+        classes, scale = self.class_labels(labels, y.shape[0]), self._guidance(guidance)
+        if classes is not None:
+            classes = classes.repeat_interleave(k)
         total = math.ceil(y.shape[0] * k / batch_size) * plan.nfe
-        with self._counted(total, "restoring", progress) as score:
-            yield from restore_batches(score, plan, y, operator, k,
+        with self._scores(classes, scale, total, "restoring", progress) as scores:
+            yield from restore_batches(scores, plan, y, operator, k,
                                        generator=self._generator(seed), device=self.device,
                                        batch_size=batch_size)
 
     def restore(self, y: Tensor, operator: LinearObservation, *, k: int = 1,
                 plan: SamplingPlan | None = None, seed: int = 0, batch_size: int = 64,
-                progress: bool = False, **choices: Any) -> Tensor:
+                progress: bool = False, labels: Labels = "none", guidance: float = 0.0,
+                **choices: Any) -> Tensor:
         """``k`` samples of x given each observation y = M (U x) + s e (:mod:`ncsn.core.inverse`:
         Algorithm 2 generalised, with any registered sampler; noisy observations need one that
         follows the reverse process): a tensor (N k, C, H, W) in [0, 1] on the CPU, sample j of
@@ -277,11 +376,13 @@ class ScoreModel:
 
         ``y``: (N, C, H, W) images whose observed coefficients are the observation, e.g.
         ``operator.observe(images)``; ``operator``: from :meth:`operator` or built with
-        :mod:`ncsn.core.inverse`. The other arguments are those of :meth:`sample`.
+        :mod:`ncsn.core.inverse`. ``labels`` (one per observation, or one for all; default
+        ``none``) and ``guidance`` as in :meth:`inpaint`; the other arguments are those of
+        :meth:`sample`.
         """
         return torch.cat([batch for _, batch in self.restore_batches(
             y, operator, k=k, plan=plan, seed=seed, batch_size=batch_size, progress=progress,
-            **choices)])
+            labels=labels, guidance=guidance, **choices)])
 
     def masks(self, mask: Tensor | str, n: int, *, fraction: float = 0.5,
               box: int | None = None, seed: int = 0) -> Tensor:

@@ -155,6 +155,9 @@ def draw_prior(plan: SamplingPlan, shape: tuple[int, ...], generator: torch.Gene
     return x
 
 
+BatchScores = Callable[[int, int], ScoreFn]  # (start, stop) -> the score for those images
+
+
 def counting(score: ScoreFn, on_eval: Callable[[], None]) -> ScoreFn:
     """``score`` that calls ``on_eval()`` after every evaluation (progress bars, cost checks)."""
 
@@ -180,13 +183,30 @@ def batch_ranges(total: int, size: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + size, total)
 
 
-def sample_batches(score: ScoreFn, plan: SamplingPlan, n: int, shape: tuple[int, ...], *,
+class NonFiniteSamplesError(UserError):
+    """A sampler produced NaN or infinite values (they would be written as black pixels)."""
+
+
+def checked_pixels(x: Tensor, logit: bool, first: int) -> Tensor:
+    """Model-space samples -> images in [0, 1] on the CPU; NonFiniteSamplesError when any value
+    is NaN or infinite (``first``: the number of the batch's first image, for the message)."""
+    if not bool(torch.isfinite(x).all()):
+        raise NonFiniteSamplesError(
+            f"the samples from image {first} on became NaN or infinite: the model's weights may "
+            "hold NaN (a diverged training run) or the step size is too large for the noise "
+            "levels (try a smaller --step-size, fewer levels or another --sampler); their "
+            "images were not written")
+    return to_pixels(x, logit).cpu()
+
+
+def sample_batches(scores: BatchScores, plan: SamplingPlan, n: int, shape: tuple[int, ...], *,
                    generator: torch.Generator, device: torch.device | str = "cpu",
                    batch_size: int = 64, callback: core.Callback | None = None
                    ) -> Iterator[Tensor]:
-    """Yield ``n`` samples in batches of ``batch_size`` as images in [0, 1] on the CPU.
-    ``callback`` receives each batch's prior draw (``index`` -1) and every update, in model
-    space, with ``info["batch_start"]`` added."""
+    """Yield ``n`` samples in batches of ``batch_size`` as images in [0, 1] on the CPU, images
+    start..stop drawn with the score function ``scores(start, stop)``. ``callback`` receives
+    each batch's prior draw (``index`` -1) and every update, in model space, with
+    ``info["batch_start"]`` added."""
     for start, stop in batch_ranges(n, batch_size):
         def report(info: dict[str, Any], start: int = start) -> None:
             if callback is not None:
@@ -196,8 +216,8 @@ def sample_batches(score: ScoreFn, plan: SamplingPlan, n: int, shape: tuple[int,
         if callback is not None:
             callback({"x": x, "level": -1, "step": -1, "sigma": float(plan.sigmas[0]),
                       "index": -1, "batch_start": start})
-        yield to_pixels(run_plan(plan, score, x, generator=generator, callback=report),
-                        plan.logit).cpu()
+        yield checked_pixels(run_plan(plan, scores(start, stop), x, generator=generator,
+                                      callback=report), plan.logit, start)
 
 
 def restore_images(score: ScoreFn, plan: SamplingPlan, images: Tensor,
@@ -216,24 +236,25 @@ def restore_images(score: ScoreFn, plan: SamplingPlan, images: Tensor,
     x = inverse.restore(score, observed, operator, plan.sigmas.to(device), sampler=plan.entry.run,
                         x_init=x_init, generator=generator, callback=callback,
                         **plan.settings.options())
-    done = to_pixels(x, plan.logit).cpu()
+    done = checked_pixels(x, plan.logit, 0)
     if operator.noise_std > 0:
         return done
     return operator.impose(done, operator.basis.forward(images.cpu())).clamp(0.0, 1.0)
 
 
-def restore_batches(score: ScoreFn, plan: SamplingPlan, images: Tensor,
+def restore_batches(scores: BatchScores, plan: SamplingPlan, images: Tensor,
                     operator: inverse.LinearObservation, k: int, *, generator: torch.Generator,
                     device: torch.device | str = "cpu",
                     batch_size: int = 64) -> Iterator[tuple[int, Tensor]]:
     """``k`` samples given each observation of ``images`` (N, C, H, W; see
     :func:`restore_images`), in batches of at most ``batch_size``: yields (start, images);
-    sample j of observation i is number i k + j. All random draws come from ``generator``, in
-    order."""
+    sample j of observation i is number i k + j, samples start..stop drawn with the score
+    function ``scores(start, stop)``. All random draws come from ``generator``, in order."""
     for start, stop in batch_ranges(images.shape[0] * k, batch_size):
         owner = torch.arange(start, stop) // k
-        yield start, restore_images(score, plan, images[owner], operator.rows(owner).to(device),
-                                    generator=generator, device=device)
+        yield start, restore_images(scores(start, stop), plan, images[owner],
+                                    operator.rows(owner).to(device), generator=generator,
+                                    device=device)
 
 
 def inpaint_images(score: ScoreFn, plan: SamplingPlan, images: Tensor, masks: Tensor, *,

@@ -8,13 +8,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator
 
+MAX_THREADS = 256  # more CPU threads than any machine ncsn targets (100,000 crashed torch)
+MAX_IMAGE_SIZE = 4096  # pixels per side; beyond it every network here runs out of memory
 
-def count_or_auto(minimum: int) -> Any:
-    """``int | "auto"`` with the int at least ``minimum`` (a pydantic annotation)."""
+
+def count_or_auto(minimum: int, maximum: int | None = None) -> Any:
+    """``int | "auto"`` with the int in [``minimum``, ``maximum``] (a pydantic annotation)."""
 
     def check(value: int | str) -> int | str:
         if not isinstance(value, str) and value < minimum:
             raise ValueError(f"must be >= {minimum} (or 'auto')")
+        if not isinstance(value, str) and maximum is not None and value > maximum:
+            raise ValueError(f"must be <= {maximum} (or 'auto')")
         return value
 
     return Annotated[int | Literal["auto"], AfterValidator(check)]
@@ -28,7 +33,7 @@ def _positive_or_auto(value: float | str) -> float | str:
 
 PositiveOrAuto = Annotated[float | Literal["auto"], AfterValidator(_positive_or_auto)]
 LevelsOrAuto = count_or_auto(1)
-ThreadsOrAuto = count_or_auto(0)
+ThreadsOrAuto = count_or_auto(0, MAX_THREADS)
 
 PLAIN = {"greater_than": "must be > {gt}", "greater_than_equal": "must be >= {ge}",
          "less_than": "must be < {lt}", "less_than_equal": "must be <= {le}",

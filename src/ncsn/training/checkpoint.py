@@ -3,7 +3,10 @@
 A checkpoint is a ``torch.save`` of plain tensors, dicts, lists, strings and numbers, so it loads
 with ``torch.load(weights_only=True)``. It is first written to a temporary file in the same
 folder, flushed to disk, then renamed over the final name: a crash at any moment leaves either
-the old set of checkpoints or the new one, never a half-written ``ckpt_*.pt``.
+the old set of checkpoints or the new one, never a half-written ``ckpt_*.pt``. Beside it,
+``ckpt_*.pt.sha256`` records its hash and name; a checkpoint is trusted by that record and the
+step stored inside it, never by its file name alone (a renamed copy is neither resumed from
+nor counted when pruning).
 
 ``NCSN_CHECKPOINT_FAULT`` makes the write point observable for tests: ``exit`` ends the process
 (``os._exit(137)``, like SIGKILL) after half of the bytes are written; ``sleep:SECONDS`` pauses
@@ -29,12 +32,13 @@ from typing import Any
 
 import torch
 
+from ncsn import files
 from ncsn.errors import UserError
 from ncsn.training.distributed import DistInfo, broadcast_bytes
 
 CHECKPOINT_RE = re.compile(r"^ckpt_(\d{8})\.pt$")
 BEST_NAME = "best.pt"
-TMP_SUFFIX = ".tmp"
+SIDECAR_SUFFIX = ".sha256"
 FAULT_ENV = "NCSN_CHECKPOINT_FAULT"
 
 
@@ -52,42 +56,59 @@ def _fault_point(name: str) -> None:
         time.sleep(float(fault.removeprefix("sleep:")))
 
 
+def sidecar_path(path: Path) -> Path:
+    """``<checkpoint>.sha256``: the SHA-256 and name of the checkpoint, as ``sha256sum`` writes
+    them (so ``sha256sum -c`` checks it too)."""
+    return path.with_name(f"{path.name}{SIDECAR_SUFFIX}")
+
+
 def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` via a temporary file, fsync and rename."""
+    """Write ``state`` to ``path`` atomically (:func:`ncsn.files.atomic_open`: temporary file,
+    fsync, rename; a link planted at ``path`` is replaced), then its ``.sha256`` beside it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getbuffer()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
-    try:
-        with open(tmp, "wb") as fh:
-            half = len(data) // 2
-            fh.write(data[:half])
-            fh.flush()
-            _fault_point(path.name)
-            fh.write(data[half:])
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with files.atomic_open(path) as fh:
+        half = len(data) // 2
+        fh.write(data[:half])
+        fh.flush()
+        _fault_point(path.name)
+        fh.write(data[half:])
+    files.write_text(sidecar_path(path), f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
     return path
 
 
-def list_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
-    """``(step, path)`` of every ``ckpt_<step>.pt`` in ``folder``, oldest first."""
+def recorded_hash(path: Path) -> str | None:
+    """The SHA-256 that ``path``'s ``.sha256`` records for a file of ``path``'s name; None when
+    there is no readable record or it names another file (a renamed copy)."""
+    try:
+        digest, _, name = sidecar_path(path).read_text().strip().partition("  ")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return digest if name == path.name else None
+
+
+def list_checkpoints(folder: str | Path, *, recorded_only: bool = False
+                     ) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every ``ckpt_<step>.pt`` in ``folder``, oldest first, except those
+    whose ``.sha256`` names another file. ``recorded_only``: only those with their own
+    ``.sha256`` (checkpoints of ncsn before it wrote them have none; their step is checked on
+    load, see :func:`load_checkpoint`)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in folder.iterdir()
-             if (m := CHECKPOINT_RE.match(p.name)) and p.is_file()]
+             if (m := CHECKPOINT_RE.match(p.name)) and p.is_file() and not p.is_symlink()
+             and _name_vouched(p, recorded_only)]
     return sorted(found)
+
+
+def _name_vouched(path: Path, recorded_only: bool) -> bool:
+    """Does ``path``'s ``.sha256`` name it (True without one, unless ``recorded_only``)?"""
+    if recorded_only or sidecar_path(path).exists():
+        return recorded_hash(path) is not None
+    return True
 
 
 def remove_partial_writes(folder: str | Path) -> list[Path]:
@@ -96,7 +117,7 @@ def remove_partial_writes(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         return []
     partial = [p for p in folder.iterdir() if p.name.startswith(".") and
-               p.name.endswith(TMP_SUFFIX)]
+               p.name.endswith(files.TMP_SUFFIX)]
     for p in partial:
         p.unlink()
     return partial
@@ -118,22 +139,41 @@ def latest_from_rank0(folder: Path, info: DistInfo, device: torch.device
 
 
 def prune_checkpoints(folder: str | Path, keep_last: int) -> list[Path]:
-    """Keep the newest ``keep_last`` step checkpoints (``best.pt`` is never touched)."""
-    existing = list_checkpoints(folder)
+    """Keep the newest ``keep_last`` step checkpoints, counting only those whose ``.sha256``
+    vouches for their name (a renamed file neither counts nor is deleted; ``best.pt`` is never
+    touched)."""
+    existing = list_checkpoints(folder, recorded_only=True)
     doomed = [p for _, p in existing[:max(0, len(existing) - keep_last)]]
     for p in doomed:
         p.unlink()
+        sidecar_path(p).unlink(missing_ok=True)
     return doomed
+
+
+def _check_identity(path: Path, data: bytes, state: dict[str, Any]) -> None:
+    """UserError when ``data`` is not what ``path``'s ``.sha256`` records, or when the step
+    recorded inside differs from the one the name ``ckpt_<step>.pt`` claims."""
+    digest = recorded_hash(path)
+    if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+        raise UserError(f"checkpoint {path} does not match its {SIDECAR_SUFFIX} record (corrupt, "
+                        "truncated or replaced); delete both to resume from the previous one")
+    m = CHECKPOINT_RE.match(path.name)
+    if m and state["step"] != int(m.group(1)):
+        raise UserError(f"checkpoint {path} records step {state['step']}, not the step its name "
+                        "says (renamed or copied?); move it out of the checkpoint folder and "
+                        "resume again")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *,
                     data: bytes | None = None) -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``); UserError when it is unreadable.
-    ``data``: the file's bytes, already read (e.g. sent by rank 0); ``path`` then only names it."""
+    """Load a checkpoint safely (``weights_only=True``), trusted by the step recorded inside it
+    and the hash recorded beside it, not by its name; UserError when it is unreadable.
+    ``data``: the file's bytes, already read (e.g. sent by rank 0); ``path`` then only names it
+    (and its ``.sha256``, when this process sees one)."""
     path = Path(path)
     try:
-        state = torch.load(io.BytesIO(data) if data is not None else path,
-                           map_location=map_location, weights_only=True)
+        data = path.read_bytes() if data is None else data
+        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for truncated/corrupt files
         raise UserError(f"checkpoint {path} is corrupt/incomplete ({type(err).__name__}); "
                         "delete it to resume from the previous one") from None
@@ -141,6 +181,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     if not isinstance(state, dict) or any(k not in state for k in required):
         raise UserError(f"checkpoint {path} is corrupt/incomplete (missing entries); "
                         "delete it to resume from the previous one")
+    _check_identity(path, data, state)
     return state
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from ncsn import files
+
 
 def _tensorboard_writer(folder: Path) -> Any | None:
     """A SummaryWriter when the ``tensorboard`` package is installed, else None."""
@@ -38,8 +40,7 @@ class MetricsLog:
     def write(self, record: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(dict(record)) + "\n")
+        files.append_text(self.path, json.dumps(dict(record)) + "\n")
         if self.writer is not None and "step" in record and "event" not in record:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)) and not isinstance(
@@ -87,7 +88,7 @@ def plot_loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path:
     ax.legend()
     fig.tight_layout()
     png_path = Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=100)
+    with files.atomic_open(png_path) as fh:
+        fig.savefig(fh, format="png", dpi=100)
     plt.close(fig)
     return png_path

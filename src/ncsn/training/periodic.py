@@ -13,9 +13,11 @@ from torch import Tensor, nn
 
 from ncsn.config import Config
 from ncsn.core.losses import dsm_loss
-from ncsn.data import to_float, to_model_space
+from ncsn.data import load_labels, to_float, to_model_space
 from ncsn.imageio import make_grid, save_grid
+from ncsn.nets import class_count, labelled
 from ncsn.sampling import ScoreModel
+from ncsn.sampling.pipeline import NonFiniteSamplesError
 from ncsn.spec.model import ModelSpec
 from ncsn.training.distributed import DistInfo
 from ncsn.training.logs import MetricsLog
@@ -59,6 +61,8 @@ class Periodic:
         need_test = cfg.training.test_freq > 0 or (cfg.eval.every > 0
                                                    and cfg.eval.reference == "test")
         self.test_images = load_split(cfg, "test") if need_test and run.info.is_main else None
+        self.test_labels = load_labels(cfg.data.name, "test") if self.test_images is not None \
+            and class_count(run.eval_model) else None
 
     def _generator(self, offset: int) -> torch.Generator:
         seed = self.tr.config.training.seed + offset
@@ -79,14 +83,17 @@ class Periodic:
 
     @torch.no_grad()
     def test_loss(self) -> float:
-        """DSM loss of the eval network on (up to) ``test_batch_size`` test images, with the
-        same levels and noise every time (so values are comparable across steps)."""
+        """DSM loss of the eval network on (up to) ``test_batch_size`` test images (with their
+        labels for a class-conditional net), with the same levels and noise every time (so
+        values are comparable across steps)."""
         tr = self.tr
         assert self.test_images is not None
-        x = to_model_space(to_float(self.test_images[:tr.config.training.test_batch_size]),
-                           tr.config.data.logit).to(tr.device)
+        n = tr.config.training.test_batch_size
+        x = to_model_space(to_float(self.test_images[:n]), tr.config.data.logit).to(tr.device)
         net = tr.eval_model.eval()
-        loss = dsm_loss(net, x, tr.sigmas_dev, anneal_power=tr.config.training.anneal_power,
+        score = net if self.test_labels is None else labelled(net, self.test_labels[:n]
+                                                               .to(tr.device))
+        loss = dsm_loss(score, x, tr.sigmas_dev, anneal_power=tr.config.training.anneal_power,
                         sigma_data=tr.loss_sigma_data,
                         generator=self._generator(TEST_SEED_OFFSET))
         return float(loss)
@@ -98,9 +105,15 @@ class Periodic:
         model = ScoreModel(tr.eval_model.eval(), tr.model_spec(), tr.device)
         return model.sample(n, seed=tr.config.training.seed + offset, batch_size=SAMPLE_BATCH)
 
-    def sample_grid(self, path: Path) -> Path:
+    def sample_grid(self, path: Path) -> Path | None:
+        """The grid of the step's samples; None (and an event in the log) when the samples
+        came out non-finite: a training step is not stopped by its grid."""
         n = min(self.tr.config.sampling.num_samples, GRID_MAX)
-        images = self.samples(n, SAMPLE_SEED_OFFSET).cpu()
+        try:
+            images = self.samples(n, SAMPLE_SEED_OFFSET).cpu()
+        except NonFiniteSamplesError:
+            self.tr.log.write({"step": self.tr.step, "event": "nonfinite_samples"})
+            return None
         self.tr.log.image("samples", make_grid(images), self.tr.step)
         return save_grid(images, path)
 
@@ -118,7 +131,10 @@ class Periodic:
         from ncsn import eval as ncsn_eval
 
         tr, e = self.tr, self.tr.config.eval
-        samples = self.samples(e.num_samples, EVAL_SEED_OFFSET)
+        try:
+            samples = self.samples(e.num_samples, EVAL_SEED_OFFSET)
+        except NonFiniteSamplesError:
+            return float("nan")  # never an improvement (see Trainer._record)
         result = ncsn_eval.score_samples(samples.cpu(), self._reference(), metrics=(e.metric,),
                                          device=tr.device)
         return float(result[e.metric])

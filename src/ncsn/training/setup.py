@@ -3,7 +3,6 @@ sampling settings, and the compatibility check of a checkpoint against the confi
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from ncsn.config import Config, TrainingConfig
 from ncsn.core.noise import geometric_sigmas, ncsnv2_num_levels, ncsnv2_sigma_max
 from ncsn.data import load_dataset, to_float, to_model_space
 from ncsn.errors import UserError
+from ncsn.files import RUN_MARKER, RunLock, is_run_dir, mark_run_dir, remove_run_dir
 
 AUTO_SIGMA_SUBSET = 5000  # images used for NCSNv2's sigma_1 = max pairwise distance
 # config fields a resumed run must share with its checkpoint (others, e.g. n_iters, may change)
@@ -27,18 +27,32 @@ RESUME_FIELDS = {
 
 
 def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to reuse a non-empty run directory unless resuming or told to overwrite it."""
-    if not run_dir.exists():
+    """Refuse to reuse a non-empty run directory unless resuming or told to overwrite it, and
+    a run directory another live process is writing; ``overwrite`` deletes only a run directory
+    ncsn made (:func:`ncsn.files.remove_run_dir`)."""
+    if not run_dir.exists() and not run_dir.is_symlink():
         return
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} is a file; pass another --run-dir")
-    if resume or not any(run_dir.iterdir()):
+    RunLock.check_free(run_dir)
+    if not any(run_dir.iterdir()):
+        return
+    if resume:
+        if not (is_run_dir(run_dir) or (run_dir / "config.yaml").is_file()):
+            raise UserError(f"--resume: {run_dir} holds no ncsn run (no {RUN_MARKER} nor "
+                            "config.yaml); pass the run directory of an earlier run")
         return
     if not overwrite:
         raise UserError(f"run directory {run_dir} already exists; pass --resume to continue it, "
                         "--overwrite to replace it, or another --run-dir")
-    print(f"removing the existing run directory {run_dir} (--overwrite)")
-    shutil.rmtree(run_dir)
+    remove_run_dir(run_dir)
+
+
+def claim_run_dir(run_dir: Path) -> RunLock:
+    """Create ``run_dir`` (checked by :func:`prepare_run_dir`), mark it as ncsn's and lock it
+    for this process."""
+    mark_run_dir(run_dir)
+    return RunLock.acquire(run_dir)
 
 
 def check_device_options(training: TrainingConfig, device: torch.device) -> None:

@@ -25,10 +25,11 @@ from tqdm.auto import tqdm
 from ncsn.config import Config, config_to_dict, model_spec, save_config
 from ncsn.core.losses import draw_levels, draw_projections, dsm_loss, ssm_loss
 from ncsn.core.noise import draw_sigmas
-from ncsn.data import apply_train_transforms, to_float
+from ncsn.data import apply_train_transforms, load_labels, to_float
 from ncsn.devices import idle_core_threads
 from ncsn.errors import UserError
-from ncsn.nets import build_network
+from ncsn.files import RunLock
+from ncsn.nets import build_network, class_count, labelled
 from ncsn.nets.io import save_model
 from ncsn.seeding import derived_seed
 from ncsn.spec.model import ModelSpec
@@ -50,10 +51,12 @@ from ncsn.training.setup import (
     check_device_options,
     check_noise_model,
     check_resume_config,
+    claim_run_dir,
     load_split,
     prepare_run_dir,
     resolve_noise,
 )
+from ncsn.training.signals import StopRequest
 
 COMPILE_BACKEND = "inductor"  # torch.compile's backend for ``training.compile``
 
@@ -96,9 +99,11 @@ class Trainer:
         self.device = select_device(t.device, local_rank_from_env())
         check_device_options(t, self.device)
         self.info: DistInfo = init_distributed(self.device)
+        self.lock: RunLock | None = None
         try:
             self._setup(config, resume=resume, overwrite=overwrite)
         except BaseException:
+            self._release_lock()
             shutdown(self.info)  # a process that stops leaves the group rather than abort in it
             raise
 
@@ -119,6 +124,9 @@ class Trainer:
                                  image_size=self.image_size, sigmas=self.sigmas).to(self.device)
         if t.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        self.num_classes = class_count(self.net)
+        self.train_labels = load_labels(config.data.name, "train",
+                                        num_classes=self.num_classes) if self.num_classes else None
         self.optimizer = torch.optim.Adam(self.net.parameters(), **self._adam_settings())
         self.ema = EMA(self.net, t.ema_rate) if t.ema_rate else None
         self.gen = torch.Generator(device=self.device).manual_seed(t.seed)
@@ -128,12 +136,18 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         if self.info.is_main:  # after every check above: --overwrite deletes only a usable setup
             prepare_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
+            self.lock = claim_run_dir(self.run_dir)
         barrier(self.info)
         if resume:
             self._resume()
         self.score_fn = self._wrap(self.net)
         self.log = MetricsLog(self.run_dir, enabled=self.info.is_main)
         self.periodic = periodic.Periodic(self)
+
+    def _release_lock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     # ------------------------------------------------------------------ setup helpers
     def _adam_settings(self) -> dict[str, Any]:
@@ -234,8 +248,10 @@ class Trainer:
         return self.ema.model if self.ema is not None else self.net
 
     # ------------------------------------------------------------------ one step
-    def _global_batch(self) -> tuple[Tensor, Tensor, Tensor]:
-        """(images, per-sample sigma, noise) of the whole global batch for the current step."""
+    def _global_batch(self) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """(images, per-sample sigma, noise, labels) of the whole global batch for the current
+        step; labels (None for an unconditional net) are "no label" (``num_classes``) with
+        probability ``training.label_dropout``."""
         t, d = self.config.training, self.config.data
         idx = batch_indices(self.step, self.train_images.shape[0], t.batch_size, t.seed)
         x = to_float(self.train_images[idx]).to(self.device)
@@ -243,7 +259,12 @@ class Trainer:
                                    generator=self.gen)
         sigma = self._draw_sigma(x.shape[0])
         noise = torch.randn(x.shape, generator=self.gen, device=self.device)
-        return x, sigma, noise
+        if self.train_labels is None:
+            return x, sigma, noise, None
+        labels = self.train_labels[idx].to(self.device)
+        dropped = torch.rand(labels.shape, generator=self.gen, device=self.device) < \
+            t.label_dropout
+        return x, sigma, noise, labels.masked_fill(dropped, self.num_classes)
 
     def _draw_sigma(self, batch: int) -> Tensor:
         """One of the discrete levels per sample (the paper), or a draw from the continuous
@@ -257,21 +278,22 @@ class Trainer:
 
     def _loss(self) -> Tensor:
         t = self.config.training
-        x, sigma, noise = self._global_batch()
+        x, sigma, noise, labels = self._global_batch()
         per_rank = x.shape[0] // self.info.world_size
         part = slice(self.info.rank * per_rank, (self.info.rank + 1) * per_rank)
         projections = None
         if t.loss == "ssm":  # drawn for the global batch, so every world size sees the same v
             projections = draw_projections(x, 1, t.ssm_projection, self.gen)[:, part]
         x, sigma, noise = x[part], sigma[part], noise[part]
+        score = self.score_fn if labels is None else labelled(self.score_fn, labels[part])
         if t.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         amp = torch.autocast("cuda", dtype=torch.bfloat16) if t.amp else contextlib.nullcontext()
         with amp:
             if t.loss == "dsm":
-                return dsm_loss(self.score_fn, x, sigma=sigma, noise=noise,
+                return dsm_loss(score, x, sigma=sigma, noise=noise,
                                 anneal_power=t.anneal_power, sigma_data=self.loss_sigma_data)
-            return ssm_loss(self.score_fn, x, sigma=sigma, noise=noise,
+            return ssm_loss(score, x, sigma=sigma, noise=noise,
                             projections=projections, anneal_power=t.anneal_power,
                             variance_reduced=t.ssm_variance_reduced)
 
@@ -357,6 +379,14 @@ class Trainer:
             for suffix in (".safetensors", ".json"):
                 (self.run_dir / f"model_ema{suffix}").unlink(missing_ok=True)
 
+    def _stop_after_signal(self, stop: StopRequest) -> None:
+        """End the run after SIGINT/SIGTERM, once the step's checkpoint is written."""
+        if self.info.is_main:
+            self.log.write({"event": "interrupted", "step": self.step})
+            print(f"stopped at step {self.step} ({stop.interrupted()}); checkpoint written, "
+                  "--resume continues from it")
+        raise stop.interrupted()
+
     def run(self) -> TrainResult:
         """Train up to ``training.n_iters`` steps; write checkpoints, logs and model files."""
         t = self.config.training
@@ -372,6 +402,7 @@ class Trainer:
         bar = tqdm(total=t.n_iters, initial=start, unit="step", dynamic_ncols=True,
                    disable=not (self.progress and self.info.is_main), desc="train")
         value, window, losses = None, (start, time.perf_counter()), []
+        stop = StopRequest().install()
         try:
             while self.step < t.n_iters:
                 value = self.train_step()
@@ -388,15 +419,20 @@ class Trainer:
                                     "elapsed_s": now - began})
                 if self.info.is_main:
                     self._record(self.periodic.after_step())
-                if self.step % t.snapshot_freq == 0 or self.step == t.n_iters:
+                stopping = stop.agreed(self.info, self.device)
+                if stopping or self.step % t.snapshot_freq == 0 or self.step == t.n_iters:
                     self.save_checkpoint()
+                if stopping and self.step < t.n_iters:
+                    self._stop_after_signal(stop)
             if self.info.is_main:
                 self._write_models()
             barrier(self.info)
         finally:
+            stop.restore()
             bar.close()
             self.log.close()
             self.score_fn = self.net  # DDP holds the process group: release it, then leave
+            self._release_lock()
             shutdown(self.info)
         return TrainResult(self.run_dir, self.step, value, time.perf_counter() - began,
                            self.skipped, self.best)
