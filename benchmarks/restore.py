@@ -4,12 +4,13 @@ Exact scores (no network; only the mechanism's and the samplers' own errors show
     .venv/bin/python benchmarks/restore.py [--seed 0]
   the correlated Gaussian on 4x4 images of ``ncsn.core.toy.smooth_image_gaussian``, 4000
   posterior draws per case given one observation of one exact draw: a pixel mask (left half
-  observed), the 25% lowest DCT frequencies, the pixel mask with noise std 0.3, and denoising
-  (std 0.3). Printed per sampler and case: the largest error of a posterior mean component and
-  the largest entry of cov - I, both after whitening by the exact posterior (so in posterior
-  standard deviations; the sampling noise alone gives about 0.05 / 0.1). Annealed Langevin
-  (sigma 3 -> 0.05, T = 100, eps = 2 sigma_L^2) ends at sigma_L, so its exact target differs
-  from the posterior by ~0.03 here (tests/test_inverse.py); the samplers that ``ncsn`` refuses
+  observed), the 25% lowest DCT frequencies, the 2x2 block means (super-resolution x2), the
+  pixel mask with noise std 0.3, and denoising (std 0.3). Printed per sampler and case: the
+  largest error of a posterior mean component and the largest entry of cov - I, both after
+  whitening by the exact posterior (so in posterior standard deviations; the sampling noise
+  alone gives about 0.05 / 0.1). Annealed Langevin (sigma 3 -> 0.05, T = 100,
+  eps = 2 sigma_L^2) ends at sigma_L, so its exact target differs from the posterior by ~0.03
+  here (tests/test_inverse.py); the samplers that ``ncsn`` refuses
   for noisy observations are run anyway and marked.
 
 A trained digit model:
@@ -158,6 +159,7 @@ def gaussian_table(seed: int) -> None:
     mask[..., :2] = 1.0
     cases = {"pixel mask": inverse.pixel_observation(mask),
              "DCT, 25% lowest": inverse.low_frequencies((1, 4, 4), 0.25),
+             "2x2 block means": inverse.super_resolution((1, 4, 4), 2),
              "pixel mask, s 0.3": inverse.pixel_observation(mask, 0.3),
              "denoising, s 0.3": inverse.denoising((1, 4, 4), 0.3)}
     print("| sampler | " + " | ".join(cases) + " |")

@@ -64,8 +64,9 @@ MASK[..., :, :2] = 1.0
 
 
 @pytest.mark.parametrize("operator", [inv.pixel_observation(MASK),
-                                      inv.low_frequencies((1, SIDE, SIDE), 0.25)],
-                         ids=["pixel-mask", "dct"])
+                                      inv.low_frequencies((1, SIDE, SIDE), 0.25),
+                                      inv.super_resolution((1, SIDE, SIDE), 2)],
+                         ids=["pixel-mask", "dct", "block-means"])
 def test_annealed_langevin_samples_the_exact_posterior_without_noise(operator):
     """Annealed Langevin with the constraint targets, at its last level, the Gaussian perturbed at
     sigma_L with its observed coefficients at U y + sigma_L z (module docstring): the
