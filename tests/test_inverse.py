@@ -1,8 +1,8 @@
 """ncsn.core.inverse on exact scores: the bases are orthonormal and observe what they claim; on a
 Gaussian, conditional samples follow the exact posterior (mean and covariance within bounds
 justified below) for a pixel mask, changes of basis (the DCT, block means, score_sde's colour
-decoupling on an RGB Gaussian) and a noisy observation; the
-observed components are kept exactly; Algorithm 2's noisy copies at each level."""
+decoupling on an RGB Gaussian) and a noisy observation; the observed components are kept
+exactly; Algorithm 2's noisy copies at each level."""
 
 from __future__ import annotations
 
