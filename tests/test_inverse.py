@@ -1,7 +1,8 @@
 """ncsn.core.inverse on exact scores: the bases are orthonormal and observe what they claim; on a
 Gaussian, conditional samples follow the exact posterior (mean and covariance within bounds
-justified below) for a pixel mask, a change of basis (the DCT) and a noisy observation; the
-observed components are kept exactly; Algorithm 2's noisy copies at each level."""
+justified below) for a pixel mask, changes of basis (the DCT, block means, score_sde's colour
+decoupling on an RGB Gaussian) and a noisy observation; the observed components are kept
+exactly; Algorithm 2's noisy copies at each level."""
 
 from __future__ import annotations
 
@@ -14,20 +15,30 @@ import torch.nn.functional as F
 from ncsn.core import inverse as inv
 from ncsn.core import samplers as S
 from ncsn.core.noise import geometric_sigmas
-from ncsn.core.toy import smooth_image_gaussian
+from ncsn.core.toy import Gaussian, smooth_image_gaussian
 
 SIDE, N = 4, 4000
 D = SIDE * SIDE
+GREY = (1, SIDE, SIDE)
+COLOUR = (3, 2, 2)
 
 
-GAUSSIAN = smooth_image_gaussian(SIDE)
-TRUTH = GAUSSIAN.sample(1, torch.Generator().manual_seed(0))[0]
+def _colour_gaussian() -> Gaussian:
+    """A Gaussian on 3x2x2 RGB images: strongly correlated channels (correlations 0.8, 0.6)
+    times the 2x2 smooth spatial covariance, plus 0.1 I; mean 0.5."""
+    rgb = 0.5 * torch.tensor([[1.0, 0.8, 0.6], [0.8, 1.0, 0.8], [0.6, 0.8, 1.0]],
+                             dtype=torch.float64)
+    cov = torch.kron(rgb, smooth_image_gaussian(2).cov) + 0.1 * torch.eye(12, dtype=torch.float64)
+    return Gaussian(torch.full((12,), 0.5, dtype=torch.float64), cov)
 
 
-def _basis_matrix(basis: inv.Basis) -> torch.Tensor:
+GAUSSIANS = {GREY: smooth_image_gaussian(SIDE), COLOUR: _colour_gaussian()}
+
+
+def _basis_matrix(basis: inv.Basis, shape: tuple[int, int, int]) -> torch.Tensor:
     """U as a (D, D) matrix: column j is U applied to the j-th pixel image."""
-    eye = torch.eye(D, dtype=torch.float64).reshape(D, 1, SIDE, SIDE)
-    return basis.forward(eye).reshape(D, D).T
+    d = math.prod(shape)
+    return basis.forward(torch.eye(d, dtype=torch.float64).reshape(d, *shape)).reshape(d, d).T
 
 
 def _check_gaussian(samples: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor,
@@ -42,20 +53,18 @@ def _check_gaussian(samples: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor
     assert (torch.cov(w.T) - eye).abs().max().item() < 5.0 * math.sqrt(2.0 / N) + bias
 
 
-def _observation(operator: inv.LinearObservation) -> tuple[torch.Tensor, torch.Tensor]:
-    """(U, observed components as a bool vector) of an operator on 1x4x4 images."""
-    u = _basis_matrix(operator.basis)
-    return u, operator.observed(torch.zeros(1, 1, SIDE, SIDE)).flatten()
-
-
-def _restore(operator: inv.LinearObservation, sampler, sigmas,
-             **settings) -> tuple[torch.Tensor, torch.Tensor]:
-    y = operator.observe(TRUTH.reshape(1, 1, SIDE, SIDE).expand(N, 1, SIDE, SIDE).clone(),
-                         generator=torch.Generator().manual_seed(2))
-    y = y[:1].expand_as(y).clone()  # one observation, N posterior draws
-    out = inv.restore(GAUSSIAN, y, operator, sigmas, sampler=sampler,
+def _restore(operator: inv.LinearObservation, shape: tuple[int, int, int], sampler, sigmas,
+             **settings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """N posterior draws given one observation of one exact draw, flattened to their
+    coefficients (N, D); the observation's coefficients (D,), U and the observed components."""
+    gaussian = GAUSSIANS[shape]
+    truth = gaussian.sample(1, torch.Generator().manual_seed(0)).reshape(1, *shape)
+    y = operator.observe(truth, generator=torch.Generator().manual_seed(2))
+    out = inv.restore(gaussian, y.expand(N, *shape).clone(), operator, sigmas, sampler=sampler,
                       generator=torch.Generator().manual_seed(1), **settings)
-    return out, y
+    u = _basis_matrix(operator.basis, shape)
+    obs = operator.observed(torch.zeros(1, *shape)).flatten()
+    return out.reshape(N, -1) @ u.T, u @ y.flatten(), u, obs
 
 
 SIGMA_L = 0.05
@@ -63,23 +72,22 @@ MASK = torch.zeros(1, 1, SIDE, SIDE)
 MASK[..., :, :2] = 1.0
 
 
-@pytest.mark.parametrize("operator", [inv.pixel_observation(MASK),
-                                      inv.low_frequencies((1, SIDE, SIDE), 0.25)],
-                         ids=["pixel-mask", "dct"])
-def test_annealed_langevin_samples_the_exact_posterior_without_noise(operator):
+@pytest.mark.parametrize("operator, shape", [
+    (inv.pixel_observation(MASK), GREY), (inv.low_frequencies(GREY, 0.25), GREY),
+    (inv.super_resolution(GREY, 2), GREY), (inv.colorization(COLOUR), COLOUR),
+], ids=["pixel-mask", "dct", "block-means", "colorization"])
+def test_annealed_langevin_samples_the_exact_posterior_without_noise(operator, shape):
     """Annealed Langevin with the constraint targets, at its last level, the Gaussian perturbed at
     sigma_L with its observed coefficients at U y + sigma_L z (module docstring): the
     conditional N(m + K (y - m_o), C~_u|o + sigma_L^2 K K^T), C~ = U C U^T + sigma_L^2 I. Its
     bias: unadjusted Langevin with step a on a Gaussian of variance v has stationary variance
     v / (1 - a / (4 v)), at most 1.3% here (a = 2 sigma_L^2, v >= 0.1), bounded by 0.02. That
     target is the exact posterior p(x | M U x = y) as sigma_L -> 0, within 0.05 here."""
-    out, y = _restore(operator, S.annealed_langevin, geometric_sigmas(3.0, SIGMA_L, 10),
-                      n_steps_each=100, step_size=2 * SIGMA_L**2)
-    u, obs = _observation(operator)
-    coefficients = out.reshape(N, D) @ u.T
-    observed = u @ y[0].flatten()
+    coefficients, observed, u, obs = _restore(
+        operator, shape, S.annealed_langevin, geometric_sigmas(3.0, SIGMA_L, 10),
+        n_steps_each=100, step_size=2 * SIGMA_L**2)
     assert torch.allclose(coefficients[:, obs], observed[obs].expand(N, -1), atol=1e-12)
-    prior = GAUSSIAN.transformed(u)
+    prior = GAUSSIANS[shape].transformed(u)
     mean, cov, gain = prior.perturbed(SIGMA_L).condition(obs, observed[obs])
     cov = cov + SIGMA_L**2 * gain @ gain.T
     _check_gaussian(coefficients[:, ~obs], mean[~obs], cov[~obs][:, ~obs], bias=0.02)
@@ -95,10 +103,11 @@ def test_noisy_observation_follows_the_exact_posterior():
     sample p(x | x_s) from x_s = y, i.e. p(x | y) = N(m + K (y - m), C - K C), K = C (C + s^2)^-1.
     Bias: the ancestral step's noise variance differs from the exact step's by O(step); with
     200 geometric levels 5 -> 0.01 it stays below 0.05 of the whitened covariance."""
-    operator = inv.denoising((1, SIDE, SIDE), 0.3)
-    out, y = _restore(operator, S.consistent_annealed, geometric_sigmas(5.0, 0.01, 200))
-    mean, cov, _ = GAUSSIAN.condition(torch.ones(D, dtype=torch.bool), y[0].flatten(), 0.09)
-    _check_gaussian(out.reshape(N, D), mean, cov, bias=0.05)
+    operator = inv.denoising(GREY, 0.3)
+    samples, observed, _, _ = _restore(operator, GREY, S.consistent_annealed,
+                                       geometric_sigmas(5.0, 0.01, 200))
+    mean, cov, _ = GAUSSIANS[GREY].condition(torch.ones(D, dtype=torch.bool), observed, 0.09)
+    _check_gaussian(samples, mean, cov, bias=0.05)
 
 
 def test_bases_are_orthonormal_and_observe_what_they_claim():
