@@ -146,8 +146,8 @@ def test_mismatched_spec_names_the_keys(tmp_path):
 
 
 def test_a_value_the_network_rejects_is_a_user_error():
-    with pytest.raises(UserError, match="model: network 'unet_small' rejects its fields: .*groups"):
-        build_network({"name": "unet_small", "groups": 0}, channels=1, image_size=8,
+    with pytest.raises(UserError, match="model: network .unet_small. rejects its fields: .*patch"):
+        build_network({"name": "unet_small", "patch": 3}, channels=1, image_size=8,
                       sigmas=torch.tensor([1.0, 0.1]))
 
 
