@@ -18,6 +18,7 @@ MAX_BATCH = 65_536  # images per batch
 MAX_SCALE = 64  # grid pixel enlargement
 MAX_FRAMES = 10_000  # GIF frames
 MAX_WIDTH = 4096  # any integer hyper-parameter of a network (widths, depths, blocks, classes)
+MAX_STEPS = 10**9  # optimisation or solver steps
 # noise levels in pixel units of [0, 1] images: technique 1 gives at most sqrt(3 * 4096^2) ~ 7100;
 # beyond these bounds sigma^2 overflows or vanishes in float32
 MIN_SIGMA, MAX_SIGMA = 1e-8, 1e6
