@@ -41,8 +41,9 @@ def mutated_specs(draw):
     by arbitrary JSON values."""
     spec = json.loads(json.dumps(VALID))
     for _ in range(draw(st.integers(1, 4))):
-        where = draw(st.sampled_from([spec, spec["network"], spec["sampling"],
-                                      spec["sampling"]["settings"]]))
+        sampling = spec.get("sampling")
+        settings = sampling.get("settings") if isinstance(sampling, dict) else None
+        where = draw(st.sampled_from([spec, spec.get("network"), sampling, settings]))
         if isinstance(where, dict):
             where[draw(fields)] = draw(json_values)
     return spec

@@ -116,13 +116,9 @@ class ModelSpec(_Frozen):
         if not isinstance(raw, Mapping):
             raise UserError(f"{source} must be a JSON object")
         try:
-            spec = cls.model_validate(migrate(raw, source))
+            return cls.model_validate(migrate(raw, source))
         except ValidationError as err:
             raise user_error(err, f"{source}: ") from None
-        from ncsn.nets.registry import check_network_section
-
-        check_network_section(spec.network, f"{source}: network")
-        return spec
 
 
 def _object(value: Any, field: str, source: str) -> Mapping[str, Any]:
