@@ -118,7 +118,8 @@ def test_npz_stream_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["sample", "{model}", "-n", "0", "--out", "{out}"], "--num-samples must be an integer >= 1"),
+    (["sample", "{model}", "-n", "0", "--out", "{out}"],
+     "argument -n/--num-samples: '0': must be >= 1"),
     (["sample", "{tmp}/nope", "--out", "{out}"], "not found"),
     (["inpaint", "{model}", "--images", "{tmp}/none.png", "--out", "{out}"], "cannot read image"),
     (["inpaint", "{model}", "--images", "{tmp}", "--mask", "diagonal", "--out", "{out}"],
@@ -189,7 +190,7 @@ def test_every_on_schedule_sampler_runs_a_discrete_level_network(model, tmp_path
     (["--sampler", "consistent_annealed", "--eta", "auto"], "argument --eta: 'auto'"),
     (["--sampler", "consistent_annealed", "--eta", "0.1"], "eta"),
     (["--device", ABSENT_GPU], f"--device {ABSENT_GPU}"),
-    (["--nfe", "0"], "--nfe must be an integer >= 1"),
+    (["--nfe", "0"], "argument --nfe: '0': must be >= 1"),
 ])
 def test_sampler_mistakes_are_one_line_errors(model, tmp_path, capsys, argv, message):
     assert main(["sample", str(model), "-n", "2", *argv, "--out", str(tmp_path / "o"),

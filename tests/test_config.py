@@ -33,9 +33,9 @@ def _error(raw: dict) -> str:
     ({"training": {"bogus": 1}}, "training.bogus: unknown field"),
     ({"optimizer": {}}, "optimizer: unknown field"),
     ({"noise": {"sigma_max": 0.001, "sigma_min": 0.01}}, "noise: sigma_max (0.001) must be >="),
-    ({"noise": {"sigma_max": -1}}, "noise.sigma_max: must be > 0 (or 'auto')"),
+    ({"noise": {"sigma_max": -1}}, "noise.sigma_max: must be >= 1e-08 or input should be 'auto'"),
     ({"noise": {"num_levels": 0}}, "noise.num_levels: must be >= 1 (or 'auto')"),
-    ({"noise": {"sigma_min": 0}}, "noise.sigma_min: must be > 0"),
+    ({"noise": {"sigma_min": 0}}, "noise.sigma_min: must be >= 1e-08"),
     ({"sampling": {"step_size": -1}}, "sampling.step_size: must be > 0 (or 'auto')"),
     ({"sampling": {"convention": "ddpm"}}, "sampling.convention: input should be 'paper'"),
     ({"data": {"channels": 2}}, "data.channels: input should be 1 or 3"),
@@ -181,3 +181,24 @@ def test_unbounded_values_and_non_utf8_files_are_one_line_errors(tmp_path: Path)
     latin1.write_bytes("training:\n  # caf\xe9\n  lr: 1e-3\n".encode("latin-1"))
     with pytest.raises(UserError, match=r"latin1.yaml: not UTF-8 text .*save the config as UTF-8"):
         load_config(latin1)
+
+
+@pytest.mark.parametrize(("item", "expected"), [
+    ("noise.sigma_max=1e300", r"noise\.sigma_max: must be <= 1000000\.0 or input should be 'auto'"),
+    ("noise.sigma_min=1e-300", r"noise\.sigma_min: must be >= 1e-08"),
+    ("noise.sigma_max=.nan", r"noise\.sigma_max: input should be a finite number"),
+    ("noise.num_levels=1000000", r"noise\.num_levels: must be <= 100000"),
+    ("training.lr=.nan", r"training\.lr: input should be a finite number"),
+    ("training.anneal_power=.inf", r"training\.anneal_power: input should be a finite number"),
+    ("sampling.step_size=.nan", r"sampling\.step_size: input should be a finite number"),
+    ("sampling.nfe=1000000000000", r"sampling\.nfe: must be <= 100000"),
+    ("sampling.sigma_min=-.inf", r"sampling\.sigma_min: input should be a finite number"),
+    ("model.ngf=-4", r"model\.ngf: must be an integer in \[1, 4096\], got -4"),
+    ("model.ngf=0", r"model\.ngf: must be an integer in \[1, 4096\], got 0"),
+    ("model.emb_dim=5000000", r"model\.emb_dim: must be an integer in \[1, 4096\]"),
+    ("model.sigma_data=.nan", r"model\.sigma_data: must be a finite number"),
+])
+def test_out_of_range_and_non_finite_values_name_the_field(item: str, expected: str) -> None:
+    with pytest.raises(UserError, match=expected) as info:
+        validate_config(apply_overrides({"model": {"name": "unet_small"}}, [item]), "c.yaml")
+    assert str(info.value).startswith("c.yaml: ") and "\n" not in str(info.value)

@@ -409,3 +409,22 @@ def test_fetch_streams_a_url_to_a_file(tmp_path):
     dest = tmp_path / "dest.bin"
     dl.fetch(src.as_uri(), dest)  # file:// URL: the real urllib code path, no network
     assert dest.read_bytes() == src.read_bytes()
+
+
+def test_a_file_or_an_unreadable_folder_as_the_image_folder_is_one_line(tmp_path):
+    from ncsn.data import load_dataset
+
+    file = tmp_path / "images.png"
+    file.write_bytes(b"not a folder")
+    with pytest.raises(UserError, match=r"image folder .*images.png is a file, not a folder"):
+        load_dataset("folder", "train", root=file)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0)
+    try:
+        if os.access(locked, os.R_OK):  # root reads anything: nothing to refuse
+            pytest.skip("running as root: permissions are not enforced")
+        with pytest.raises(UserError, match=r"cannot read image folder .*: permission denied"):
+            load_dataset("folder", "train", root=locked)
+    finally:
+        locked.chmod(0o755)

@@ -65,7 +65,7 @@ def test_cli_figure1_short_run_records_both_loss_curves(tmp_path):
 
 @pytest.mark.parametrize("argv, needle", [
     (["toy", "figure9", "--out", "x"], "invalid choice: 'figure9'"),
-    (["toy", "figure2", "--out", "x", "--steps", "0"], "expected a positive integer"),
+    (["toy", "figure2", "--out", "x", "--steps", "0"], "argument --steps: '0': must be >= 1"),
     (["toy", "figure3"], "--out"),
 ])
 def test_cli_bad_arguments_name_the_argument(argv, needle, capsys):

@@ -146,8 +146,8 @@ def test_mismatched_spec_names_the_keys(tmp_path):
 
 
 def test_a_value_the_network_rejects_is_a_user_error():
-    with pytest.raises(UserError, match="model: network 'unet_small' rejects its fields: .*groups"):
-        build_network({"name": "unet_small", "groups": 0}, channels=1, image_size=8,
+    with pytest.raises(UserError, match="model: network .unet_small. rejects its fields: .*patch"):
+        build_network({"name": "unet_small", "patch": 3}, channels=1, image_size=8,
                       sigmas=torch.tensor([1.0, 0.1]))
 
 
@@ -167,3 +167,24 @@ def test_integer_tensors_in_a_weights_file_are_refused(tmp_path):
     (tmp_path / "m.json").write_text(json.dumps(record))
     with pytest.raises(UserError, match=rf"non-float tensors: {first} \(int32\)"):
         load_model(tmp_path / "m")
+
+
+@pytest.mark.parametrize(("network", "message"), [
+    ({"name": "resnet"}, "network.name: unknown network name 'resnet'; allowed: "),
+    ({"name": "cond_refinenet", "ngf": -4}, r"network\.ngf: must be an integer in \[1, 4096\]"),
+    ({"name": "cond_refinenet", "ngf": 3_000_000}, r"network\.ngf: .*\[1, 4096\], got 3000000"),
+    ({"name": "unet_small", "num_classes": -1}, r"network\.num_classes: .* in \[0, 4096\]"),
+    ({"name": "unet_small", "ch_mult": [1, -2]}, r"network\.ch_mult: must be a list of numbers"),
+    ({"name": "unet_small", "sigma_data": float("nan")}, "network.sigma_data: must be a finite"),
+    ({"name": "ncsnpp", "ngf": 8}, "network.ngf: unknown field for network 'ncsnpp'"),
+])
+def test_a_spec_file_with_a_bad_network_section_is_one_line_naming_it(tmp_path, network,
+                                                                      message):
+    from ncsn.nets.io import read_spec
+
+    (tmp_path / "m.json").write_text(json.dumps({"network": network, "channels": 1,
+                                                 "image_size": 8, "sigmas": [1.0, 0.1]}))
+    with pytest.raises(UserError, match=message) as info:
+        read_spec(tmp_path / "m.json")
+    assert str(info.value).startswith(f"model spec {tmp_path / 'm.json'}: network.")
+    assert "\n" not in str(info.value)

@@ -31,7 +31,17 @@ from ncsn.errors import UserError
 from ncsn.spec.model import DataSpace, ModelSpec, StoredSampling
 from ncsn.spec.samplers import DEFAULT_RHO, AnnealedLangevin, AnySettings, Schedule
 from ncsn.spec.validation import user_error
-from ncsn.spec.values import MAX_IMAGE_SIZE, LevelsOrAuto, PositiveOrAuto, ThreadsOrAuto
+from ncsn.spec.values import (
+    FINITE,
+    MAX_IMAGE_SIZE,
+    MAX_LEVELS,
+    MAX_NFE,
+    Channels,
+    LevelsOrAuto,
+    Sigma,
+    SigmaOrAuto,
+    ThreadsOrAuto,
+)
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -65,7 +75,7 @@ def _yaml_position(err: yaml.YAMLError) -> str:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, **FINITE)
 
 
 class DataConfig(_Section):
@@ -74,7 +84,7 @@ class DataConfig(_Section):
     name: str = "mnist5k"
     root: str | None = None
     image_size: int | None = Field(default=None, gt=0, le=MAX_IMAGE_SIZE)
-    channels: Literal[1, 3] | None = None
+    channels: Channels | None = None
     dequantize: bool = True
     hflip: bool = False
     logit: bool = False
@@ -90,8 +100,8 @@ class NoiseConfig(_Section):
     1 (sigma_max) and 2 (L)."""
 
     distribution: Literal["discrete", "log_uniform", "log_normal"] = "discrete"
-    sigma_max: PositiveOrAuto = 1.0
-    sigma_min: float = Field(default=0.01, gt=0)
+    sigma_max: SigmaOrAuto = 1.0
+    sigma_min: Sigma = 0.01
     num_levels: LevelsOrAuto = 10
     p_mean: float = -1.2
     p_std: float = Field(default=1.2, gt=0)
@@ -168,10 +178,10 @@ class SamplingConfig(_Section):
 
     settings: AnySettings = Field(default_factory=AnnealedLangevin)
     schedule: Schedule | None = None
-    nfe: int | None = Field(default=None, gt=0)
-    num_levels: int | None = Field(default=None, gt=0)
+    nfe: int | None = Field(default=None, gt=0, le=MAX_NFE)
+    num_levels: int | None = Field(default=None, gt=0, le=MAX_LEVELS)
     rho: float = Field(default=DEFAULT_RHO, gt=0)
-    sigma_min: float | None = Field(default=None, gt=0)
+    sigma_min: Sigma | None = None
     num_samples: int = Field(default=64, gt=0)
 
     @model_validator(mode="before")
@@ -232,7 +242,7 @@ def validate_config(raw: Any, source: str = "config") -> Config:
         raise user_error(err, f"{source}: ") from None
     from ncsn.nets.registry import check_network_section, network_fields
 
-    check_network_section(config.model, "model")
+    check_network_section(config.model, f"{source}: model")
     if config.data.logit and "logit_input" in network_fields(config.model["name"]):
         # the official network skips its 2x - 1 input rescaling on logit data (docs/networks.md)
         config.model.setdefault("logit_input", True)

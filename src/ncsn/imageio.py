@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -20,6 +21,10 @@ from ncsn import files
 from ncsn.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+# what PIL raises on a damaged or hostile file (its decoders also raise SyntaxError, EOFError,
+# struct.error and zlib.error; DecompressionBombError for images of absurd size)
+UNREADABLE_IMAGE = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error,
+                    Image.DecompressionBombError)
 
 
 def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -113,7 +118,7 @@ def load_image(path: str | Path, channels: int | None = None) -> np.ndarray:
     try:
         img = Image.open(path)
         img.load()
-    except (OSError, ValueError) as err:
+    except UNREADABLE_IMAGE as err:
         raise UserError(f"cannot read image {path}: {err}") from err
     if img.mode in WIDE_GREY_MODES:
         try:
@@ -133,7 +138,10 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"image folder {folder} does not exist")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    try:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    except OSError as err:
+        raise UserError(f"cannot read image folder {folder}: {err.strerror}") from None
     if not files:
         raise UserError(f"image folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return files

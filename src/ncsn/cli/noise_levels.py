@@ -9,7 +9,9 @@ import json
 import math
 from typing import Any
 
+from ncsn.cli.args import count, positive, sigma
 from ncsn.errors import UserError
+from ncsn.spec.values import MAX_IMAGE_SIZE, MAX_LEVELS, MAX_STEPS
 
 # NCSN (Song & Ermon 2019) for images: 10 geometric levels 1 -> 0.01, T = 100 and, as its official
 # code runs it, step_lr 2e-5 in the official convention (paper eps 4e-5; docs/core.md).
@@ -32,15 +34,18 @@ def register(sub: Any) -> None:
                    "(file or packaged name)")
     p.add_argument("--data-root", help="where the data set's files are")
     p.add_argument("--download", action="store_true", help="download missing data set files")
-    p.add_argument("--dim", type=int, help="data dimension D (without a data set)")
-    p.add_argument("--sigma-max", type=float, help="sigma_1 to use (default: technique 1)")
-    p.add_argument("--sigma-min", type=float, help="sigma_L (default: the config's, else 0.01)")
-    p.add_argument("--target", type=float, default=0.5,
+    p.add_argument("--dim", type=count(3 * MAX_IMAGE_SIZE**2),
+                   help="data dimension D (without a data set)")
+    p.add_argument("--sigma-max", type=sigma, help="sigma_1 to use (default: technique 1)")
+    p.add_argument("--sigma-min", type=sigma, help="sigma_L (default: the config's, else 0.01)")
+    p.add_argument("--target", type=positive, default=0.5,
                    help="technique 2 criterion target (NCSNv2: about 0.5)")
-    p.add_argument("--num-levels", type=int, help="evaluate this L instead of technique 2's")
-    p.add_argument("--steps", type=int, help=f"Langevin steps per level T (default: the "
+    p.add_argument("--num-levels", type=count(MAX_LEVELS, minimum=2),
+                   help="evaluate this L instead of technique 2's")
+    p.add_argument("--steps", type=count(MAX_STEPS),
+                   help=f"Langevin steps per level T (default: the "
                    f"config's, else NCSNv2's {NCSNV2_STEPS})")
-    p.add_argument("--step-size", type=float, help="evaluate this step_lr (official "
+    p.add_argument("--step-size", type=positive, help="evaluate this step_lr (official "
                    "convention) instead of technique 4's")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)

@@ -21,16 +21,22 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-import yaml
-from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from ncsn import files
-from ncsn.config import parse_yaml
-from ncsn.errors import UserError, check_counts
+from ncsn.cli.args import count, finite, fraction, number, positive, seed, sigma, typed
+from ncsn.errors import UserError
 from ncsn.sampling.restoration import TASKS
 from ncsn.spec.samplers import SAMPLER_CLASSES, SAMPLER_SETTINGS, SCHEDULES, setting_owners
-from ncsn.spec.values import plain
+from ncsn.spec.values import (
+    MAX_BATCH,
+    MAX_FRAMES,
+    MAX_IMAGE_SIZE,
+    MAX_IMAGES,
+    MAX_LEVELS,
+    MAX_NFE,
+    MAX_SCALE,
+)
 
 if typing.TYPE_CHECKING:
     from torch import Tensor
@@ -55,23 +61,10 @@ def _flag_label(loc: Sequence[str]) -> str:
 
 
 def _parse_setting(field: str) -> typing.Callable[[str], Any]:
-    """argparse type of a setting: the text read as YAML, then validated by the field's own
-    annotation and bounds (so ``--eta auto`` is refused when parsing, with the field's words)."""
+    """argparse type of a setting: validated by the field's own annotation and bounds (so
+    ``--eta auto`` or ``--step-size nan`` is refused when parsing, with the field's words)."""
     info = setting_field(field)
-    adapter: TypeAdapter[Any] = TypeAdapter(Annotated[(info.annotation, *info.metadata)])
-
-    def parse(text: str) -> Any:
-        try:
-            value = parse_yaml(text)
-        except yaml.YAMLError:
-            value = text
-        try:
-            return adapter.validate_python(value)
-        except ValidationError as err:
-            raise argparse.ArgumentTypeError(f"{text!r}: {plain(err.errors()[0])}") from None
-
-    parse.__name__ = field  # argparse names the type in its messages
-    return parse
+    return typed(Annotated[(info.annotation, *info.metadata)], field)
 
 
 def _add_setting_flags(p: argparse.ArgumentParser) -> None:
@@ -96,15 +89,16 @@ def add_sampler_args(parser: argparse.ArgumentParser) -> None:
     p = parser.add_argument_group("sampler (default: the model's own choice)")
     p.add_argument("--sampler", choices=list(SAMPLER_SETTINGS),
                    help="sampling algorithm (default: the model's; see `ncsn samplers`)")
-    p.add_argument("--nfe", type=int,
+    p.add_argument("--nfe", type=count(MAX_NFE),
                    help="budget of network evaluations per image: sets the number of levels or "
                         "the steps per level")
     p.add_argument("--schedule", choices=SCHEDULES,
                    help="noise levels: the model's own, or geometric / Karras (rho) over its "
                         "sigma range (networks conditioned on continuous sigma only)")
-    p.add_argument("--levels", type=int, dest="num_levels", help="number of noise levels")
-    p.add_argument("--rho", type=float, help="Karras schedule exponent (default 7)")
-    p.add_argument("--sigma-min", type=float,
+    p.add_argument("--levels", type=count(MAX_LEVELS), dest="num_levels",
+                   help="number of noise levels")
+    p.add_argument("--rho", type=positive, help="Karras schedule exponent (default 7)")
+    p.add_argument("--sigma-min", type=sigma,
                    help="lowest level of a geometric / Karras schedule (default: the model's)")
     _add_setting_flags(parser)
 
@@ -112,7 +106,6 @@ def add_sampler_args(parser: argparse.ArgumentParser) -> None:
 def sampler_choices(args: argparse.Namespace) -> dict[str, Any]:
     """The sampling choices of :meth:`ncsn.sampling.ScoreModel.plan` given on the command
     line (a setting of another sampler than the one that runs is refused when planning)."""
-    check_counts(**{"--nfe": args.nfe, "--levels": args.num_levels})
     settings = {f: getattr(args, f) for f in setting_owners() if getattr(args, f) is not None}
     return {"sampler": args.sampler, "nfe": args.nfe, "schedule": args.schedule,
             "num_levels": args.num_levels, "rho": args.rho, "sigma_min": args.sigma_min,
@@ -131,12 +124,15 @@ def _add_common_args(p: argparse.ArgumentParser) -> None:
                    help="replace the images an earlier run wrote into --out (only ncsn's "
                         "grid.png, .npz and numbered PNGs are removed; default: refuse)")
     add_sampler_args(p)
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per batch (memory bound)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
+    p.add_argument("--batch-size", type=count(MAX_BATCH), default=64,
+                   help="images per batch (memory bound)")
     p.add_argument("--format", choices=["png", "npz"], default="png",
                    help="individual PNGs (default) or one .npz (uint8 N,H,W,C under 'images')")
-    p.add_argument("--grid-max", type=int, default=64, help="most images in grid.png")
-    p.add_argument("--scale", type=int, default=1, help="enlarge grid pixels by this factor")
+    p.add_argument("--grid-max", type=count(MAX_IMAGES), default=64,
+                   help="most images in grid.png")
+    p.add_argument("--scale", type=count(MAX_SCALE), default=1,
+                   help="enlarge grid pixels by this factor")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     c = p.add_argument_group("class-conditional models (network num_classes > 0)")
@@ -144,7 +140,7 @@ def _add_common_args(p: argparse.ArgumentParser) -> None:
                    help="the class to draw: K, 'balanced' (image i gets class i mod the class "
                         "count; sample's default) or 'none' (the unconditional score; "
                         "inpaint's default)")
-    c.add_argument("--guidance-scale", type=float, dest="guidance",
+    c.add_argument("--guidance-scale", type=finite, dest="guidance",
                    help="classifier-free guidance w >= 0: s(x|y) + w (s(x|y) - s(x)), twice the "
                         "network work per evaluation (default 0); with --classifier the "
                         "classifier's weight (default 1)")
@@ -169,14 +165,18 @@ def _add_input_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--dataset", help="data set name (see ncsn.data.DATASETS)")
     p.add_argument("--split", default="test", help="data set split (default test)")
     p.add_argument("--data-root", help="data set folder (default: the data set's own)")
-    p.add_argument("--start", type=int, default=0, help="first data set image")
-    p.add_argument("--num-images", type=int, default=8, help="data set images to complete")
+    p.add_argument("--start", type=count(MAX_IMAGES, minimum=0), default=0,
+                   help="first data set image")
+    p.add_argument("--num-images", type=count(MAX_IMAGES), default=8,
+                   help="data set images to complete")
     p.add_argument("--mask", default="right",
                    help="right | lower | center | random | a mask image file (white = observed)")
-    p.add_argument("--fraction", type=float, default=0.5,
+    p.add_argument("--fraction", type=fraction, default=0.5,
                    help="random mask: fraction of pixels hidden (default 0.5)")
-    p.add_argument("--box", type=int, help="center mask: box side (default half the image)")
-    p.add_argument("-k", "--completions", type=int, default=4, help="completions per image")
+    p.add_argument("--box", type=count(MAX_IMAGE_SIZE),
+                   help="center mask: box side (default half the image)")
+    p.add_argument("-k", "--completions", type=count(MAX_IMAGES), default=4,
+                   help="completions per image")
 
 
 def register(sub: Any) -> None:
@@ -185,9 +185,11 @@ def register(sub: Any) -> None:
                                    "(default: the model's own choice; the paper's annealed "
                                    "Langevin dynamics for the paper's models).")
     _add_common_args(p)
-    p.add_argument("-n", "--num-samples", type=int, default=64, help="number of images")
+    p.add_argument("-n", "--num-samples", type=count(MAX_IMAGES), default=64,
+                   help="number of images")
     p.add_argument("--gif", help="write the sampling of the first batch as an animated GIF")
-    p.add_argument("--gif-frames", type=int, default=100, help="about this many GIF frames")
+    p.add_argument("--gif-frames", type=count(MAX_FRAMES), default=100,
+                   help="about this many GIF frames")
     g = p.add_argument_group("classifier guidance (docs/controllable.md)")
     g.add_argument("--classifier", help="noise-conditional classifier stem (ncsn "
                                         "train-classifier) guiding the sampler towards "
@@ -216,10 +218,11 @@ def register(sub: Any) -> None:
     t.add_argument("--task", required=True, choices=list(TASKS),
                    help="inpaint (--mask), colorize (grey observed), superres (--factor), "
                         "denoise (--noise-std), frequencies (--keep-fraction)")
-    t.add_argument("--noise-std", type=float, default=None,
+    t.add_argument("--noise-std", type=number(ge=0), default=None,
                    help="observation noise std (default 0; denoise: 0.2)")
-    t.add_argument("--factor", type=int, default=2, help="superres: downsampling factor")
-    t.add_argument("--keep-fraction", type=float, default=0.25,
+    t.add_argument("--factor", type=count(MAX_IMAGE_SIZE), default=2,
+                   help="superres: downsampling factor")
+    t.add_argument("--keep-fraction", type=fraction, default=0.25,
                    help="frequencies: share of lowest DCT frequencies observed (default 0.25)")
     t.set_defaults(func=run_restore)
 
@@ -303,8 +306,6 @@ def load_for(args: argparse.Namespace) -> tuple[ScoreModel, Any]:
     """The model (``ncsn.load``) and its plan for the command line (all checks before work)."""
     import ncsn
 
-    check_counts(**{"--batch-size": args.batch_size, "--grid-max": args.grid_max,
-                    "--scale": args.scale})
     model = ncsn.load(args.model, device=_device(args.device))
     return model, plan_from_args(model, args)
 
@@ -322,7 +323,6 @@ def run_sample(args: argparse.Namespace) -> int:
     from ncsn.data import to_pixels
     from ncsn.imageio import save_gif, save_grid
 
-    check_counts(**{"--num-samples": args.num_samples, "--gif-frames": args.gif_frames})
     out, earlier = _out_dir(args, "samples")
     if args.gif is not None:
         files.check_output_file(args.gif, "--gif", suffixes=(".gif",))
@@ -397,7 +397,6 @@ def load_inputs(args: argparse.Namespace, channels: int, size: int) -> Tensor:
                             for f in files])
     from ncsn.data import load_dataset, to_float
 
-    check_counts(**{"--num-images": args.num_images})
     data = load_dataset(args.dataset, args.split, root=args.data_root, image_size=size,
                         channels=channels)
     if not 0 <= args.start < data.shape[0]:
@@ -415,7 +414,6 @@ def run_inpaint(args: argparse.Namespace) -> int:
 
     from ncsn.imageio import save_grid, to_uint8
 
-    check_counts(**{"--completions": args.completions})
     out, earlier = _out_dir(args, "completions")
     model, plan = load_for(args)
     channels, size, _ = model.image_shape
@@ -453,7 +451,6 @@ def run_restore(args: argparse.Namespace) -> int:
 
     from ncsn.imageio import save_grid, to_uint8
 
-    check_counts(**{"--completions": args.completions})
     out, earlier = _out_dir(args, "completions")
     model, plan = load_for(args)
     channels, size, _ = model.image_shape

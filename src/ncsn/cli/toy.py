@@ -5,15 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+from ncsn.cli.args import count, seed
+from ncsn.spec.values import MAX_IMAGES, MAX_STEPS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,14 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(sigma 20 -> 1, L 10, T 100, eps 0.1) on 0.2 N((-5,-5), I) + "
                     "0.8 N((5,5), I); 1280 chains from U[-8,8]^2. Writes figure3.png, "
                     "figure3_samples.npz and metrics.json.")
-    f3.add_argument("--num-samples", type=_positive_int, default=1280)
+    f3.add_argument("--num-samples", type=count(MAX_IMAGES), default=1280)
     f2 = figures.add_parser(
         "figure2", help="SSM-VR score estimates are wrong in low-density regions",
         description="Train the 2-128-128-2 softplus MLP with sliced score matching (variance "
                     "reduced; Adam 1e-3, batch 128) on the mixture and plot data density, true "
                     "and learned score fields on [-8,8]^2. Writes figure2.png, figure2_loss.png, "
                     "figure2_fields.npz and metrics.json.")
-    f2.add_argument("--steps", type=_positive_int, default=10_000,
+    f2.add_argument("--steps", type=count(MAX_STEPS), default=10_000,
                     help="training steps (paper: 10000)")
     f1 = figures.add_parser(
         "figure1", help="SSM-VR on clean vs slightly noised image data (manifold hypothesis)",
@@ -42,10 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "twice: on clean data and on data perturbed with N(0, 1e-4) noise. The "
                     "loss on clean data is unstable; with tiny noise it converges. Writes "
                     "figure1.png, figure1_losses.npz and metrics.json.")
-    f1.add_argument("--steps", type=_positive_int, default=300)
+    f1.add_argument("--steps", type=count(MAX_STEPS), default=300)
     for p in (f1, f2, f3):
         p.add_argument("--out", required=True, help="output directory")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=seed, default=0)
         p.set_defaults(func=_run)
 
 

@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 
 from ncsn import files
+from ncsn.cli.args import count
 from ncsn.errors import UserError
 from ncsn.spec.samplers import SCHEDULES
+from ncsn.spec.values import MAX_NFE, MAX_STEPS
 
 DEFAULT_DEMO_DIR = "runs/demo"
 
@@ -43,13 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "annealed_langevin draws with the paper's 1,000-evaluation sampler instead.")
     d.add_argument("--out", type=Path, default=Path(DEFAULT_DEMO_DIR),
                    help=f"run directory (default {DEFAULT_DEMO_DIR})")
-    d.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
+    d.add_argument("--steps", type=count(MAX_STEPS), help="training steps (default: the recipe's)")
     d.add_argument("--quick", action="store_true",
                    help="a tiny network and a few steps: checks the pipeline in seconds")
     d.add_argument("--overwrite", action="store_true",
                    help="start afresh in an existing --out (default: resume it)")
     d.add_argument("--sampler", help="sampler (default: the recipe's; see ncsn samplers)")
-    d.add_argument("--nfe", type=int, help="budget of network evaluations per digit")
+    d.add_argument("--nfe", type=count(MAX_NFE), help="budget of network evaluations per digit")
     d.add_argument("--schedule", choices=SCHEDULES,
                    help="noise schedule (default: the sampler's)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")

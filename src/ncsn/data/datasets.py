@@ -233,8 +233,14 @@ def _folder_files(split: str, root: Path) -> list[Path]:
 
 
 def _folder(split: str, root: Path, image_size: int | None, channels: int | None) -> np.ndarray:
+    if root.exists() and not root.is_dir():
+        raise UserError(f"image folder {root} is a file, not a folder; pass the folder of images "
+                        "as root= (config: data.root)")
     if not root.is_dir():
         raise UserError(f"image folder {root} does not exist; pass root= (config: data.root)")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise UserError(f"cannot read image folder {root}: permission denied; fix its "
+                        "permissions or copy the images elsewhere (config: data.root)")
     files = _folder_files(split, root)
     if not files:
         raise UserError(f"image folder {root} holds no {split} images "

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ncsn.errors import UserError
+from ncsn.imageio import UNREADABLE_IMAGE
 
 try:  # numpy >= 2
     from numpy._core import multiarray as _multiarray
@@ -118,7 +119,7 @@ def decode_image(source: str | Path | bytes, *, channels: int | None, crop: int 
     try:
         img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         img.load()
-    except (OSError, ValueError) as err:
+    except UNREADABLE_IMAGE as err:
         raise UserError(f"cannot read image {name or source}: {err}") from err
     grey = channels == 1 or (channels is None and img.mode in _GREY_MODES)
     img = img.convert("L" if grey else "RGB")

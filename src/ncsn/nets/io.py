@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ncsn import files
 from ncsn.errors import UserError
 from ncsn.nets.pretrained import PRETRAINED_PREFIX, pretrained_stem
-from ncsn.nets.registry import build_network
+from ncsn.nets.registry import build_network, check_network_section
 from ncsn.spec.model import ModelSpec
 
 MAX_LISTED = 8
@@ -121,14 +121,17 @@ def resolve_model_path(path: str | Path) -> Path:
 
 
 def read_spec(path: str | Path) -> ModelSpec:
-    """Read and check a model's JSON spec, of any form ncsn wrote (UserError when unreadable,
-    incomplete or out of bounds)."""
+    """Read and check a model's JSON spec, of any form ncsn wrote, and its network section
+    (UserError naming the file when unreadable, incomplete or out of bounds)."""
     json_path = _stem(path).with_suffix(".json")
     try:
         raw = json.loads(json_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise UserError(f"cannot read model spec {json_path}: {err}") from err
-    return ModelSpec.from_json(raw, f"model spec {json_path}")
+    source = f"model spec {json_path}"
+    spec = ModelSpec.from_json(raw, source)
+    check_network_section(spec.network, f"{source}: network")
+    return spec
 
 
 def build_from_spec(spec: ModelSpec) -> nn.Module:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from ncsn.core import ScoreFn
 from ncsn.errors import UserError
+from ncsn.spec.values import MAX_WIDTH
 
 NETWORKS: dict[str, str] = {
     "cond_refinenet": "ncsn.nets.refinenet:CondRefineNetDilated",
@@ -83,9 +85,23 @@ def network_fields(name: str) -> dict[str, Any]:
     return fields
 
 
-def _type_problem(value: Any, default: Any) -> str | None:
-    """Why ``value`` does not fit a field whose default is ``default`` (ints pass for floats);
-    None when it fits or the field has no typed default."""
+def _number_problem(value: Any, default: Any) -> str | None:
+    """Why a number fits no network: NaN or infinite, or an integer outside [1, MAX_WIDTH]
+    ([0, MAX_WIDTH] where the default is 0, e.g. ``num_classes``); None when it fits."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value!r}"
+    if isinstance(value, int) and isinstance(default, int):
+        low = 0 if default == 0 else 1
+        if not low <= value <= MAX_WIDTH:
+            return f"must be an integer in [{low}, {MAX_WIDTH}], got {value!r}"
+    return None
+
+
+def _value_problem(value: Any, default: Any) -> str | None:
+    """Why ``value`` does not fit a field whose default is ``default``: another type (ints pass
+    for floats), a number out of bounds (:func:`_number_problem`), a list of other than at most
+    MAX_WIDTH finite numbers in [0, MAX_WIDTH]; None when it fits or the field has no typed
+    default."""
     if default is inspect.Parameter.empty or default is None:
         return None
     expected: tuple[type, ...]
@@ -99,17 +115,27 @@ def _type_problem(value: Any, default: Any) -> str | None:
         expected = (list, tuple)
     else:
         expected = (type(default),)
-    if isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected):
+    if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+        return f"must be {type(default).__name__} (like the default {default!r}), got {value!r}"
+    if isinstance(value, (list, tuple)):
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                      and math.isfinite(v) and 0 <= v <= MAX_WIDTH for v in value)
+        if not numbers or len(value) > MAX_WIDTH:
+            return f"must be a list of numbers in [0, {MAX_WIDTH}], got {value!r}"
         return None
-    return f"must be {type(default).__name__} (like the default {default!r}), got {value!r}"
+    return None if isinstance(value, bool) else _number_problem(value, default)
 
 
 def check_network_section(section: Mapping[str, Any], path: str = "network") -> None:
     """The one check of a network section: a registered ``name``, no unknown fields, every
-    required field, values typed like the defaults. UserError ``<path>.<field>: problem``."""
+    required field, values typed like the defaults and within bounds. UserError
+    ``<path>.<field>: problem``."""
     name = section.get("name")
     if not isinstance(name, str):
         raise UserError(f"{path}.name: required, a network registry name; allowed: "
+                        f"{', '.join(NETWORKS)}")
+    if name not in NETWORKS:
+        raise UserError(f"{path}.name: unknown network name {name!r}; allowed: "
                         f"{', '.join(NETWORKS)}")
     fields = network_fields(name)
     unknown = sorted(set(section) - set(fields) - {"name"})
@@ -120,7 +146,7 @@ def check_network_section(section: Mapping[str, Any], path: str = "network") -> 
     if missing:
         raise UserError(f"{path}.{missing[0]}: required for network {name!r}")
     for field, value in section.items():
-        problem = None if field == "name" else _type_problem(value, fields[field])
+        problem = None if field == "name" else _value_problem(value, fields[field])
         if problem:
             raise UserError(f"{path}.{field}: {problem} for network {name!r}")
 

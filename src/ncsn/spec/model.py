@@ -13,7 +13,6 @@ annealed-Langevin settings at its top level) and 2 (this one).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -22,21 +21,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ncsn.errors import UserError
 from ncsn.spec.samplers import DEFAULT_RHO, AnnealedLangevin, AnySettings, Schedule
 from ncsn.spec.validation import user_error
+from ncsn.spec.values import FINITE, MAX_IMAGE_SIZE, MAX_LEVELS, MAX_NFE, Channels, Sigma
 
 if TYPE_CHECKING:
     from torch import Tensor
 
 FORMAT = 2
-MAX_CHANNELS = 64
-MAX_IMAGE_SIZE = 8192
-MAX_LEVELS = 100_000
 # annealed-Langevin settings that form-1 specs written before the sampler registry kept at the
 # top of "sampling"
 LEGACY_SETTINGS = ("n_steps_each", "step_size", "convention", "final_denoise")
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, **FINITE)
 
 
 class DataSpace(_Frozen):
@@ -53,10 +50,10 @@ class StoredSampling(_Frozen):
 
     settings: AnySettings = Field(default_factory=AnnealedLangevin)
     schedule: Schedule | None = None
-    nfe: int | None = Field(default=None, gt=0)
+    nfe: int | None = Field(default=None, gt=0, le=MAX_NFE)
     num_levels: int | None = Field(default=None, gt=0, le=MAX_LEVELS)
     rho: float = Field(default=DEFAULT_RHO, gt=0)
-    sigma_min: float | None = Field(default=None, gt=0)
+    sigma_min: Sigma | None = None
 
     @property
     def sampler(self) -> str:
@@ -72,9 +69,9 @@ class ModelSpec(_Frozen):
     """Everything but the weights: enough to rebuild the network and sample from it."""
 
     network: dict[str, Any]
-    channels: int = Field(ge=1, le=MAX_CHANNELS)
+    channels: Channels
     image_size: int = Field(ge=1, le=MAX_IMAGE_SIZE)
-    sigmas: tuple[float, ...] = Field(min_length=1, max_length=MAX_LEVELS)
+    sigmas: tuple[Sigma, ...]
     data: DataSpace = Field(default_factory=DataSpace)
     sampling: StoredSampling = Field(default_factory=StoredSampling)
     provenance: dict[str, Any] = Field(default_factory=dict)
@@ -89,8 +86,8 @@ class ModelSpec(_Frozen):
     @field_validator("sigmas")
     @classmethod
     def _levels(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        if not all(math.isfinite(s) and s > 0 for s in v):
-            raise ValueError("noise levels must be finite and > 0")
+        if not 1 <= len(v) <= MAX_LEVELS:
+            raise ValueError(f"must hold 1 to {MAX_LEVELS} noise levels, got {len(v)}")
         if any(b > a for a, b in zip(v, v[1:], strict=False)):
             raise ValueError("noise levels must run from largest to smallest")
         return v
@@ -124,14 +121,18 @@ class ModelSpec(_Frozen):
             raise user_error(err, f"{source}: ") from None
 
 
+def _object(value: Any, field: str, source: str) -> Mapping[str, Any]:
+    """``value`` when it is a JSON object, else UserError ``<source>: <field>: ...``."""
+    if not isinstance(value, Mapping):
+        raise UserError(f"{source}: {field}: must be an object")
+    return value
+
+
 def _stored_sampling(sampling: Any, source: str) -> dict[str, Any]:
     """The JSON of a stored sampling choice ({"sampler", "settings", "schedule", ...}) as the
     fields of :class:`StoredSampling` (the sampler's name tags its settings)."""
-    if not isinstance(sampling, Mapping):
-        raise UserError(f"{source}: sampling: must be an object")
-    settings = sampling.get("settings") or {}
-    if not isinstance(settings, Mapping):
-        raise UserError(f"{source}: sampling.settings: must be an object")
+    sampling = _object(sampling, "sampling", source)
+    settings = _object(sampling.get("settings") or {}, "sampling.settings", source)
     out = {k: v for k, v in sampling.items() if k not in ("sampler", "settings")}
     out["settings"] = {"sampler": sampling.get("sampler", "annealed_langevin"), **settings}
     return out
@@ -150,10 +151,8 @@ def migrate(raw: Mapping[str, Any], source: str = "model spec") -> dict[str, Any
                         f"{FORMAT}); a newer ncsn wrote it?")
     known = ("network", "channels", "image_size", "sigmas", "sampling")
     out = {k: raw[k] for k in known[:-1] if k in raw}
-    sampling = raw.get("sampling") or {}
-    if not isinstance(sampling, Mapping):
-        raise UserError(f"{source}: sampling: must be an object")
-    settings = dict(sampling.get("settings") or {})
+    sampling = _object(raw.get("sampling") or {}, "sampling", source)
+    settings = dict(_object(sampling.get("settings") or {}, "sampling.settings", source))
     settings.update({k: sampling[k] for k in LEGACY_SETTINGS if k in sampling})
     rest = {k: v for k, v in sampling.items() if k not in (*LEGACY_SETTINGS, "logit")}
     out["sampling"] = _stored_sampling({**rest, "settings": settings}, source)

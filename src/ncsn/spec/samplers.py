@@ -17,7 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field
 
-from ncsn.spec.values import PositiveOrAuto
+from ncsn.spec.values import FINITE, PositiveOrAuto
 
 Prior = Literal["uniform", "uniform_noise"]
 Schedule = Literal["model", "geometric", "karras"]
@@ -28,7 +28,7 @@ DEFAULT_RHO = 7.0  # Karras et al. 2022's schedule exponent
 class SamplerSettings(BaseModel):
     """Base of every sampler's settings: frozen, unknown fields are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, **FINITE)
 
     sampler: str
     prior: ClassVar[Prior] = "uniform_noise"

@@ -4,6 +4,7 @@ message ``path: problem``."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -15,6 +16,8 @@ from ncsn.spec.values import plain
 
 SETTINGS = "settings"  # the field under which a sampler's settings sit (tagged by the sampler)
 _TAGGED = TypeAdapter(dict[Literal["settings"], AnySettings])
+# the path part pydantic adds for each member of a plain union (``float | Literal["auto"]``)
+_UNION_MEMBER = re.compile(r"(float|int|str|bool|constrained-\w+|literal\[.*\])")
 
 
 def describe(err: Mapping[str, Any], label: Callable[[Sequence[str]], str] | None = None) -> str:
@@ -22,7 +25,7 @@ def describe(err: Mapping[str, Any], label: Callable[[Sequence[str]], str] | Non
     the sampler's name (``settings.<sampler>.<field>``): the path names the field alone, an
     unknown setting says which samplers have it, an unknown sampler lists the known ones.
     ``label`` renders the path (default: dotted, e.g. ``sampling.eta``)."""
-    loc = [str(p) for p in err["loc"]]
+    loc = [str(p) for p in err["loc"] if not _UNION_MEMBER.fullmatch(str(p))]
     kind, sampler = err["type"], None
     if SETTINGS in loc:
         at = loc.index(SETTINGS)
@@ -45,8 +48,14 @@ def describe(err: Mapping[str, Any], label: Callable[[Sequence[str]], str] | Non
 
 def user_error(err: ValidationError, where: str = "",
                label: Callable[[Sequence[str]], str] | None = None) -> UserError:
-    """A :class:`UserError` ``<where><path>: problem; ...`` for every problem of ``err``."""
-    return UserError(where + "; ".join(describe(e, label) for e in err.errors()))
+    """A :class:`UserError` ``<where><path>: problem; ...`` for every problem of ``err``; the
+    problems of one path (one per member of a union) are joined by "or"."""
+    problems: dict[str, list[str]] = {}
+    for e in err.errors():
+        path, _, problem = describe(e, label).partition(": ")
+        problems.setdefault(path, []).append(problem)
+    return UserError(where + "; ".join(f"{path}: {' or '.join(found)}"
+                                       for path, found in problems.items()))
 
 
 def build_settings(sampler: str, values: Mapping[str, Any], *, where: str = "",

@@ -6,10 +6,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, ConfigDict, Field
 
+# Every bound on a value that enters (config, --set, spec JSON, CLI flag) lives here.
 MAX_THREADS = 256  # more CPU threads than any machine ncsn targets (100,000 crashed torch)
 MAX_IMAGE_SIZE = 4096  # pixels per side; beyond it every network here runs out of memory
+MAX_LEVELS = 100_000  # noise levels of a schedule (the paper: 10; the protocol: 1,000)
+MAX_NFE = 100_000  # network evaluations per image (the paper's 1,000 with room to spare)
+MAX_IMAGES = 10_000_000  # images one command draws or reads (the protocol: 50,000)
+MAX_BATCH = 65_536  # images per batch
+MAX_SCALE = 64  # grid pixel enlargement
+MAX_FRAMES = 10_000  # GIF frames
+MAX_WIDTH = 4096  # any integer hyper-parameter of a network (widths, depths, blocks, classes)
+MAX_STEPS = 10**9  # optimisation or solver steps
+# noise levels in pixel units of [0, 1] images: technique 1 gives at most sqrt(3 * 4096^2) ~ 7100;
+# beyond these bounds sigma^2 overflows or vanishes in float32
+MIN_SIGMA, MAX_SIGMA = 1e-8, 1e6
+# NaN and infinity are refused for every float field (JSON's NaN / Infinity, YAML's .nan / .inf)
+FINITE = ConfigDict(allow_inf_nan=False)
+
+Channels = Literal[1, 3]  # grey or RGB images
+Sigma = Annotated[float, Field(ge=MIN_SIGMA, le=MAX_SIGMA, allow_inf_nan=False)]
 
 
 def count_or_auto(minimum: int, maximum: int | None = None) -> Any:
@@ -32,7 +49,8 @@ def _positive_or_auto(value: float | str) -> float | str:
 
 
 PositiveOrAuto = Annotated[float | Literal["auto"], AfterValidator(_positive_or_auto)]
-LevelsOrAuto = count_or_auto(1)
+SigmaOrAuto = Sigma | Literal["auto"]
+LevelsOrAuto = count_or_auto(1, MAX_LEVELS)
 ThreadsOrAuto = count_or_auto(0, MAX_THREADS)
 
 PLAIN = {"greater_than": "must be > {gt}", "greater_than_equal": "must be >= {ge}",
