@@ -405,6 +405,26 @@ def load_inputs(args: argparse.Namespace, channels: int, size: int) -> Tensor:
     return to_float(data[args.start: args.start + args.num_images])
 
 
+def _conditioning(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--class`` (default ``none``: the unconditional score) and ``--guidance-scale`` of
+    a completion command."""
+    return {"labels": args.labels or "none", "guidance": args.guidance or 0.0}
+
+
+def _write_completions(out: Path, args: argparse.Namespace, n: int,
+                       shape: tuple[int, int, int],
+                       batches: typing.Iterable[tuple[int, Tensor]]) -> tuple[_Output, Tensor]:
+    """Stream the ``--completions`` k per image of ``n`` images that ``batches`` yields
+    (start, images) into ``out``; returns the writer and the grid's (shown, k, C, H, W)."""
+    import torch
+
+    k = args.completions
+    writer = _Output(out, args.format, (n * k, *shape), args.grid_max * k, "completions")
+    for start, done in batches:
+        writer.add(done, start)
+    return writer, torch.cat(writer.grid).reshape(min(n, args.grid_max), k, *shape)
+
+
 def run_inpaint(args: argparse.Namespace) -> int:
     """``ncsn inpaint``: k completions per image -> grid.png + completions/ or completions.npz.
 
@@ -422,16 +442,10 @@ def run_inpaint(args: argparse.Namespace) -> int:
                         seed=args.seed)
     _remove(earlier)
     k, n = args.completions, images.shape[0]
-    writer = _Output(out, args.format, (n * k, channels, size, size), args.grid_max * k,
-                     "completions")
-    for start, completions in model.inpaint_batches(images, masks, k=k, plan=plan,
-                                                    seed=args.seed, batch_size=args.batch_size,
-                                                    progress=not args.no_progress,
-                                                    labels=args.labels or "none",
-                                                    guidance=args.guidance or 0.0):
-        writer.add(completions, start)
-    shown = min(n, args.grid_max)
-    completions = torch.cat(writer.grid).reshape(shown, k, channels, size, size)
+    writer, completions = _write_completions(out, args, n, model.image_shape, model.inpaint_batches(
+        images, masks, k=k, plan=plan, seed=args.seed, batch_size=args.batch_size,
+        progress=not args.no_progress, **_conditioning(args)))
+    shown = completions.shape[0]
     masked = images[:shown] * masks[:shown] + 0.5 * (1 - masks[:shown])
     rows = torch.cat([images[:shown, None], masked[:, None], completions], dim=1)
     grid = save_grid(rows.reshape(-1, channels, size, size), out / "grid.png", nrow=k + 2,
@@ -463,16 +477,10 @@ def run_restore(args: argparse.Namespace) -> int:
                               fraction=args.fraction, box=args.box, seed=args.seed)
     y = operator.observe(images, fill=0.5, generator=torch.Generator().manual_seed(args.seed))
     _remove(earlier)
-    writer = _Output(out, args.format, (n * k, channels, size, size), args.grid_max * k,
-                     "completions")
-    for start, done in model.restore_batches(y, operator, k=k, plan=plan, seed=args.seed,
-                                             batch_size=args.batch_size,
-                                             progress=not args.no_progress,
-                                             labels=args.labels or "none",
-                                             guidance=args.guidance or 0.0):
-        writer.add(done, start)
-    shown = min(n, args.grid_max)
-    completions = torch.cat(writer.grid).reshape(shown, k, channels, size, size)
+    writer, completions = _write_completions(out, args, n, model.image_shape, model.restore_batches(
+        y, operator, k=k, plan=plan, seed=args.seed, batch_size=args.batch_size,
+        progress=not args.no_progress, **_conditioning(args)))
+    shown = completions.shape[0]
     rows = torch.cat([y[:shown, None].clamp(0, 1), completions, images[:shown, None]], dim=1)
     grid = save_grid(rows.reshape(-1, channels, size, size), out / "grid.png", nrow=k + 2,
                      scale=args.scale)
