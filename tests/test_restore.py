@@ -113,7 +113,7 @@ def test_named_observations_are_kept_by_the_core():
     (["--task", "denoise", "--noise-std", "2", "--sampler", "consistent_annealed"],
      "noise std 2 is not below the largest noise level 1"),
     (["--task", "inpaint", "--noise-std", "-1"], "must be >= 0"),
-    (["--task", "frequencies", "--keep-fraction", "1.5"], "must lie in (0, 1)"),
+    (["--task", "frequencies", "--keep-fraction", "1.5"], "--keep-fraction: '1.5': must be <= 1.0"),
 ])
 def test_bad_restore_flags_are_one_line_errors(rgb, tmp_path, capsys, flags, message):
     model, inputs = rgb
