@@ -82,3 +82,19 @@ def test_unknown_names_and_a_mismatched_spec_are_one_line_errors(shipped, tmp_pa
     (shipped / "tiny.json").write_text(json.dumps(spec))
     with pytest.raises(UserError, match="does not fit the configured network"):
         ncsn.load("pretrained:tiny")
+
+
+def test_the_shipped_digits_model_draws_each_asked_digit():
+    """The real ``pretrained:mnist5k`` file: its hash checks out on load, its stored sampler
+    draws confident digits of the asked classes (expected about 0.95 confident; the bound
+    leaves five binomial standard errors of 100 samples), and its record names its recipe."""
+    from ncsn.eval.digits import digit_metrics
+
+    assert "mnist5k" in pretrained.pretrained_names()
+    model = ncsn.load("pretrained:mnist5k")
+    record = model.spec.provenance
+    assert record["config"]["model"]["num_classes"] == 10 and "ncsn train" in record["command"]
+    assert model.plan().nfe <= 10
+    labels = torch.arange(100) % 10
+    scores = digit_metrics(model.sample(100, labels=labels, seed=3), labels=labels)
+    assert scores["digit_confident"] >= 0.8 and scores["digit_asked"] >= 0.85
