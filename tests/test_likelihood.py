@@ -297,9 +297,9 @@ def test_cli_logit_model_includes_the_jacobian(models, capsys, tmp_path):
 @pytest.mark.parametrize(("model", "extra", "message"), [
     ("refinenet", [], "knows only its 3 trained noise levels"),
     ("unet", ["--images", "{wrong}"], "the model takes 1x8x8 images"),
-    ("unet", ["--probes", "0"], "probes must be >= 1"),
-    ("unet", ["--solver", "heun", "--steps", "0"], "steps and probes must be >= 1"),
-    ("unet", ["-n", "0"], "--num-images must be >= 1"),
+    ("unet", ["--probes", "0"], "argument --probes: '0': must be >= 1"),
+    ("unet", ["--solver", "heun", "--steps", "0"], "argument --steps: '0': must be >= 1"),
+    ("unet", ["-n", "0"], "argument -n/--num-images: '0': must be >= 1"),
 ])
 def test_cli_mistakes_exit_2_with_one_line(models, capsys, tmp_path, model, extra, message):
     save_pngs(torch.rand(1, 1, SIZE, SIZE), tmp_path / "right")
