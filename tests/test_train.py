@@ -295,8 +295,8 @@ def test_resume_with_another_model_config_is_refused(tmp_path: Path) -> None:
 def test_rejected_network_hyper_parameter_is_a_user_error(tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(tiny_config(training={"n_iters": 2}), run, progress=False)
-    with pytest.raises(UserError, match=r"^model: .*groups must be >= 1"):
-        train(tiny_config(model={"groups": 0}), run, overwrite=True, progress=False)
+    with pytest.raises(UserError, match=r"^model: .*patch must be >= 1 and divide image_size"):
+        train(tiny_config(model={"patch": 3}), run, overwrite=True, progress=False)
     # --overwrite deletes the old run only once the new one is known to start
     assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [2]
 

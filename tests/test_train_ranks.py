@@ -73,6 +73,7 @@ def test_ranks_resume_from_rank0s_checkpoint_with_different_views(tmp_path: Path
     # rank 0's node holds checkpoints 2 and 4; rank 1's node only a stale checkpoint 2
     for name, steps in (("node0", (2, 4)), ("node1", (2,))):
         (tmp_path / name / "checkpoints").mkdir(parents=True)
+        shutil.copy(tmp_path / "full" / "config.yaml", tmp_path / name)
         for step in steps:
             shutil.copy(tmp_path / "full" / "checkpoints" / f"ckpt_{step:08d}.pt",
                         tmp_path / name / "checkpoints")
