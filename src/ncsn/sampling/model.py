@@ -137,6 +137,20 @@ class ScoreModel:
                             f"got {sorted(set(values.tolist()) - set(range(k)))[:3]}")
         return values.clone()
 
+    def _completion_labels(self, labels: Labels, n: int, k: int) -> Tensor | None:
+        """The labels of ``k`` completions of each of ``n`` images (completion j of image i at
+        i k + j), from ``labels`` for the images (see :meth:`class_labels`)."""
+        classes = self.class_labels(labels, n)
+        return None if classes is None else classes.repeat_interleave(k)
+
+    def _planned(self, plan: SamplingPlan | None, choices: dict[str, Any]) -> SamplingPlan:
+        """``plan``, or the plan of the sampling ``choices`` (not both)."""
+        if plan is None:
+            return self.plan(**choices)
+        if choices:
+            raise UserError(f"give a plan or sampling choices, not both ({', '.join(choices)})")
+        return plan
+
     def _guidance(self, guidance: float) -> float:
         if not isinstance(guidance, int | float) or isinstance(guidance, bool) \
                 or not math.isfinite(guidance) or guidance < 0:
@@ -226,10 +240,7 @@ class ScoreModel:
         :func:`ncsn.sampling.sample_batches`)."""
         check_counts(n=n, batch_size=batch_size)
         classes, scale = self.class_labels(labels, n), self._guidance(guidance)
-        if plan is None:
-            plan = self.plan(**choices)
-        elif choices:
-            raise UserError(f"give a plan or sampling choices, not both ({', '.join(choices)})")
+        plan = self._planned(plan, choices)
         total = math.ceil(n / batch_size) * plan.nfe
         with self._scores(classes, scale, total, "sampling", progress) as scores:
             yield from sample_batches(scores, plan, n, self.image_shape,
@@ -265,10 +276,7 @@ class ScoreModel:
                              **choices: Any) -> Iterator[Tensor]:
         """:meth:`sample_class` batch by batch (as :meth:`sample_batches`)."""
         check_counts(n=n, batch_size=batch_size)
-        if plan is None:
-            plan = self.plan(**choices)
-        elif choices:
-            raise UserError(f"give a plan or sampling choices, not both ({', '.join(choices)})")
+        plan = self._planned(plan, choices)
         total = math.ceil(n / batch_size) * plan.nfe
         with self._scores(None, 0.0, total, f"class {label}", progress) as scores:
             score = classifier_guided_score(scores(0, n), classifier, label, scale, plan,
@@ -300,13 +308,9 @@ class ScoreModel:
         check_counts(k=k, batch_size=batch_size)
         images = self._check_images(images)
         masks = self.masks(mask, images.shape[0], fraction=fraction, box=box, seed=seed)
-        classes, scale = self.class_labels(labels, images.shape[0]), self._guidance(guidance)
-        if classes is not None:
-            classes = classes.repeat_interleave(k)
-        if plan is None:
-            plan = self.plan(**choices)
-        elif choices:
-            raise UserError(f"give a plan or sampling choices, not both ({', '.join(choices)})")
+        classes, scale = self._completion_labels(labels, images.shape[0], k), \
+            self._guidance(guidance)
+        plan = self._planned(plan, choices)
         total = math.ceil(images.shape[0] * k / batch_size) * plan.nfe
         with self._scores(classes, scale, total, "inpainting", progress) as scores:
             yield from inpaint_batches(scores, plan, images, masks, k,
@@ -350,14 +354,9 @@ class ScoreModel:
         """:meth:`restore` batch by batch: yields (start, images) with sample j of observation i
         at number i k + j."""
         check_counts(k=k, batch_size=batch_size)
-        if plan is None:
-            plan = self.plan(**choices)
-        elif choices:
-            raise UserError(f"give a plan or sampling choices, not both ({', '.join(choices)})")
+        plan = self._planned(plan, choices)
         y = check_observation(y, operator, plan, self.image_shape)
-        classes, scale = self.class_labels(labels, y.shape[0]), self._guidance(guidance)
-        if classes is not None:
-            classes = classes.repeat_interleave(k)
+        classes, scale = self._completion_labels(labels, y.shape[0], k), self._guidance(guidance)
         total = math.ceil(y.shape[0] * k / batch_size) * plan.nfe
         with self._scores(classes, scale, total, "restoring", progress) as scores:
             yield from restore_batches(scores, plan, y, operator, k,
