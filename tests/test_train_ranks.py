@@ -34,10 +34,20 @@ def _worker(rank: int, raws: list[dict], run_dirs: list[str], port: int, report:
         outcome = "ok"
     except UserError as err:
         outcome = str(err)
-    left = [name for name in _thread_names() if "gloo" in name]
+    left = _gloo_threads_after(10.0)
     if left:  # the group was not torn down: such a process can abort at exit (SIGABRT)
         outcome += f" (process-group threads left running: {left})"
     Path(report, f"rank{rank}.txt").write_text(outcome)
+
+
+def _gloo_threads_after(seconds: float) -> list[str]:
+    """The process group's threads still running after up to ``seconds``: gloo's TCP loop
+    thread ends asynchronously, a moment after the group is destroyed."""
+    deadline = time.monotonic() + seconds
+    while (left := [name for name in _thread_names() if "gloo" in name]) and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
 
 
 def _thread_names() -> list[str]:
