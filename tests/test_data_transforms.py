@@ -9,6 +9,7 @@ from ncsn.data import (
     inverse_logit_transform,
     logit_transform,
     random_hflip,
+    random_shift,
     to_float,
 )
 
@@ -74,3 +75,21 @@ def test_apply_train_transforms_order_flip_dequantize_logit():
     assert torch.equal(got, expected)
     assert torch.equal(apply_train_transforms(x, dequantize=False, hflip=False, logit=False,
                                               generator=_gen(5)), x)
+
+
+def test_random_shift_translates_each_image_by_at_most_max_shift() -> None:
+    """Every output is its input translated by one (dy, dx) with |dy|, |dx| <= max_shift (a
+    digit on a zero border moves whole), the shifts differ between images, and 0 is the
+    identity."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.zeros(64, 1, 12, 12)
+    x[:, :, 4:8, 5:7] = torch.rand(64, 1, 4, 2, generator=gen) + 0.1
+    assert random_shift(x, 0, gen) is x
+    out = random_shift(x, 2, gen)
+    seen = set()
+    for image, moved in zip(x, out, strict=True):
+        shifts = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                  if torch.equal(torch.roll(image, (dy, dx), dims=(1, 2)), moved)]
+        assert len(shifts) == 1
+        seen.add(shifts[0])
+    assert len(seen) > 10

@@ -14,7 +14,6 @@ from ncsn.data import logit_transform, to_float
 from ncsn.errors import UserError
 from ncsn.nets.io import load_model
 from ncsn.training import (
-    EMA,
     NonFiniteLossError,
     Trainer,
     batch_indices,
@@ -23,6 +22,7 @@ from ncsn.training import (
     train,
 )
 from ncsn.training.setup import resolve_noise
+from ncsn.training.trainer import lr_factor
 from test_train_support import assert_same_training_state, final_state, record_steps, tiny_config
 
 
@@ -321,20 +321,6 @@ def test_amp_needs_cuda() -> None:
         Trainer(tiny_config(training={"amp": True}), "/nonexistent/never-created")
 
 
-def test_ema_is_the_exponential_moving_average() -> None:
-    net = torch.nn.Linear(2, 1)
-    with torch.no_grad():
-        net.weight.fill_(1.0)
-    ema = EMA(net, rate=0.75)
-    for value in (5.0, 9.0):
-        with torch.no_grad():
-            net.weight.fill_(value)
-        ema.update(net)
-    # 0.75 * (0.75 * 1 + 0.25 * 5) + 0.25 * 9 = 3.75
-    torch.testing.assert_close(ema.model.weight, torch.full((1, 2), 3.75))
-    assert not ema.model.weight.requires_grad
-
-
 def test_channels_last_trains_the_same_model(tmp_path: Path) -> None:
     train(tiny_config(training={"n_iters": 3}), tmp_path / "nchw", progress=False)
     train(tiny_config(training={"n_iters": 3, "channels_last": True}), tmp_path / "nhwc",
@@ -383,3 +369,42 @@ def test_a_planted_link_in_the_run_directory_is_replaced_not_written_through(
     assert victim.read_text() == "precious"
     assert not (run / "model.json").is_symlink()
     assert load_model(run / "model")[1].image_size == 8
+
+
+def test_lr_factor_warms_up_linearly_then_decays_by_a_half_cosine() -> None:
+    kw = {"warmup": 4, "final": 0.1, "n_iters": 13}
+    assert [lr_factor(s, decay="none", **kw) for s in range(6)] == [0.25, 0.5, 0.75, 1, 1, 1]
+    cosine = [lr_factor(s, decay="cosine", **kw) for s in range(13)]
+    assert cosine[:5] == [0.25, 0.5, 0.75, 1.0, 1.0] and cosine[-1] == pytest.approx(0.1)
+    assert cosine[8] == pytest.approx(0.55)  # half way through the decay: (1 + 0.1) / 2
+    assert all(a > b for a, b in zip(cosine[4:], cosine[5:], strict=False))
+
+
+def test_trainer_applies_warmup_clipping_and_the_power_ema(tmp_path: Path, monkeypatch) -> None:
+    """Each Adam step sees the scheduled learning rate and gradients clipped to the global
+    norm; the EMA follows the power profile from its step count."""
+    seen: list[tuple[float, float]] = []
+    real_step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        seen.append((self.param_groups[0]["lr"],
+                     float(torch.nn.utils.get_total_norm(grads, 2.0))))
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    config = tiny_config(training={"n_iters": 6, "lr": 1e-3, "warmup": 3, "lr_decay": "cosine",
+                                   "lr_final": 0.5, "grad_clip": 1e-3, "ema_rate": None,
+                                   "ema_gamma": 3.0})
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    trainer.run()
+    expected = [1e-3 * lr_factor(s, warmup=3, decay="cosine", final=0.5, n_iters=6)
+                for s in range(6)]
+    assert [lr for lr, _ in seen] == pytest.approx(expected)
+    assert all(norm <= 1e-3 * (1 + 1e-4) for _, norm in seen)
+    assert trainer.ema is not None and trainer.ema.gamma == 3.0
+
+
+def test_one_ema_profile_per_config() -> None:
+    with pytest.raises(UserError, match="ema_rate .* ema_gamma"):
+        tiny_config(training={"ema_rate": 0.9, "ema_gamma": 7.0})

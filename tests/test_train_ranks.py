@@ -115,3 +115,15 @@ def test_a_resume_error_on_one_rank_stops_both(tmp_path: Path) -> None:
     outcomes = _spawn([raw, other], [tmp_path / "run", tmp_path / "run"], tmp_path / "report")
     assert outcomes[0] == "another process of this job stopped with an error (see its message)"
     assert "different model config: field model.ngf is 4 there, 8 here" in outcomes[1]
+
+
+def test_a_run_directory_refused_on_rank0_stops_every_rank_with_a_message(tmp_path: Path) -> None:
+    """Only rank 0 checks and claims the run directory; its refusal (here: --resume of a folder
+    that holds no ncsn run) must reach the other ranks as an error, not a crash at a barrier."""
+    raw = folder_raw(write_image_folder(tmp_path / "images"), training={"n_iters": 2})
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("the user's file")
+    outcomes = _spawn([raw, raw], [tmp_path / "run", tmp_path / "run"], tmp_path / "report")
+    assert "holds no ncsn run" in outcomes[0]
+    assert outcomes[1] == "another process of this job stopped with an error (see its message)"
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["notes.txt"]

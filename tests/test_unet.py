@@ -10,7 +10,7 @@ from ncsn.core.noise import geometric_sigmas
 from ncsn.errors import UserError
 from ncsn.nets import build_network
 from ncsn.nets.precond import Preconditioned
-from ncsn.nets.unet import UNetSmall
+from ncsn.nets.unet import SelfAttention, UNetSmall
 
 SIGMAS = geometric_sigmas(5.0, 0.01, 10)
 
@@ -97,3 +97,29 @@ def test_it_learns_a_closed_form_score() -> None:
         err = (net(x, torch.full((256,), 0.5)) - (-(x - c) / 0.25)).pow(2).mean()
         scale = ((x - c) / 0.25).pow(2).mean()
     assert err / scale < 0.05
+
+
+def test_attention_block_starts_as_the_identity_and_is_softmax_attention() -> None:
+    torch.manual_seed(0)
+    block = SelfAttention(16, heads=2, groups=4)
+    x = torch.randn(3, 16, 5, 4)
+    torch.testing.assert_close(block(x), x)  # zero-initialised output projection
+    torch.nn.init.normal_(block.proj.weight)
+    h = block.norm(x)
+    q, k, v = block.qkv(h).reshape(3, 3, 2, 8, 20).unbind(1)  # (B, heads, d, HW)
+    attn = torch.softmax(q.transpose(-1, -2) @ k / 8 ** 0.5, dim=-1)  # (B, heads, HW, HW)
+    mixed = (v @ attn.transpose(-1, -2)).reshape(3, 16, 5, 4)
+    torch.testing.assert_close(block(x), x + block.proj(mixed), rtol=1e-4, atol=1e-5)
+
+
+def test_unet_with_attention_at_the_bottom_runs_and_adds_only_its_own_weights() -> None:
+    torch.manual_seed(0)
+    plain = UNetSmall(channels=1, image_size=28, ngf=8)
+    torch.manual_seed(0)
+    attending = UNetSmall(channels=1, image_size=28, ngf=8, attention_heads=4)
+    extra = set(attending.state_dict()) - set(plain.state_dict())
+    assert extra and all(k.startswith("mid_attention.") for k in extra)
+    x, sigma = torch.randn(2, 1, 28, 28), torch.tensor([0.5, 3.0])
+    assert attending(x, sigma).shape == x.shape
+    with pytest.raises(ValueError, match="heads"):
+        UNetSmall(channels=1, image_size=28, ngf=8, attention_heads=3)

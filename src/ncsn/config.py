@@ -87,6 +87,8 @@ class DataConfig(_Section):
     channels: Channels | None = None
     dequantize: bool = True
     hflip: bool = False
+    # augmentation: translate each training image by up to this many pixels (zero-filled)
+    max_shift: int = Field(default=0, ge=0, le=8)
     logit: bool = False
     download: bool = False
 
@@ -128,6 +130,16 @@ class TrainingConfig(_Section):
     adam_eps: float = Field(default=1e-8, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     ema_rate: float | None = Field(default=None, ge=0, lt=1)
+    # power-function EMA (Karras et al. 2024): rate (1 - 1/t)^(ema_gamma + 1) at step t, which
+    # weights iterate i by about i^ema_gamma (instead of a constant ema_rate)
+    ema_gamma: float | None = Field(default=None, gt=0, le=1000)
+    # learning rate: linear warm-up over `warmup` steps (score_sde: 5000), then constant or a
+    # cosine decay to lr * lr_final at n_iters
+    warmup: int = Field(default=0, ge=0)
+    lr_decay: Literal["none", "cosine"] = "none"
+    lr_final: float = Field(default=0.0, ge=0, le=1)
+    # gradient clipping to this global 2-norm (score_sde: 1.0); null = no clipping
+    grad_clip: float | None = Field(default=None, gt=0)
     snapshot_freq: int = Field(default=5000, gt=0)
     keep_last: int = Field(default=3, gt=0)
     seed: int = 0
@@ -150,6 +162,13 @@ class TrainingConfig(_Section):
     # is replaced by "no label", which trains the unconditional score too (classifier-free
     # guidance, Ho & Salimans 2022)
     label_dropout: float = Field(default=0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_ema(self) -> TrainingConfig:
+        if self.ema_rate is not None and self.ema_gamma is not None:
+            raise ValueError("set either ema_rate (constant) or ema_gamma (power function), "
+                             "not both")
+        return self
 
     @field_validator("betas")
     @classmethod

@@ -32,6 +32,21 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None) -> t
     return torch.where(flip.view(-1, *([1] * (x.dim() - 1))), x.flip(-1), x)
 
 
+def random_shift(x: torch.Tensor, max_shift: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Translate each image of the batch (N, C, H, W) by its own (dy, dx), each uniform in
+    [-max_shift, max_shift], filling the vacated border with the nearest edge pixel."""
+    if max_shift == 0:
+        return x
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (max_shift,) * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator, device=x.device)
+    rows = torch.arange(h, device=x.device) + offsets[:, :1]  # (N, H)
+    cols = torch.arange(w, device=x.device) + offsets[:, 1:]  # (N, W)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
 def logit_transform(x: torch.Tensor, lam: float = 1e-6) -> torch.Tensor:
     """``logit(lam + (1 - 2 lam) x)``: maps [0, 1] to the real line (finite at 0 and 1)."""
     y = lam + (1.0 - 2.0 * lam) * x
@@ -54,10 +69,13 @@ def to_pixels(x: torch.Tensor, logit: bool) -> torch.Tensor:
 
 
 def apply_train_transforms(x: torch.Tensor, *, dequantize: bool, hflip: bool, logit: bool,
+                           max_shift: int = 0,
                            generator: torch.Generator | None = None) -> torch.Tensor:
-    """Training transforms on float images in [0, 1], in order: flip, dequantize, logit."""
+    """Training transforms on float images in [0, 1], in order: flip, shift, dequantize,
+    logit."""
     if hflip:
         x = random_hflip(x, generator)
+    x = random_shift(x, max_shift, generator)
     if dequantize:
         x = uniform_dequantize(x, generator)
     return to_model_space(x, logit)

@@ -60,6 +60,30 @@ class ResBlock(nn.Module):
         return h + self.shortcut(x)
 
 
+class SelfAttention(nn.Module):
+    """Residual multi-head self-attention over the pixels of a feature map (GN -> 1x1 qkv ->
+    softmax(q k^T / sqrt(d)) v -> 1x1 projection, initialised to zero so the block starts as the
+    identity, as in Dhariwal & Nichol 2021)."""
+
+    def __init__(self, width: int, heads: int, groups: int) -> None:
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"attention heads ({heads}) must divide the width {width}")
+        self.heads = heads
+        self.norm = nn.GroupNorm(_groups(width, groups), width)
+        self.qkv = nn.Conv2d(width, 3 * width, 1)
+        self.proj = nn.Conv2d(width, width, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w) \
+            .transpose(-1, -2).unbind(1)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, C / heads)
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+
+
 class UNetSmall(nn.Module):
     """Noise-conditional U-Net for small images (28x28 -> 14x14 -> 7x7 with the defaults).
 
@@ -81,7 +105,8 @@ class UNetSmall(nn.Module):
 
     def __init__(self, *, channels: int, image_size: int, sigmas: Tensor | None = None,
                  ngf: int = 16, ch_mult: Sequence[int] = (1, 2, 4), num_res_blocks: int = 1,
-                 emb_dim: int = 64, groups: int = 8, patch: int = 1, num_classes: int = 0) -> None:
+                 emb_dim: int = 64, groups: int = 8, patch: int = 1, num_classes: int = 0,
+                 attention_heads: int = 0) -> None:
         super().__init__()
         del sigmas
         if patch < 1 or image_size % patch:
@@ -109,6 +134,10 @@ class UNetSmall(nn.Module):
                 ResBlock(width, width, emb_dim, groups) for _ in range(num_res_blocks)))
         self.mid = nn.ModuleList(ResBlock(widths[-1], widths[-1], emb_dim, groups)
                                  for _ in range(2))
+        if attention_heads < 0:
+            raise ValueError(f"attention_heads must be >= 0 (0: none), got {attention_heads}")
+        self.mid_attention = SelfAttention(widths[-1], attention_heads, groups) \
+            if attention_heads else nn.Identity()
         self.up_blocks = nn.ModuleList(
             ResBlock(widths[k + 1] + widths[k], widths[k], emb_dim, groups)
             for k in reversed(range(len(widths) - 1)))
@@ -133,8 +162,8 @@ class UNetSmall(nn.Module):
             for block in blocks:
                 h = block(h, emb)
             skips.append(h)
-        for block in self.mid:
-            h = block(h, emb)
+        h = self.mid_attention(self.mid[0](h, emb))
+        h = self.mid[1](h, emb)
         skips.pop()
         for block in self.up_blocks:
             skip = skips.pop()

@@ -77,6 +77,19 @@ class TrainResult:
     best: dict[str, Any] | None
 
 
+def lr_factor(step: int, *, warmup: int, decay: str, final: float, n_iters: int) -> float:
+    """The learning rate of 0-based step ``step`` over ``training.lr``: a linear warm-up
+    (step + 1) / warmup for the first ``warmup`` steps (score_sde's), then 1 (``decay:
+    none``) or a half cosine from 1 to ``final`` at the last step (``cosine``, Loshchilov &
+    Hutter 2017)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if decay == "none" or n_iters - 1 <= warmup:
+        return 1.0
+    progress = min((step - warmup) / (n_iters - 1 - warmup), 1.0)
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def batch_indices(step: int, n: int, batch_size: int, seed: int) -> Tensor:
     """Indices of global batch ``step``: epoch e is a permutation seeded by (seed, e); the last
     incomplete batch of an epoch is dropped."""
@@ -128,16 +141,21 @@ class Trainer:
         self.train_labels = load_labels(config.data.name, "train",
                                         num_classes=self.num_classes) if self.num_classes else None
         self.optimizer = torch.optim.Adam(self.net.parameters(), **self._adam_settings())
-        self.ema = EMA(self.net, t.ema_rate) if t.ema_rate else None
+        self.ema = EMA(self.net, t.ema_rate) if t.ema_rate else \
+            EMA(self.net, gamma=t.ema_gamma) if t.ema_gamma else None
         self.gen = torch.Generator(device=self.device).manual_seed(t.seed)
         self.step, self.skipped, self.best = 0, 0, None
         self.sigmas_dev = self.sigmas.to(self.device)
         self.loss_sigma_data = check_noise_model(self.config, self.net)
         self.ckpt_dir = self.run_dir / "checkpoints"
+        error = None
         if self.info.is_main:  # after every check above: --overwrite deletes only a usable setup
-            prepare_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
-            self.lock = claim_run_dir(self.run_dir)
-        barrier(self.info)
+            try:
+                prepare_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
+                self.lock = claim_run_dir(self.run_dir)
+            except UserError as err:
+                error = err
+        raise_together(error, self.info, self.device)  # the other ranks stop with rank 0
         if resume:
             self._resume()
         self.score_fn = self._wrap(self.net)
@@ -256,7 +274,7 @@ class Trainer:
         idx = batch_indices(self.step, self.train_images.shape[0], t.batch_size, t.seed)
         x = to_float(self.train_images[idx]).to(self.device)
         x = apply_train_transforms(x, dequantize=d.dequantize, hflip=d.hflip, logit=d.logit,
-                                   generator=self.gen)
+                                   max_shift=d.max_shift, generator=self.gen)
         sigma = self._draw_sigma(x.shape[0])
         noise = torch.randn(x.shape, generator=self.gen, device=self.device)
         if self.train_labels is None:
@@ -312,14 +330,28 @@ class Trainer:
             f"lower training.lr (now {t.lr:g}), --resume after lowering it, or "
             "training.skip_nonfinite=true to skip such steps")
 
-    def _gradients_finite(self, exact: bool = False) -> Tensor:
-        """0-d bool tensor, no host sync: are all gradient entries finite? One fused
-        ``torch._foreach_norm`` over all gradients, not an ``isfinite`` per parameter. A NaN or
-        infinity makes the 2-norm non-finite, but so does a 2-norm beyond fp32's range (1.8e19):
-        ``exact`` tests max |g| instead (far slower on the CPU, so only to confirm)."""
+    def _gradient_norm(self, exact: bool = False) -> Tensor:
+        """0-d tensor, no host sync: the global 2-norm of the gradients, one fused
+        ``torch._foreach_norm`` over all of them. A NaN or infinity makes it non-finite, but so
+        does a 2-norm beyond fp32's range (1.8e19): ``exact`` gives max |g| instead (far slower
+        on the CPU, so only to confirm a non-finite gradient)."""
         grads = [p.grad for p in self.net.parameters() if p.grad is not None]
-        norm = math.inf if exact else 2.0
-        return torch.nn.utils.get_total_norm(grads, norm, foreach=True).isfinite()
+        return torch.nn.utils.get_total_norm(grads, math.inf if exact else 2.0, foreach=True)
+
+    def _optimizer_step(self, grad_norm: Tensor) -> None:
+        """Clip the gradients to ``training.grad_clip`` (by their global norm), set this step's
+        learning rate (:func:`lr_factor`), step Adam and the EMA."""
+        t = self.config.training
+        if t.grad_clip is not None:
+            torch.nn.utils.clip_grads_with_norm_(self.net.parameters(), t.grad_clip, grad_norm,
+                                                 foreach=True)
+        lr = t.lr * lr_factor(self.step, warmup=t.warmup, decay=t.lr_decay, final=t.lr_final,
+                              n_iters=t.n_iters)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.net, self.step + 1)
 
     def train_step(self) -> float:
         """One optimizer step on the global batch; returns the (global) loss value. The loss and
@@ -330,16 +362,15 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         mean_loss = mean_over_ranks(loss.detach().float(), self.info)
-        value, grads_finite = torch.stack([mean_loss, self._gradients_finite().float()]).tolist()
+        grad_norm = self._gradient_norm()
+        value, grads_finite = torch.stack([mean_loss, grad_norm.isfinite().float()]).tolist()
         problem = None
         if not math.isfinite(value):
             problem = f"loss became {value}"
-        elif not grads_finite and not bool(self._gradients_finite(exact=True)):
+        elif not grads_finite and not bool(self._gradient_norm(exact=True).isfinite()):
             problem = "the gradient became non-finite"
         if problem is None:
-            self.optimizer.step()
-            if self.ema is not None:
-                self.ema.update(self.net)
+            self._optimizer_step(grad_norm)
         else:
             self._nonfinite(problem)
         self.step += 1
