@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import ncsn
 import ncsn.eval
 import ncsn.training.trainer as trainer_module
+from ncsn.config import load_config
 from ncsn.data import logit_transform, to_float
 from ncsn.errors import UserError
 from ncsn.nets.io import load_model
@@ -408,3 +410,31 @@ def test_trainer_applies_warmup_clipping_and_the_power_ema(tmp_path: Path, monke
 def test_one_ema_profile_per_config() -> None:
     with pytest.raises(UserError, match="ema_rate .* ema_gamma"):
         tiny_config(training={"ema_rate": 0.9, "ema_gamma": 7.0})
+
+
+def test_packaged_score_sde_recipe_trains_ncsnpp_with_its_warmup_and_clipping(
+        tmp_path: Path, monkeypatch) -> None:
+    """ve_cifar10_ncsnpp_continuous at toy size (8x8 digits, nf 8): Adam steps at score_sde's
+    warm-up lr 2e-4 (step + 1) / 5000 on gradients clipped to norm 1, and the EMA model it
+    writes samples with the config's predictor-corrector sampler."""
+    seen: list[tuple[float, float]] = []
+    real_step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        seen.append((self.param_groups[0]["lr"],
+                     float(torch.nn.utils.get_total_norm(grads, 2.0))))
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    config = load_config("ve_cifar10_ncsnpp_continuous", [
+        "data.name=digits8", "data.download=false", "data.hflip=false", "model.nf=8",
+        "model.ch_mult=[1,2]", "model.num_res_blocks=1", "model.attn_resolutions=[4]",
+        "training.batch_size=8", "training.n_iters=3", "training.snapshot_freq=3",
+        "training.device=cpu", "noise.sigma_max=10"])
+    train(config, tmp_path / "run", progress=False)
+    assert [lr for lr, _ in seen] == pytest.approx([2e-4 * s / 5000 for s in (1, 2, 3)])
+    assert all(norm <= 1.0 + 1e-5 for _, norm in seen)
+    model = ncsn.load(tmp_path / "run")
+    images = model.sample(2, nfe=4, seed=0)
+    assert images.shape == (2, 1, 8, 8) and torch.isfinite(images).all()
