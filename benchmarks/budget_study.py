@@ -248,7 +248,7 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args()
+    a = p.parse_intermixed_args()
     if a.action == "rate-one":
         print(json.dumps(rate_one(a.rows[0], a.threads or 2)))
         return
