@@ -84,6 +84,17 @@ def test_sample_equals_what_ncsn_sample_writes(unet_path, tmp_path, options):
     assert not torch.equal(images, model.sample(5, seed=4, batch_size=2, **options))
 
 
+@pytest.mark.parametrize("seed", [3, 2**63 - 1])  # the largest seed the CLI takes
+def test_a_batch_drawn_alone_equals_that_batch_of_the_whole_set(unet_path, seed):
+    model = ncsn.load(unet_path)
+    options = {"sampler": "dpm_solver_2m", "nfe": 3, "seed": seed, "batch_size": 2}
+    whole = model.sample(5, **options)
+    alone = list(model.sample_batches(5, batches=[2, 1], **options))
+    assert torch.equal(alone[0], whole[4:]) and torch.equal(alone[1], whole[2:4])
+    assert not torch.equal(whole[:2], whole[2:4])  # batches draw from different seeds
+    assert torch.equal(model.sample(2, **options), whole[:2])  # batch 0: the seed itself
+
+
 def test_inpaint_equals_what_ncsn_inpaint_writes_and_keeps_observed_pixels(unet_path, tmp_path):
     images = (torch.randint(0, 256, (3, 1, SIZE, SIZE),
                             generator=torch.Generator().manual_seed(0)) / 255.0)
@@ -163,6 +174,8 @@ def test_progress_bar_counts_network_evaluations(unet_path, capsys):
     (lambda m, tmp: m.sample(2, sampler="dpm_solver_2m", snr=0.1),
      "snr: not a setting of sampler dpm_solver_2m"),
     (lambda m, tmp: m.sample(2, nfe=0), "nfe must be an integer >= 1"),
+    (lambda m, tmp: next(m.sample_batches(4, batch_size=2, batches=[2])),
+     "batches must be batch numbers in 0..1"),
     (lambda m, tmp: m.plan(schedule="cosine"), "unknown schedule 'cosine'"),
     (lambda m, tmp: m.inpaint(torch.rand(2, 3, SIZE, SIZE), "right"), "the model takes (N, 1"),
     (lambda m, tmp: m.inpaint(torch.zeros(2, 1, SIZE, SIZE, dtype=torch.uint8), "right"),

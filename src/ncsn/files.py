@@ -106,6 +106,25 @@ def write_json(path: str | Path, value: object, **dump_options: object) -> Path:
     return write_text(path, json.dumps(value, indent=2, **dump_options) + "\n")
 
 
+def compare_record(path: str | Path, record: dict) -> list[str] | None:
+    """Compare ``record`` with the JSON object ncsn recorded at ``path`` (the settings of a
+    resumable output): None when there is no record, else the sorted keys whose values differ
+    (empty: the same settings). UserError when the file is not such a record."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read {path} ({type(err).__name__}): delete it or choose "
+                        "another folder") from None
+    if not isinstance(old, dict):
+        raise UserError(f"{path} is not a settings record (a JSON object): delete it or "
+                        "choose another folder")
+    new = json.loads(json.dumps(record))  # as written: tuples become lists
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
 def append_text(path: str | Path, text: str) -> None:
     """Append ``text`` to ``path`` (created when missing); a symlink there is refused."""
     path = Path(path)

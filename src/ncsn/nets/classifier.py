@@ -67,11 +67,16 @@ def save_classifier(stem: str | Path, net: NoiseConditionalClassifier,
     return stem.with_suffix(".safetensors")
 
 
+def classifier_stem(path: str | Path) -> Path:
+    """The classifier's stem from its stem, ``.json`` or ``.safetensors``."""
+    path = Path(path)
+    return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+
+
 def load_classifier(path: str | Path) -> tuple[NoiseConditionalClassifier, dict[str, Any]]:
     """The classifier (eval mode) and its record from its stem, ``.json`` or ``.safetensors``;
     UserError for a missing, foreign or unreadable file."""
-    path = Path(path)
-    stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+    stem = classifier_stem(path)
     try:
         record = json.loads(stem.with_suffix(".json").read_text())
     except (OSError, ValueError) as err:

@@ -233,25 +233,29 @@ class ScoreModel:
     def sample_batches(self, n: int, *, plan: SamplingPlan | None = None, seed: int = 0,
                        batch_size: int = 64, progress: bool = False,
                        callback: core.Callback | None = None, labels: Labels = None,
-                       guidance: float = 0.0, **choices: Any) -> Iterator[Tensor]:
+                       guidance: float = 0.0, batches: Sequence[int] | None = None,
+                       **choices: Any) -> Iterator[Tensor]:
         """:meth:`sample` batch by batch: yields (at most ``batch_size``, C, H, W) images in
         [0, 1] on the CPU, so any number of images needs bounded memory. ``plan`` (from
         :meth:`plan`) replaces the sampling ``choices``; ``callback`` sees every update (see
-        :func:`ncsn.sampling.sample_batches`)."""
+        :func:`ncsn.sampling.sample_batches`). ``batches`` (batch numbers, default all) draws
+        only those batches, each equal to the same batch of the whole set: batch b holds
+        images b ``batch_size`` on and draws from its own seed (resumed runs, ranks)."""
         check_counts(n=n, batch_size=batch_size)
+        chosen = _batch_numbers(n, batch_size, batches)
         classes, scale = self.class_labels(labels, n), self._guidance(guidance)
         plan = self._planned(plan, choices)
-        total = math.ceil(n / batch_size) * plan.nfe
-        with self._scores(classes, scale, total, "sampling", progress) as scores:
-            yield from sample_batches(scores, plan, n, self.image_shape,
-                                      generator=self._generator(seed), device=self.device,
-                                      batch_size=batch_size, callback=callback)
+        with self._scores(classes, scale, len(chosen) * plan.nfe, "sampling", progress) as scores:
+            yield from sample_batches(scores, plan, n, self.image_shape, seed=seed,
+                                      device=self.device, batch_size=batch_size,
+                                      callback=callback, batches=chosen)
 
     def sample(self, n: int, *, plan: SamplingPlan | None = None, seed: int = 0,
                batch_size: int = 64, progress: bool = False, labels: Labels = None,
                guidance: float = 0.0, **choices: Any) -> Tensor:
-        """``n`` images (N, C, H, W) in [0, 1] on the CPU, drawn in batches of ``batch_size``
-        from a generator seeded with ``seed`` (the images ``ncsn sample --seed`` writes).
+        """``n`` images (N, C, H, W) in [0, 1] on the CPU, drawn in batches of ``batch_size``,
+        batch b from a generator seeded with :func:`~ncsn.seeding.batch_seed` ``(seed, b)``
+        (the images ``ncsn sample --seed`` writes).
 
         The sampling choices are those of :meth:`plan`: ``sampler``, ``nfe`` (a budget of
         network evaluations per image), ``schedule`` (``model``, ``geometric``, ``karras``),
@@ -273,17 +277,19 @@ class ScoreModel:
                              scale: float = 1.0, plan: SamplingPlan | None = None, seed: int = 0,
                              batch_size: int = 64, progress: bool = False,
                              callback: core.Callback | None = None,
+                             batches: Sequence[int] | None = None,
                              **choices: Any) -> Iterator[Tensor]:
         """:meth:`sample_class` batch by batch (as :meth:`sample_batches`)."""
         check_counts(n=n, batch_size=batch_size)
+        chosen = _batch_numbers(n, batch_size, batches)
         plan = self._planned(plan, choices)
-        total = math.ceil(n / batch_size) * plan.nfe
+        total = len(chosen) * plan.nfe
         with self._scores(None, 0.0, total, f"class {label}", progress) as scores:
             score = classifier_guided_score(scores(0, n), classifier, label, scale, plan,
                                             self.image_shape, self.device)
             yield from sample_batches(lambda start, stop: score, plan, n, self.image_shape,
-                                      generator=self._generator(seed), device=self.device,
-                                      batch_size=batch_size, callback=callback)
+                                      seed=seed, device=self.device, batch_size=batch_size,
+                                      callback=callback, batches=chosen)
 
     def sample_class(self, n: int, label: int, classifier: str | Path, *, scale: float = 1.0,
                      plan: SamplingPlan | None = None, seed: int = 0, batch_size: int = 64,
@@ -413,6 +419,19 @@ class ScoreModel:
         if not bool(((images >= 0) & (images <= 1)).all()):
             raise UserError("image values must lie in [0, 1]")
         return images
+
+
+def _batch_numbers(n: int, batch_size: int, batches: Sequence[int] | None) -> list[int]:
+    """The batch numbers to draw of ``n`` images in batches of ``batch_size`` (None: all)."""
+    count = math.ceil(n / batch_size)
+    if batches is None:
+        return list(range(count))
+    chosen = list(batches)
+    if not all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b < count
+               for b in chosen):
+        raise UserError(f"batches must be batch numbers in 0..{count - 1} ({n} images in "
+                        f"batches of {batch_size}), got {chosen[:5]}")
+    return chosen
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> ScoreModel:
