@@ -439,19 +439,21 @@ def _start_set(out: Path, earlier: list[Path], record: dict[str, Any], resume: b
     """Check ``--resume`` against the earlier set's record (``samples.json``), or remove the
     earlier set (``--overwrite``) and record this one's settings."""
     path = out / "samples.json"
+    if not resume:
+        _remove(earlier)
+        files.write_json(path, record, sort_keys=True)
+        return
     diff = files.compare_record(path, record)
-    if resume and diff is None and earlier:
+    if diff is None and earlier:
         raise UserError(f"--resume: {out} holds samples without their settings record "
                         f"({path.name}: drawn by an older ncsn?), so they cannot be continued; "
                         "pass --overwrite or choose another --out")
-    if resume and diff:
+    if diff:
         raise UserError(f"--resume: the samples in {out} were drawn with other settings (differs "
                         f"in {', '.join(diff)}); resume with the model, -n, --seed, "
                         "--batch-size, --format, --device and sampler flags of that run, or "
                         "choose another --out")
-    if not resume:
-        _remove(earlier)
-    if diff is None or not resume:
+    if diff is None:
         files.write_json(path, record, sort_keys=True)
 
 
