@@ -67,3 +67,10 @@ def plain(err: Mapping[str, Any]) -> str:
         return PLAIN[kind].format(**ctx)
     msg = str(err["msg"]).removeprefix("Value error, ")
     return msg[:1].lower() + msg[1:]
+
+
+def shown(key: object) -> str:
+    """A field name as a message shows it: as is when it is printable text, else its repr
+    (a key holding a newline or nothing stays on one line and visible)."""
+    text = str(key)
+    return text if text.isprintable() and text.strip() == text and text else repr(text)
