@@ -3,7 +3,8 @@
 - **Atomic writes**: :func:`atomic_open` writes a temporary file beside the target (created
   exclusively, never through a link), flushes it to disk and renames it over the target. A crash
   leaves the old file or the new one, never half of one; a symlink planted at the target is
-  replaced by the new file, never written through.
+  replaced by the new file, never written through. :func:`atomic_dir` does the same for a
+  folder of files (an exported model).
 - **Owned run directories**: ncsn marks every run directory it creates with ``.ncsn-run``;
   :func:`remove_run_dir` (``--overwrite``) deletes only a marked directory, and never ``.``, a
   folder above it, the home directory, ``/`` or a symlink.
@@ -87,6 +88,25 @@ def atomic_open(path: str | Path, mode: str = "wb", *, durable: bool = True) -> 
         raise write_error(path, err) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to fill; when the block ends without an error it is
+    renamed to ``path`` (absent, or an empty folder), else removed, so no half-written folder
+    ever appears at ``path``. OSErrors become one-line UserErrors naming ``path``."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        yield tmp
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        raise write_error(path, err) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
