@@ -202,6 +202,45 @@ def test_mistakes_are_one_line_user_errors(unet_path, tmp_path, call, message):
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+_Y = torch.rand(2, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda m: m.sample(10**7 + 1), "n must be <= 10000000"),
+    (lambda m: m.sample(2.0), "n must be an integer >= 1, got 2.0"),
+    (lambda m: m.sample(True), "n must be an integer >= 1, got True"),
+    (lambda m: m.sample(2, batch_size=65_537), "batch_size must be <= 65536"),
+    (lambda m: m.sample(2, batch_size=-3), "batch_size must be an integer >= 1"),
+    (lambda m: m.sample(2, seed=-1), "seed must be an integer >= 0"),
+    (lambda m: m.sample(2, seed=2**63), "seed must be <= 9223372036854775807"),
+    (lambda m: m.sample(2, seed="7"), "seed must be an integer >= 0, got '7'"),
+    (lambda m: m.sample(2, nfe=100_001), "nfe must be <= 100000"),
+    (lambda m: m.sample(2, nfe=5.0), "nfe must be an integer >= 1, got 5.0"),
+    (lambda m: m.sample(2, schedule="geometric", num_levels=10**6),
+     "num_levels must be <= 100000"),
+    (lambda m: m.sample(2, n_steps_each=10**6), "more than 100000 (the bound of --nfe)"),
+    (lambda m: next(m.sample_batches(10**8)), "n must be <= 10000000"),
+    (lambda m: m.sample_class(2, 0, "c", batch_size=0), "batch_size must be an integer >= 1"),
+    (lambda m: m.inpaint(_Y, "right", k=10**7 + 1), "k must be <= 10000000"),
+    (lambda m: m.inpaint(_Y, "right", k=6 * 10**6), "images x k must be <= 10000000"),
+    (lambda m: m.inpaint(_Y, "right", steps=3), "steps: not a setting of sampler"),
+    (lambda m: m.restore(_Y, m.operator("inpaint", 2), k=0), "k must be an integer >= 1"),
+    (lambda m: m.restore(_Y, m.operator("inpaint", 2), batch_size=10**6),
+     "batch_size must be <= 65536"),
+    (lambda m: m.restore(_Y, m.operator("inpaint", 2), nfe=-1), "nfe must be an integer >= 1"),
+    (lambda m: m.masks("right", 0), "n must be an integer >= 1"),
+    (lambda m: m.operator("denoise", 10**8), "n must be <= 10000000"),
+])
+def test_absurd_counts_are_refused_before_any_work(unet_path, call, message):
+    model = ncsn.load(unet_path)
+    evaluations = []
+    model.net.register_forward_pre_hook(lambda *_: evaluations.append(1))
+    with pytest.raises(UserError) as info:
+        call(model)
+    assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+    assert evaluations == []
+
+
 def test_device_that_is_not_here_is_a_user_error(unet_path):
     absent = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU: never present
     with pytest.raises(UserError, match=f"device {absent}"):

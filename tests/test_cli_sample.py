@@ -195,6 +195,7 @@ def test_every_on_schedule_sampler_runs_a_discrete_level_network(model, tmp_path
     (["--sampler", "consistent_annealed", "--eta", "0.1"], "eta"),
     (["--device", ABSENT_GPU], f"--device {ABSENT_GPU}"),
     (["--nfe", "0"], "argument --nfe: '0': must be >= 1"),
+    (["--steps-each", "1000000"], "more than 100000 (the bound of --nfe)"),
 ])
 def test_sampler_mistakes_are_one_line_errors(model, tmp_path, capsys, argv, message):
     assert main(["sample", str(model), "-n", "2", *argv, "--out", str(tmp_path / "o"),

@@ -30,6 +30,7 @@ from ncsn.seeding import batch_seed
 from ncsn.spec.model import ModelSpec, StoredSampling
 from ncsn.spec.samplers import DEFAULT_RHO, SamplerSettings, fit_steps, levels_for_budget
 from ncsn.spec.validation import build_settings
+from ncsn.spec.values import MAX_NFE
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,10 @@ def plan_sampling(spec: ModelSpec, *, continuous: bool, sampler: str | None = No
     except ValueError as err:
         raise UserError(f"sampler {name}: {err}") from None
     cost = chosen.cost(sigmas.numel())
+    if cost > MAX_NFE:
+        raise UserError(f"sampler {name} on {sigmas.numel()} levels needs {cost} network "
+                        f"evaluations per image, more than {MAX_NFE} (the bound of --nfe); use "
+                        "fewer steps per level or fewer levels")
     if nfe is not None and cost > nfe:
         raise UserError(f"sampler {name} on {sigmas.numel()} levels needs {cost} network "
                         f"evaluations, more than the budget of {nfe}; raise --nfe or use "
