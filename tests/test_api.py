@@ -84,6 +84,17 @@ def test_sample_equals_what_ncsn_sample_writes(unet_path, tmp_path, options):
     assert not torch.equal(images, model.sample(5, seed=4, batch_size=2, **options))
 
 
+@pytest.mark.parametrize("seed", [3, 2**63 - 1])  # the largest seed the CLI takes
+def test_a_batch_drawn_alone_equals_that_batch_of_the_whole_set(unet_path, seed):
+    model = ncsn.load(unet_path)
+    options = {"sampler": "dpm_solver_2m", "nfe": 3, "seed": seed, "batch_size": 2}
+    whole = model.sample(5, **options)
+    alone = list(model.sample_batches(5, batches=[2, 1], **options))
+    assert torch.equal(alone[0], whole[4:]) and torch.equal(alone[1], whole[2:4])
+    assert not torch.equal(whole[:2], whole[2:4])  # batches draw from different seeds
+    assert torch.equal(model.sample(2, **options), whole[:2])  # batch 0: the seed itself
+
+
 def test_inpaint_equals_what_ncsn_inpaint_writes_and_keeps_observed_pixels(unet_path, tmp_path):
     images = (torch.randint(0, 256, (3, 1, SIZE, SIZE),
                             generator=torch.Generator().manual_seed(0)) / 255.0)
@@ -163,6 +174,8 @@ def test_progress_bar_counts_network_evaluations(unet_path, capsys):
     (lambda m, tmp: m.sample(2, sampler="dpm_solver_2m", snr=0.1),
      "snr: not a setting of sampler dpm_solver_2m"),
     (lambda m, tmp: m.sample(2, nfe=0), "nfe must be an integer >= 1"),
+    (lambda m, tmp: next(m.sample_batches(4, batch_size=2, batches=[2])),
+     "batches must be batch numbers in 0..1"),
     (lambda m, tmp: m.plan(schedule="cosine"), "unknown schedule 'cosine'"),
     (lambda m, tmp: m.inpaint(torch.rand(2, 3, SIZE, SIZE), "right"), "the model takes (N, 1"),
     (lambda m, tmp: m.inpaint(torch.zeros(2, 1, SIZE, SIZE, dtype=torch.uint8), "right"),
@@ -187,6 +200,45 @@ def test_mistakes_are_one_line_user_errors(unet_path, tmp_path, call, message):
     with pytest.raises(UserError) as info:
         call(ncsn.load(unet_path), tmp_path)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+_Y = torch.rand(2, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda m: m.sample(10**7 + 1), "n must be <= 10000000"),
+    (lambda m: m.sample(2.0), "n must be an integer >= 1, got 2.0"),
+    (lambda m: m.sample(True), "n must be an integer >= 1, got True"),
+    (lambda m: m.sample(2, batch_size=65_537), "batch_size must be <= 65536"),
+    (lambda m: m.sample(2, batch_size=-3), "batch_size must be an integer >= 1"),
+    (lambda m: m.sample(2, seed=-1), "seed must be an integer >= 0"),
+    (lambda m: m.sample(2, seed=2**63), "seed must be <= 9223372036854775807"),
+    (lambda m: m.sample(2, seed="7"), "seed must be an integer >= 0, got '7'"),
+    (lambda m: m.sample(2, nfe=100_001), "nfe must be <= 100000"),
+    (lambda m: m.sample(2, nfe=5.0), "nfe must be an integer >= 1, got 5.0"),
+    (lambda m: m.sample(2, schedule="geometric", num_levels=10**6),
+     "num_levels must be <= 100000"),
+    (lambda m: m.sample(2, n_steps_each=10**6), "more than 100000 (the bound of --nfe)"),
+    (lambda m: next(m.sample_batches(10**8)), "n must be <= 10000000"),
+    (lambda m: m.sample_class(2, 0, "c", batch_size=0), "batch_size must be an integer >= 1"),
+    (lambda m: m.inpaint(_Y, "right", k=10**7 + 1), "k must be <= 10000000"),
+    (lambda m: m.inpaint(_Y, "right", k=6 * 10**6), "images x k must be <= 10000000"),
+    (lambda m: m.inpaint(_Y, "right", steps=3), "steps: not a setting of sampler"),
+    (lambda m: m.restore(_Y, m.operator("inpaint", 2), k=0), "k must be an integer >= 1"),
+    (lambda m: m.restore(_Y, m.operator("inpaint", 2), batch_size=10**6),
+     "batch_size must be <= 65536"),
+    (lambda m: m.restore(_Y, m.operator("inpaint", 2), nfe=-1), "nfe must be an integer >= 1"),
+    (lambda m: m.masks("right", 0), "n must be an integer >= 1"),
+    (lambda m: m.operator("denoise", 10**8), "n must be <= 10000000"),
+])
+def test_absurd_counts_are_refused_before_any_work(unet_path, call, message):
+    model = ncsn.load(unet_path)
+    evaluations = []
+    model.net.register_forward_pre_hook(lambda *_: evaluations.append(1))
+    with pytest.raises(UserError) as info:
+        call(model)
+    assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+    assert evaluations == []
 
 
 def test_device_that_is_not_here_is_a_user_error(unet_path):

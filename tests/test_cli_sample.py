@@ -18,17 +18,21 @@ SIZE = 8
 ABSENT_GPU = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU: never present
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    torch.manual_seed(0)
+def _tiny_model(path, seed=0):
+    """A random-weight CondRefineNetDilated on 8x8 grey images, 3 levels, 2 steps each."""
+    torch.manual_seed(seed)
     sigmas = geometric_sigmas(1.0, 0.05, 3)
     section = {"name": "cond_refinenet", "ngf": 4}
     net = build_network(section, channels=1, image_size=SIZE, sigmas=sigmas)
-    path = tmp_path_factory.mktemp("model") / "tiny"
     save_model(path, net, ModelSpec.from_json({
         "network": section, "channels": 1, "image_size": SIZE, "sigmas": sigmas.tolist(),
         "sampling": {"n_steps_each": 2, "step_size": 1e-3}}))
     return path
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return _tiny_model(tmp_path_factory.mktemp("model") / "tiny")
 
 
 def test_sample_pngs_grid_and_gif(model, tmp_path):
@@ -191,6 +195,7 @@ def test_every_on_schedule_sampler_runs_a_discrete_level_network(model, tmp_path
     (["--sampler", "consistent_annealed", "--eta", "0.1"], "eta"),
     (["--device", ABSENT_GPU], f"--device {ABSENT_GPU}"),
     (["--nfe", "0"], "argument --nfe: '0': must be >= 1"),
+    (["--steps-each", "1000000"], "more than 100000 (the bound of --nfe)"),
 ])
 def test_sampler_mistakes_are_one_line_errors(model, tmp_path, capsys, argv, message):
     assert main(["sample", str(model), "-n", "2", *argv, "--out", str(tmp_path / "o"),
@@ -213,7 +218,7 @@ def test_a_smaller_set_never_mixes_with_an_earlier_larger_one(model, tmp_path, c
     assert main([*args, "-n", "6"]) == 0
     (out / "samples" / "notes.txt").write_text("mine")
     assert main([*args, "-n", "2"]) == 2
-    assert "holds 7 files of an earlier samples set; pass --overwrite" in capsys.readouterr().err
+    assert "holds 8 files of an earlier samples set; pass --overwrite" in capsys.readouterr().err
     assert len(list((out / "samples").glob("*.png"))) == 6
     assert main([*args, "-n", "2", "--overwrite"]) == 0
     assert sorted(p.name for p in (out / "samples").iterdir()) == [
@@ -302,3 +307,122 @@ def test_sixteen_bit_images_are_read_at_their_full_range(tmp_path):
     np.testing.assert_allclose(load_image(tmp_path / "deep.png", channels=1)[0],
                                values / 65535.0, rtol=1e-6)
     assert load_image(tmp_path / "deep.png", channels=3).shape == (3, 2, 2)
+
+
+def _written(out):
+    """Every file of a sample set, by its path in ``out`` (temporary files left by a kill are
+    hidden and not part of it)."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and not p.name.endswith(".tmp")}
+
+
+@pytest.mark.parametrize("fmt", ["png", "npz"])
+def test_an_interrupted_sample_resumes_to_the_uninterrupted_set(model, tmp_path, capsys,
+                                                                 monkeypatch, fmt):
+    from ncsn.cli import sample as sample_cli
+
+    args = ["sample", str(model), "-n", "7", "--batch-size", "2", "--seed", "5", "--format",
+            fmt, "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+    real_add, calls = sample_cli._Output.add, []
+
+    def add_then_stop(self, images, start):
+        if len(calls) == 2:  # Ctrl-C after two batches were written
+            raise KeyboardInterrupt
+        calls.append(start)
+        real_add(self, images, start)
+
+    monkeypatch.setattr(sample_cli._Output, "add", add_then_stop)
+    out = tmp_path / "cut"
+    assert main([*args, "--out", str(out)]) == 130
+    monkeypatch.undo()
+    assert not (out / "grid.png").exists()
+    damaged = out / ("samples/000002.png" if fmt == "png" else ".samples-batches/000002.npy")
+    damaged.write_bytes(damaged.read_bytes()[:20])  # batch 1 no longer whole: drawn again
+    capsys.readouterr()
+    assert main([*args, "--out", str(out), "--resume"]) == 0
+    assert "(1 of 4 batches were on disk already)" in capsys.readouterr().out
+    assert _written(out) == _written(tmp_path / "full")
+    assert not (out / ".samples-batches").exists()
+
+
+def test_a_sample_killed_with_sigkill_resumes_to_the_uninterrupted_set(model, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["sample", str(model), "-n", "4", "--batch-size", "1", "--steps-each", "8",
+            "--no-progress"]
+    child = subprocess.Popen([sys.executable, "-m", "ncsn", *args, "--out", str(tmp_path / "k")],
+                             env={**os.environ, "OMP_NUM_THREADS": "1"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(list((tmp_path / "k").glob("samples/*.png"))) < 2:
+        assert child.poll() is None, child.communicate()[1].decode()
+        assert time.monotonic() < deadline, "sampling never started"
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    assert len(list((tmp_path / "k").glob("samples/*.png"))) < 4
+    assert main([*args, "--out", str(tmp_path / "k"), "--resume"]) == 0
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+    assert _written(tmp_path / "k") == _written(tmp_path / "full")
+
+
+@pytest.mark.parametrize(("other_weights", "change", "differs"), [
+    (False, ["--seed", "1"], "seed"),
+    (False, ["-n", "5"], "num_samples"),
+    (False, ["--sampler", "dpm_solver_2m"], "nfe, sampler, settings"),
+    (False, ["--batch-size", "3"], "batch_size"),
+    (True, [], "weights"),  # the same network and spec, other weights
+])
+def test_a_resume_with_other_settings_is_refused(model, tmp_path, capsys, other_weights, change,
+                                                 differs):
+    out = tmp_path / "o"
+    flags = ["-n", "4", "--batch-size", "2", "--out", str(out), "--no-progress"]
+    assert main(["sample", str(model), *flags]) == 0
+    before = _written(out)
+    resumed = _tiny_model(tmp_path / "other", seed=1) if other_weights else model
+    capsys.readouterr()
+    assert main(["sample", str(resumed), *flags, *change, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"other settings (differs in {differs})" in err, err
+    assert _written(out) == before
+
+
+def test_resume_needs_a_recorded_set_and_excludes_overwrite(model, tmp_path, capsys):
+    out = tmp_path / "o"
+    args = ["sample", str(model), "-n", "2", "--out", str(out), "--no-progress"]
+    assert main([*args, "--resume"]) == 0  # nothing to continue: a fresh set
+    assert main([*args, "--resume", "--overwrite"]) == 2
+    assert "give --resume (continue the set in --out) or --overwrite" in capsys.readouterr().err
+    (out / "samples.json").unlink()  # a set drawn before ncsn recorded its settings
+    assert main([*args, "--resume"]) == 2
+    assert "without their settings record" in capsys.readouterr().err
+
+
+def _rank_worker(rank: int, argv: list[str], port: int, report: str) -> None:
+    import os
+    from pathlib import Path
+
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"})
+    torch.set_num_threads(1)
+    Path(report, f"rank{rank}").write_text(str(main(argv)))
+
+
+def test_ranks_split_the_batches_into_the_single_process_set(model, tmp_path):
+    import torch.multiprocessing as mp
+
+    from test_train_support import free_port
+
+    args = ["sample", str(model), "-n", "5", "--batch-size", "2", "--format", "npz",
+            "--no-progress"]
+    mp.spawn(_rank_worker, args=([*args, "--out", str(tmp_path / "ranks")], free_port(),
+                                 str(tmp_path)), nprocs=2, join=True)
+    assert [(tmp_path / f"rank{r}").read_text() for r in range(2)] == ["0", "0"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    assert _written(tmp_path / "ranks") == _written(tmp_path / "one")

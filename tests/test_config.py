@@ -74,8 +74,10 @@ def test_overrides_use_dotted_paths_and_yaml_values() -> None:
 
 
 @pytest.mark.parametrize(("item", "expected"), [
-    ("training.lr", "expected key=value"),
-    ("=3", "expected key=value"),
+    ("training.lr", "expected section.field=value"),
+    ("=3", "expected section.field=value"),
+    ("training..lr=3", "expected section.field=value"),
+    ("training.=3", "expected section.field=value"),
     ("training.lr.x=3", "training.lr is a value, not a section"),
     ("training.lr=[1,", "value is not valid YAML"),
 ])

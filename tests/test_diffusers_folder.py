@@ -15,7 +15,7 @@ from checkpoint_writers import RunsCommand, randomised
 from ncsn.cli import main
 from ncsn.errors import UserError
 from ncsn.nets.diffusers_folder import read_diffusers_folder, write_diffusers_folder
-from ncsn.nets.diffusers_format import unet_config_from_net
+from ncsn.nets.diffusers_format import to_diffusers_state, unet_config_from_net
 from ncsn.nets.io import load_model
 from ncsn.nets.ncsnpp import NCSNpp
 from ncsn.spec.model import ModelSpec
@@ -54,6 +54,29 @@ def test_export_loads_in_diffusers_with_equal_outputs(tmp_path):
         _assert_same(unet(X, SIGMA).sample, net(X, SIGMA))
     with pytest.raises(UserError, match="exists and is not an empty folder"):
         write_diffusers_folder(tmp_path / "pipe", net, SPEC)
+
+
+def test_an_export_failing_midway_leaves_no_folder(tmp_path, monkeypatch):
+    import ncsn.nets.diffusers_folder as folder_module
+
+    real, calls = folder_module.files.write_json, []
+
+    def full_disk_at_the_second_json(path, value):
+        calls.append(path)
+        if len(calls) == 2:
+            raise UserError(f"cannot write {path}: no space left on the device")
+        real(path, value)
+
+    monkeypatch.setattr(folder_module.files, "write_json", full_disk_at_the_second_json)
+    with pytest.raises(UserError, match="no space left"):
+        write_diffusers_folder(tmp_path / "pipe", _ours(), SPEC)
+    assert list(tmp_path.iterdir()) == []  # no half folder, no temporary one
+    monkeypatch.undo()
+    net = _ours()
+    write_diffusers_folder(tmp_path / "pipe", net, SPEC)
+    state, expected = read_diffusers_folder(tmp_path / "pipe").state, to_diffusers_state(net)
+    assert state.keys() == expected.keys()
+    assert all(torch.equal(state[k], expected[k]) for k in state)
 
 
 def _diffusers_written_folder(tmp_path, diffusers):

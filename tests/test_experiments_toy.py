@@ -98,3 +98,30 @@ def test_figure1_noised_data_has_a_bounded_steadier_ssm_loss():
         return float(tail.std() / abs(tail.mean()))
 
     assert relative_spread(noised) < relative_spread(clean)
+
+
+@pytest.mark.parametrize(("writer", "name"), [
+    ("matplotlib.figure.Figure.savefig", "figure3.png"),
+    ("numpy.savez_compressed", "figure3_samples.npz"),
+])
+def test_a_write_failing_midway_keeps_the_earlier_output(tmp_path, monkeypatch, writer, name):
+    from ncsn.errors import UserError
+    from ncsn.experiments.toy import figure3
+
+    small = {"num_samples": 64, "langevin_steps": 5, "steps_each": 2}
+    figure3(tmp_path, **small)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def fail_midway(_self_or_file, fh, *args, **kwargs):
+        fh = fh if hasattr(fh, "write") else _self_or_file
+        fh.write(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    if writer.startswith("numpy"):
+        monkeypatch.setattr(writer, lambda fh, **arrays: fail_midway(None, fh))
+    else:
+        monkeypatch.setattr(writer, fail_midway)
+    with pytest.raises(UserError, match=f"cannot write .*{name}: no space left"):
+        figure3(tmp_path, seed=1, **small)
+    assert (tmp_path / name).read_bytes() == before[name]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -18,6 +18,7 @@ from ncsn.files import (
     RUN_MARKER,
     RunLock,
     append_text,
+    atomic_dir,
     check_output_dir,
     check_output_file,
     mark_run_dir,
@@ -81,6 +82,21 @@ def test_atomic_write_replaces_a_planted_link_and_never_writes_through_it(
     with pytest.raises(UserError, match="is a symlink"):
         append_text(log, "{}\n")
     assert victim.read_text() == "precious"
+
+
+def test_a_folder_written_atomically_appears_whole_or_not_at_all(tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    with pytest.raises(UserError, match=f"cannot write {out}: no space left"), \
+            atomic_dir(out) as tmp:
+        (tmp / "half.bin").write_bytes(b"12")
+        raise OSError(28, "No space left on device")  # ENOSPC midway
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing at out, no temp folder
+    out.mkdir()  # an empty folder is replaced
+    with atomic_dir(out) as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "a.json").write_text("{}")
+    assert (out / "sub" / "a.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 
 def test_a_full_disk_is_a_one_line_error(tmp_path: Path) -> None:

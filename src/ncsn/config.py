@@ -273,14 +273,15 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
     out = copy.deepcopy(dict(raw))
     for item in overrides:
         key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set {item!r}: expected key=value, e.g. training.lr=2e-4")
+        parts = key.strip().split(".")
+        if not sep or not all(part.strip() for part in parts):
+            raise UserError(f"--set {item!r}: expected section.field=value, e.g. "
+                            "training.lr=2e-4")
         try:
             value = parse_yaml(text)
         except yaml.YAMLError as err:
             raise UserError(f"--set {item!r}: the value is not valid YAML: "
                             f"{_yaml_problem(err)}") from None
-        parts = key.strip().split(".")
         node = out
         for depth, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})

@@ -28,10 +28,14 @@ def weights_only_load_reason(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def check_counts(**counts: object) -> None:
-    """UserError unless every given count (None = not given) is an integer >= 1; the keyword
-    names the count in the message (the CLI passes its flags, e.g. ``**{"--batch-size": n}``)."""
+def check_counts(maximum: int, minimum: int = 1, **counts: object) -> None:
+    """UserError unless every given count (None = not given) is an integer in [``minimum``,
+    ``maximum``] (the bounds of ``ncsn.spec.values``, the CLI's too); the keyword names the
+    count in the message."""
     for name, value in counts.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < 1):
-            raise UserError(f"{name} must be an integer >= 1, got {value!r}")
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise UserError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        if value > maximum:
+            raise UserError(f"{name} must be <= {maximum}, got {value!r}")

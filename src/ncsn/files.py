@@ -3,7 +3,8 @@
 - **Atomic writes**: :func:`atomic_open` writes a temporary file beside the target (created
   exclusively, never through a link), flushes it to disk and renames it over the target. A crash
   leaves the old file or the new one, never half of one; a symlink planted at the target is
-  replaced by the new file, never written through.
+  replaced by the new file, never written through. :func:`atomic_dir` does the same for a
+  folder of files (an exported model).
 - **Owned run directories**: ncsn marks every run directory it creates with ``.ncsn-run``;
   :func:`remove_run_dir` (``--overwrite``) deletes only a marked directory, and never ``.``, a
   folder above it, the home directory, ``/`` or a symlink.
@@ -89,6 +90,25 @@ def atomic_open(path: str | Path, mode: str = "wb", *, durable: bool = True) -> 
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to fill; when the block ends without an error it is
+    renamed to ``path`` (absent, or an empty folder), else removed, so no half-written folder
+    ever appears at ``path``. OSErrors become one-line UserErrors naming ``path``."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        yield tmp
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        raise write_error(path, err) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (:func:`atomic_open`)."""
     with atomic_open(path) as fh:
@@ -104,6 +124,25 @@ def write_text(path: str | Path, text: str) -> Path:
 def write_json(path: str | Path, value: object, **dump_options: object) -> Path:
     """Write ``value`` as indented JSON (plus a newline) to ``path`` atomically."""
     return write_text(path, json.dumps(value, indent=2, **dump_options) + "\n")
+
+
+def compare_record(path: str | Path, record: dict) -> list[str] | None:
+    """Compare ``record`` with the JSON object ncsn recorded at ``path`` (the settings of a
+    resumable output): None when there is no record, else the sorted keys whose values differ
+    (empty: the same settings). UserError when the file is not such a record."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read {path} ({type(err).__name__}): delete it or choose "
+                        "another folder") from None
+    if not isinstance(old, dict):
+        raise UserError(f"{path} is not a settings record (a JSON object): delete it or "
+                        "choose another folder")
+    new = json.loads(json.dumps(record))  # as written: tuples become lists
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
 def append_text(path: str | Path, text: str) -> None:

@@ -3,8 +3,9 @@
 grids, evaluation and the demo sample through.
 
 Both commands run in batches (memory bounded by ``--batch-size`` for any number of images), show
-a progress bar over network evaluations, take every random draw from one ``torch.Generator``
-seeded by ``--seed`` and write a grid PNG plus individual PNGs or one ``.npz`` (streamed to disk).
+a progress bar over network evaluations, take every random draw from generators seeded by
+``--seed`` (``ncsn sample``: one per batch, so ``--resume`` and ranks draw a batch alone) and
+write a grid PNG plus individual PNGs or one ``.npz`` (streamed to disk).
 What runs is the model's stored default unless ``--sampler``, ``--nfe``, ``--schedule``,
 ``--levels``, ``--rho``, ``--sigma-min`` or a sampler setting flag says otherwise. The setting
 flags and their help are generated from the samplers' typed settings (:mod:`ncsn.spec.samplers`);
@@ -14,8 +15,12 @@ each belongs to the samplers that have that setting (``ncsn samplers`` lists the
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import re
 import typing
+import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -187,6 +192,11 @@ def register(sub: Any) -> None:
     _add_common_args(p)
     p.add_argument("-n", "--num-samples", type=count(MAX_IMAGES), default=64,
                    help="number of images")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out with the same settings: keep "
+                        "the images it wrote (checked) and draw only the missing batches; the "
+                        "set equals an uninterrupted run's (each batch draws from its own "
+                        "seed)")
     p.add_argument("--gif", help="write the sampling of the first batch as an animated GIF")
     p.add_argument("--gif-frames", type=count(MAX_FRAMES), default=100,
                    help="about this many GIF frames")
@@ -232,31 +242,48 @@ def register(sub: Any) -> None:
     r.set_defaults(func=run_samplers)
 
 
-NUMBERED_PNG = re.compile(r"^\d{6}\.png$")
+NUMBERED_PNG = re.compile(r"^\d{6,}\.png$")
+NUMBERED_BATCH = re.compile(r"^\d{6,}\.npy$")
+
+
+def batches_dir(out: Path, name: str) -> Path:
+    """Where ``--format npz`` keeps finished batches until they are streamed into the .npz."""
+    return out / f".{name}-batches"
 
 
 def earlier_output(out: Path, name: str) -> list[Path]:
     """What an earlier ``sample``/``inpaint`` wrote into ``out``: ``grid.png``,
-    ``<name>.npz`` and the numbered ``<name>/NNNNNN.png`` (nothing else counts or is removed)."""
-    found = [p for p in (out / "grid.png", out / f"{name}.npz") if p.is_file() or p.is_symlink()]
-    if (out / name).is_dir():
-        found += sorted(p for p in (out / name).iterdir() if NUMBERED_PNG.match(p.name))
+    ``<name>.npz``, ``<name>.json`` (the settings record), the numbered ``<name>/NNNNNN.png``
+    and the batches of an unfinished .npz (nothing else counts or is removed)."""
+    found = [p for p in (out / "grid.png", out / f"{name}.npz", out / f"{name}.json")
+             if p.is_file() or p.is_symlink()]
+    for folder, numbered in ((out / name, NUMBERED_PNG), (batches_dir(out, name), NUMBERED_BATCH)):
+        if folder.is_dir() and not folder.is_symlink():
+            found += sorted(p for p in folder.iterdir() if numbered.match(p.name))
     return found
 
 
 def _out_dir(args: argparse.Namespace, name: str) -> tuple[Path, list[Path]]:
     """``--out`` checked before any work (a writable folder whose ``name`` folder is no link)
-    and the earlier output in it that ``--overwrite`` replaces (refused without it: a smaller
-    set over a larger one would leave stale images that an evaluation counts)."""
+    and the earlier output in it that ``--overwrite`` replaces or ``--resume`` continues
+    (refused without either: a smaller set over a larger one would leave stale images that an
+    evaluation counts)."""
     out = files.check_output_dir(args.out, "--out")
-    if (out / name).is_symlink() or ((out / name).exists() and not (out / name).is_dir()):
-        raise UserError(f"--out {out}: {out / name} is a link or a file; ncsn writes its images "
-                        "into a folder of its own there: remove it or choose another --out")
+    for folder in (out / name, batches_dir(out, name)):
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise UserError(f"--out {out}: {folder} is a link or a file; ncsn writes its images "
+                            "into a folder of its own there: remove it or choose another --out")
     earlier = earlier_output(out, name)
-    if earlier and not args.overwrite:
+    resume = getattr(args, "resume", False)
+    if resume and args.overwrite:
+        raise UserError("give --resume (continue the set in --out) or --overwrite (replace "
+                        "it), not both")
+    if earlier and not (args.overwrite or resume):
+        more = " or --resume to continue it" if name == "samples" else ""
         raise UserError(f"--out {out} holds {len(earlier)} files of an earlier {name} set; pass "
-                        "--overwrite to replace them (only grid.png, the .npz and the numbered "
-                        f"PNGs of {name}/ are removed) or choose another --out")
+                        f"--overwrite to replace them (only grid.png, the .npz, the .json and "
+                        f"the numbered PNGs of {name}/ are removed){more} or choose another "
+                        "--out")
     return out, earlier
 
 
@@ -264,42 +291,112 @@ def _remove(earlier: list[Path]) -> None:
     """Delete the earlier output (``--overwrite``), once every check has passed."""
     for path in earlier:
         path.unlink(missing_ok=True)
+    for folder in {p.parent for p in earlier if p.parent.name.endswith("-batches")}:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _png_pixels(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img)
 
 
 class _Output:
-    """Writes batches as PNGs or into a streamed .npz, and keeps the first images for the grid."""
+    """The images of one set in ``folder``: numbered PNGs in ``folder/name/``, or (``npz``)
+    finished batches kept in :func:`batches_dir` until :meth:`close` streams them into
+    ``folder/name.npz``. Every file is written atomically, so what is on disk is whole: a
+    resumed run keeps the batches :meth:`done` finds and draws the others."""
 
-    def __init__(self, folder: Path, fmt: str, shape: tuple[int, ...], grid_max: int,
-                 name: str) -> None:
-        from ncsn.imageio import NpzStream
+    def __init__(self, folder: Path, fmt: str, n: int, shape: tuple[int, int, int],
+                 name: str, batch_size: int) -> None:
+        from ncsn.sampling.pipeline import batch_ranges
 
-        self.folder, self.grid_max = folder, grid_max
-        self.grid: list[Tensor] = []
-        self.kept = 0
-        n, c, h, w = shape
-        self.npz = NpzStream(folder / f"{name}.npz", "images", (n, h, w, c)) if fmt == "npz" \
-            else None
-        self.png_dir = folder / name
+        self.folder, self.fmt, self.n, self.shape = folder, fmt, n, shape
+        self.ranges = list(batch_ranges(n, batch_size))
+        self.png_dir, self.npz = folder / name, folder / f"{name}.npz"
+        self.parts = batches_dir(folder, name)
+
+    def _part(self, start: int) -> Path:
+        return self.parts / f"{start:06d}.npy"
 
     def add(self, images: Tensor, start: int) -> None:
         """Write a batch of images in [0, 1] numbered from ``start``."""
         from ncsn.imageio import save_pngs, to_uint8
 
-        if self.npz is not None:
-            self.npz.append(to_uint8(images))
+        if self.fmt == "npz":
+            with files.atomic_open(self._part(start), durable=False) as fh:
+                np.save(fh, to_uint8(images), allow_pickle=False)
         else:
             save_pngs(images, self.png_dir, start=start)
-        take = min(self.grid_max - self.kept, images.shape[0])
-        if take > 0:
-            self.grid.append(images[:take])
-            self.kept += take
+
+    def _read(self, start: int, stop: int) -> np.ndarray | None:
+        """Images start..stop of one batch as uint8 (N, H, W, C) from disk, or None when any
+        is missing or unreadable."""
+        from ncsn.imageio import UNREADABLE_IMAGE
+
+        c, h, w = self.shape
+        try:
+            if self.fmt == "npz":
+                arr = np.load(self._part(start), allow_pickle=False)
+            else:
+                arr = np.stack([_png_pixels(self.png_dir / f"{i:06d}.png")
+                                for i in range(start, stop)]).reshape(stop - start, h, w, -1)
+        except UNREADABLE_IMAGE:
+            return None
+        return arr if arr.shape == (stop - start, h, w, c) and arr.dtype == np.uint8 else None
+
+    @functools.cached_property
+    def finished(self) -> np.ndarray | None:
+        """The images of a complete ``name.npz`` (a run that stopped after writing it)."""
+        try:
+            with np.load(self.npz, allow_pickle=False) as data:
+                arr = data["images"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+            return None
+        return arr if arr.shape == (self.n, *self.shape[1:], self.shape[0]) else None
+
+    def done(self, batch: int) -> bool:
+        """Whether batch ``batch``'s images are on disk, whole and of the right shape."""
+        if self.fmt == "npz" and self.finished is not None:
+            return True
+        return self._read(*self.ranges[batch]) is not None
+
+    def first(self, count: int) -> Tensor:
+        """The first ``count`` images read back from disk, (count, C, H, W) in [0, 1]."""
+        import torch
+
+        arr = self.finished if self.fmt == "npz" else None
+        if arr is None:
+            needed = [r for r in self.ranges if r[0] < count]
+            arr = np.concatenate([self._read_whole(*r) for r in needed])
+        return torch.from_numpy(arr[:count].transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+
+    def _read_whole(self, start: int, stop: int) -> np.ndarray:
+        arr = self._read(start, stop)
+        if arr is None:
+            raise UserError(f"images {start}..{stop - 1} in {self.folder} went missing or were "
+                            "damaged while sampling; run again with --resume")
+        return arr
 
     def close(self, **extra: np.ndarray) -> str:
         """Finish writing; ``extra`` arrays go into the .npz (PNG output: the grid shows them)."""
-        if self.npz is not None:
-            self.npz.close(**extra)
-            return str(self.folder / f"{self.png_dir.name}.npz")
-        return f"{self.png_dir}/"
+        from ncsn.imageio import NpzStream
+
+        if self.fmt != "npz":
+            return f"{self.png_dir}/"
+        if self.finished is None:
+            c, h, w = self.shape
+            stream = NpzStream(self.npz, "images", (self.n, h, w, c))
+            for start, stop in self.ranges:
+                stream.append(self._read_whole(start, stop))
+            stream.close(**extra)
+        for start, _ in self.ranges:
+            self._part(start).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.parts.rmdir()
+        return str(self.npz)
 
 
 def load_for(args: argparse.Namespace) -> tuple[ScoreModel, Any]:
@@ -311,28 +408,98 @@ def load_for(args: argparse.Namespace) -> tuple[ScoreModel, Any]:
 
 
 def _device(name: str) -> Any:
+    """``--device``; under torchrun, ``cuda`` is this process's GPU ``LOCAL_RANK``."""
+    import os
+
     from ncsn.devices import resolve_device
 
+    if name == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        name = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
     return resolve_device(name, "--device")
 
 
-def run_sample(args: argparse.Namespace) -> int:
-    """``ncsn sample``: N images in batches -> grid.png + samples/ (PNGs) or samples.npz."""
-    import torch
+def _sample_record(args: argparse.Namespace, model: ScoreModel, plan: Any) -> dict[str, Any]:
+    """What decides the images of ``ncsn sample`` (``samples.json``; ``--resume`` must match)."""
+    from ncsn.eval.samples import weights_key
+    from ncsn.nets.classifier import classifier_stem, load_classifier
+    from ncsn.nets.io import file_sha256
 
-    from ncsn.data import to_pixels
-    from ncsn.imageio import save_gif, save_grid
+    classifier = None
+    if args.classifier is not None:
+        load_classifier(args.classifier)  # its own refusals first (missing, foreign)
+        stem = classifier_stem(args.classifier)
+        classifier = "sha256:" + file_sha256(stem.with_suffix(".safetensors"))
+    return {"weights": weights_key(model), "num_samples": args.num_samples,
+            "batch_size": args.batch_size, "seed": args.seed, "format": args.format,
+            "labels": args.labels, "guidance": args.guidance, "classifier": classifier,
+            "device": model.device.type, **plan.record()}
+
+
+def _start_set(out: Path, earlier: list[Path], record: dict[str, Any], resume: bool) -> None:
+    """Check ``--resume`` against the earlier set's record (``samples.json``), or remove the
+    earlier set (``--overwrite``) and record this one's settings."""
+    path = out / "samples.json"
+    if not resume:
+        _remove(earlier)
+        files.write_json(path, record, sort_keys=True)
+        return
+    diff = files.compare_record(path, record)
+    if diff is None and earlier:
+        raise UserError(f"--resume: {out} holds samples without their settings record "
+                        f"({path.name}: drawn by an older ncsn?), so they cannot be continued; "
+                        "pass --overwrite or choose another --out")
+    if diff:
+        raise UserError(f"--resume: the samples in {out} were drawn with other settings (differs "
+                        f"in {', '.join(diff)}); resume with the model, -n, --seed, "
+                        "--batch-size, --format, --device and sampler flags of that run, or "
+                        "choose another --out")
+    if diff is None:
+        files.write_json(path, record, sort_keys=True)
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    """``ncsn sample``: N images in batches -> grid.png + samples/ (PNGs) or samples.npz, and
+    their settings in samples.json; ``--resume`` draws only the batches missing in --out.
+    Under torchrun each process draws the batches b = rank mod world size (--out shared)."""
+    from ncsn.training.distributed import init_distributed, shutdown
 
     out, earlier = _out_dir(args, "samples")
     if args.gif is not None:
         files.check_output_file(args.gif, "--gif", suffixes=(".gif",))
+    if args.classifier is not None and not isinstance(args.labels, int):
+        raise UserError("--classifier guides towards one class: give --class K")
     model, plan = load_for(args)
-    _remove(earlier)
+    record = _sample_record(args, model, plan)
+    ranks = init_distributed(model.device)
+    try:
+        return _sample_set(args, out, earlier, model, plan, record, ranks)
+    finally:
+        shutdown(ranks)
+
+
+def _sample_set(args: argparse.Namespace, out: Path, earlier: list[Path], model: ScoreModel,
+                plan: Any, record: dict[str, Any], ranks: Any) -> int:
+    """This process's batches of ``ncsn sample``; rank 0 writes the grid, .npz and GIF."""
+    from ncsn.data import to_pixels
+    from ncsn.imageio import save_gif, save_grid
+    from ncsn.training.distributed import together
+
+    with together(ranks, model.device):
+        if ranks.is_main:
+            _start_set(out, earlier, record, args.resume)
+    writer = _Output(out, args.format, args.num_samples, model.image_shape, "samples",
+                     args.batch_size)
+    assigned = range(ranks.rank, len(writer.ranges), ranks.world_size)
+    mine = [b for b in assigned if not (args.resume and writer.done(b))]
+    kept = len(assigned) - len(mine)
+    gif = args.gif is not None and ranks.is_main
+    if gif and mine[:1] != [0]:
+        mine.insert(0, 0)  # the GIF records batch 0's sampling: draw it again (same images)
     every = max(1, plan.nfe // args.gif_frames)
     frames: list[Tensor] = []
     seen = {"last": -1, "recorded": -1}
 
-    def record(info: dict[str, Any]) -> None:
+    def record_frame(info: dict[str, Any]) -> None:
         if info["batch_start"] != 0:
             return
         seen["last"] = info["index"]
@@ -340,31 +507,30 @@ def run_sample(args: argparse.Namespace) -> int:
             frames.append(to_pixels(info["x"][: args.grid_max], plan.logit).cpu())
             seen["recorded"] = info["index"]
 
-    writer = _Output(out, args.format, (args.num_samples, *model.image_shape), args.grid_max,
-                     "samples")
-    start = 0
     common = {"plan": plan, "seed": args.seed, "batch_size": args.batch_size,
-              "progress": not args.no_progress,
-              "callback": record if args.gif is not None else None}
-    if args.classifier is None:
-        batches = model.sample_batches(args.num_samples, labels=args.labels,
-                                       guidance=args.guidance or 0.0, **common)
-    elif not isinstance(args.labels, int):
-        raise UserError("--classifier guides towards one class: give --class K")
-    else:
-        batches = model.sample_class_batches(
-            args.num_samples, args.labels, args.classifier,
-            scale=1.0 if args.guidance is None else args.guidance, **common)
-    for images in batches:
-        writer.add(images, start)
-        start += images.shape[0]
-    grid = save_grid(torch.cat(writer.grid), out / "grid.png", scale=args.scale)
+              "progress": not args.no_progress, "batches": mine,
+              "callback": record_frame if gif else None}
+    with together(ranks, model.device):
+        if args.classifier is None:
+            batches = model.sample_batches(args.num_samples, labels=args.labels,
+                                           guidance=args.guidance or 0.0, **common)
+        else:
+            batches = model.sample_class_batches(
+                args.num_samples, args.labels, args.classifier,
+                scale=1.0 if args.guidance is None else args.guidance, **common)
+        for b, images in zip(mine, batches, strict=True):
+            writer.add(images, writer.ranges[b][0])
+    if not ranks.is_main:
+        return 0
+    shown = writer.first(min(args.grid_max, args.num_samples))
+    grid = save_grid(shown, out / "grid.png", scale=args.scale)
     written = [str(grid), writer.close()]
-    if args.gif is not None:
+    if gif:
         if seen["recorded"] != seen["last"]:
-            frames.append(writer.grid[0])
+            frames.append(shown[: writer.ranges[0][1]])
         written.append(str(save_gif(frames, args.gif, scale=args.scale)))
-    print(f"{args.num_samples} samples, {plan.describe()}: wrote {', '.join(written)}")
+    again = f" ({kept} of {len(assigned)} batches were on disk already)" if kept else ""
+    print(f"{args.num_samples} samples, {plan.describe()}{again}: wrote {', '.join(written)}")
     return 0
 
 
@@ -416,13 +582,12 @@ def _write_completions(out: Path, args: argparse.Namespace, n: int,
                        batches: typing.Iterable[tuple[int, Tensor]]) -> tuple[_Output, Tensor]:
     """Stream the ``--completions`` k per image of ``n`` images that ``batches`` yields
     (start, images) into ``out``; returns the writer and the grid's (shown, k, C, H, W)."""
-    import torch
-
     k = args.completions
-    writer = _Output(out, args.format, (n * k, *shape), args.grid_max * k, "completions")
+    writer = _Output(out, args.format, n * k, shape, "completions", args.batch_size)
     for start, done in batches:
         writer.add(done, start)
-    return writer, torch.cat(writer.grid).reshape(min(n, args.grid_max), k, *shape)
+    shown = min(n, args.grid_max)
+    return writer, writer.first(shown * k).reshape(shown, k, *shape)
 
 
 def run_inpaint(args: argparse.Namespace) -> int:

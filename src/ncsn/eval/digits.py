@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ncsn import files
 from ncsn.errors import UserError
 from ncsn.eval.features import check_images
 from ncsn.eval.metrics import kernel_inception_distance
@@ -206,11 +206,11 @@ def save_digit_classifier(model: DigitClassifier, record: dict[str, Any],
                           weights_path: Path = WEIGHTS_PATH,
                           record_path: Path = RECORD_PATH) -> None:
     """Write the weights (safetensors) and the JSON record, with the weights' SHA-256 in it."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights_path))
-    digest = hashlib.sha256(weights_path.read_bytes()).hexdigest()
-    record_path.write_text(json.dumps({**record, "weights_sha256": digest}, indent=2) + "\n")
+    data = save({k: v.contiguous() for k, v in model.state_dict().items()})
+    files.write_bytes(weights_path, data)
+    files.write_json(record_path, {**record, "weights_sha256": hashlib.sha256(data).hexdigest()})
 
 
 @functools.lru_cache(maxsize=1)

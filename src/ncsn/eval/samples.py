@@ -55,16 +55,15 @@ def load_samples(source: str | Path, channels: int | None = None,
 
 def _write_settings(out_dir: Path, record: dict[str, Any]) -> None:
     path = out_dir / "settings.json"
-    if path.is_file():
+    diff = files.compare_record(path, record)
+    if diff is None:
+        files.write_json(path, record, sort_keys=True)
+    elif diff:
         old = json.loads(path.read_text())
-        if old != record:
-            diff = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
-            hint = (f"; they were drawn on {old.get('device')}, whose random streams differ "
-                    f"from {record.get('device')}'s" if "device" in diff else "")
-            raise UserError(f"{out_dir} holds samples made with other settings (differs in "
-                            f"{', '.join(diff)}{hint}); use another --samples-dir or delete it")
-        return
-    files.write_json(path, record, sort_keys=True)
+        hint = (f"; they were drawn on {old.get('device')}, whose random streams differ "
+                f"from {record.get('device')}'s" if "device" in diff else "")
+        raise UserError(f"{out_dir} holds samples made with other settings (differs in "
+                        f"{', '.join(diff)}{hint}); use another --samples-dir or delete it")
 
 
 def weights_key(model: ScoreModel) -> str:

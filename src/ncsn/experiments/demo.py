@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ncsn import files
 from ncsn.api import load
 from ncsn.config import Config, load_config
 from ncsn.errors import UserError
@@ -103,6 +104,6 @@ def run_demo(out_dir: str | Path, *, steps: int | None = None, quick: bool = Fal
                "steps": config.training.n_iters, "threads": torch.get_num_threads(),
                "num_samples": n, "network_evaluations": plan.nfe, "sampling": plan.record(),
                "digits": digits, "grid": grid.name, "loss_curve": curve.name}
-    (out_dir / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
+    files.write_json(out_dir / "demo.json", summary)
     return DemoResult(out_dir, grid, curve, out_dir / "metrics.jsonl", train_seconds,
                       sample_seconds, plan.describe(), digits)

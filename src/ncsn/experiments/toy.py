@@ -6,7 +6,6 @@ Each ``figureN`` function writes PNG figure(s), raw samples (``.npz``) and ``met
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from ncsn import files
 from ncsn.core.losses import ssm_loss
 from ncsn.core.noise import geometric_sigmas
 from ncsn.core.samplers import annealed_langevin, langevin
@@ -44,8 +44,16 @@ def mode_fraction(x: torch.Tensor) -> float:
     return float((x.sum(dim=1) < 0).double().mean())
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+def save_figure(fig: Figure, path: Path, dpi: int) -> None:
+    """Write ``fig`` as a PNG atomically (a crash never leaves half a file at ``path``)."""
+    with files.atomic_open(path) as fh:
+        fig.savefig(fh, format="png", dpi=dpi)
+
+
+def save_arrays(path: Path, **arrays: np.ndarray) -> None:
+    """Write ``arrays`` as a compressed ``.npz`` atomically."""
+    with files.atomic_open(path) as fh:
+        np.savez_compressed(fh, **arrays)
 
 
 def _scatter(ax: Axes, x: torch.Tensor, title: str) -> None:
@@ -82,8 +90,8 @@ def figure3(out: str | Path, *, num_samples: int = 1280, seed: int = 0,
             "sliced_wasserstein_to_exact": sliced_wasserstein(
                 x, exact, generator=torch.Generator().manual_seed(seed + 1)),
         }
-    np.savez_compressed(out / "figure3_samples.npz", exact=exact.numpy(), langevin=plain.numpy(),
-                        annealed_langevin=annealed.numpy(), init=init.numpy())
+    save_arrays(out / "figure3_samples.npz", exact=exact.numpy(), langevin=plain.numpy(),
+                annealed_langevin=annealed.numpy(), init=init.numpy())
     fig = Figure(figsize=(12, 4.2))
     axes = fig.subplots(1, 3)
     for ax, (x, title) in zip(axes, ((exact, "(a) exact sampling"),
@@ -94,7 +102,7 @@ def figure3(out: str | Path, *, num_samples: int = 1280, seed: int = 0,
                  f"measured: " + ", ".join(f"{k} {v['fraction_in_lower_left_mode']:.3f}"
                                            for k, v in results.items()), fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / "figure3.png", dpi=120)
+    save_figure(fig, out / "figure3.png", dpi=120)
     metrics = {
         "figure": 3, "num_samples": num_samples, "seed": seed, "true_weight": true_weight,
         "settings": {"langevin": {"step_size": step_size, "n_steps": langevin_steps},
@@ -103,7 +111,7 @@ def figure3(out: str | Path, *, num_samples: int = 1280, seed: int = 0,
                                            "step_size": step_size, "convention": "paper"}},
         "methods": results, "seconds": round(time.perf_counter() - start, 2),
     }
-    _write_json(out / "metrics.json", metrics)
+    files.write_json(out / "metrics.json", metrics, sort_keys=True)
     return metrics
 
 
@@ -169,8 +177,8 @@ def figure2(out: str | Path, *, steps: int = 10_000, batch_size: int = 128, lr: 
         learned_field = net(coarse.float()).numpy()
         dense, dx, dy = _grid(200)
         log_density = mix.log_prob(dense).numpy().reshape(200, 200)
-    np.savez_compressed(out / "figure2_fields.npz", grid=coarse.numpy(), true_score=true_field,
-                        learned_score=learned_field, losses=np.asarray(losses))
+    save_arrays(out / "figure2_fields.npz", grid=coarse.numpy(), true_score=true_field,
+                learned_score=learned_field, losses=np.asarray(losses))
     fig = Figure(figsize=(13, 4.3))
     axes = fig.subplots(1, 3)
     axes[0].pcolormesh(dx, dy, np.exp(log_density), shading="auto", cmap="Oranges")
@@ -188,13 +196,13 @@ def figure2(out: str | Path, *, steps: int = 10_000, batch_size: int = 128, lr: 
                  f"{errors['score_error_high_density_mean']:.2f}, low-density "
                  f"{errors['score_error_low_density_mean']:.2f}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / "figure2.png", dpi=120)
+    save_figure(fig, out / "figure2.png", dpi=120)
     fig = Figure(figsize=(5, 3.2))
     ax = fig.subplots()
     ax.plot(losses, lw=0.5)
     ax.set(xlabel="step", ylabel="SSM-VR loss", title="Figure 2 training loss")
     fig.tight_layout()
-    fig.savefig(out / "figure2_loss.png", dpi=100)
+    save_figure(fig, out / "figure2_loss.png", dpi=100)
     tail = losses[-min(500, len(losses)):]
     metrics = {
         "figure": 2, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
@@ -202,5 +210,5 @@ def figure2(out: str | Path, *, steps: int = 10_000, batch_size: int = 128, lr: 
         "final_loss_mean_last_500": float(np.mean(tail)), "train_seconds": round(train_seconds, 2),
         **errors,
     }
-    _write_json(out / "metrics.json", metrics)
+    files.write_json(out / "metrics.json", metrics, sort_keys=True)
     return metrics

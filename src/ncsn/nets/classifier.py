@@ -12,9 +12,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
+from ncsn import files
 from ncsn.errors import UserError
 
 KIND = "noise_conditional_classifier"
@@ -57,21 +59,24 @@ def save_classifier(stem: str | Path, net: NoiseConditionalClassifier,
                     record: dict[str, Any]) -> Path:
     """Write ``<stem>.safetensors`` and ``<stem>.json`` (``record`` plus the architecture)."""
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()},
-              str(stem.with_suffix(".safetensors")))
+    weights = files.write_bytes(stem.with_suffix(".safetensors"), safetensors_bytes(
+        {k: v.contiguous() for k, v in net.state_dict().items()}))
     architecture = {"channels": net.convs[0].in_channels, "num_classes": net.head.out_features,
                     "width": net.convs[0].out_channels, "sigma_data": net.sigma_data}
-    stem.with_suffix(".json").write_text(json.dumps(
-        {"kind": KIND, **architecture, **record}, indent=2) + "\n")
-    return stem.with_suffix(".safetensors")
+    files.write_json(stem.with_suffix(".json"), {"kind": KIND, **architecture, **record})
+    return weights
+
+
+def classifier_stem(path: str | Path) -> Path:
+    """The classifier's stem from its stem, ``.json`` or ``.safetensors``."""
+    path = Path(path)
+    return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
 
 
 def load_classifier(path: str | Path) -> tuple[NoiseConditionalClassifier, dict[str, Any]]:
     """The classifier (eval mode) and its record from its stem, ``.json`` or ``.safetensors``;
     UserError for a missing, foreign or unreadable file."""
-    path = Path(path)
-    stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+    stem = classifier_stem(path)
     try:
         record = json.loads(stem.with_suffix(".json").read_text())
     except (OSError, ValueError) as err:

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
+from ncsn import files
 from ncsn.errors import UserError
 from ncsn.nets.checkpoints import read_torch_file, tensor_state
 from ncsn.nets.diffusers_format import (
@@ -170,12 +172,11 @@ def write_diffusers_folder(out: str | Path, net: nn.Module, spec: ModelSpec) -> 
     index = {"_class_name": "ScoreSdeVePipeline", "scheduler": ["diffusers",
                                                                "ScoreSdeVeScheduler"],
              "unet": ["diffusers", "UNet2DModel"]}
-    (out / "unet").mkdir(parents=True, exist_ok=True)
-    (out / "scheduler").mkdir(exist_ok=True)
-    save_file(to_diffusers_state(net), str(out / "unet" / WEIGHT_FILES[0]),
-              metadata={"format": "pt"})
-    for path, value in ((out / "unet" / "config.json", config),
-                        (out / "scheduler" / "scheduler_config.json", scheduler),
-                        (out / "model_index.json", index)):
-        path.write_text(json.dumps(value, indent=2) + "\n")
+    with files.atomic_dir(out) as tmp:  # the folder appears whole or not at all
+        files.write_bytes(tmp / "unet" / WEIGHT_FILES[0],
+                          safetensors_bytes(to_diffusers_state(net), metadata={"format": "pt"}))
+        for path, value in ((tmp / "unet" / "config.json", config),
+                            (tmp / "scheduler" / "scheduler_config.json", scheduler),
+                            (tmp / "model_index.json", index)):
+            files.write_json(path, value)
     return out

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ncsn.core import ScoreFn
 from ncsn.errors import UserError
-from ncsn.spec.values import MAX_WIDTH
+from ncsn.spec.values import MAX_WIDTH, shown
 
 NETWORKS: dict[str, str] = {
     "cond_refinenet": "ncsn.nets.refinenet:CondRefineNetDilated",
@@ -138,10 +138,10 @@ def check_network_section(section: Mapping[str, Any], path: str = "network") -> 
         raise UserError(f"{path}.name: unknown network name {name!r}; allowed: "
                         f"{', '.join(NETWORKS)}")
     fields = network_fields(name)
-    unknown = sorted(set(section) - set(fields) - {"name"})
+    unknown = sorted(set(section) - set(fields) - {"name"}, key=str)
     if unknown:
-        raise UserError(f"{path}.{unknown[0]}: unknown field for network {name!r}; allowed: "
-                        f"{', '.join(['name', *fields])}")
+        raise UserError(f"{path}.{shown(unknown[0])}: unknown field for network {name!r}; "
+                        f"allowed: {', '.join(['name', *fields])}")
     missing = [f for f, d in fields.items() if d is inspect.Parameter.empty and f not in section]
     if missing:
         raise UserError(f"{path}.{missing[0]}: required for network {name!r}")

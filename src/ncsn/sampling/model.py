@@ -40,6 +40,7 @@ from ncsn.sampling.pipeline import (
 )
 from ncsn.sampling.restoration import check_observation, make_operator
 from ncsn.spec.model import ModelSpec
+from ncsn.spec.values import MAX_BATCH, MAX_IMAGES, MAX_LEVELS, MAX_NFE, MAX_SEED
 
 TORCH_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
 # what a class-conditional model is asked for: a class, one class per image, "balanced"
@@ -207,7 +208,8 @@ class ScoreModel:
         (``plan(...).describe()`` says it in one line). Arguments left None come from the model's
         stored choices (``ncsn samplers`` lists the samplers and their settings); ``label``
         names a setting in error messages."""
-        check_counts(nfe=nfe, num_levels=num_levels)
+        check_counts(MAX_NFE, nfe=nfe)
+        check_counts(MAX_LEVELS, num_levels=num_levels)
         return plan_sampling(self.spec, continuous=self.continuous, sampler=sampler, nfe=nfe,
                              schedule=schedule, num_levels=num_levels, rho=rho,
                              sigma_min=sigma_min, settings=settings, label=label)
@@ -227,31 +229,43 @@ class ScoreModel:
         with bar if bar is not None else nullcontext():
             yield scores
 
+    @staticmethod
+    def _check_run(seed: int, batch_size: int, **counts: int) -> None:
+        """UserError (before any work) unless ``seed``, ``batch_size`` and the image
+        ``counts`` are integers within the CLI's bounds (:mod:`ncsn.spec.values`)."""
+        check_counts(MAX_SEED, minimum=0, seed=seed)
+        check_counts(MAX_BATCH, batch_size=batch_size)
+        check_counts(MAX_IMAGES, **counts)
+
     def _generator(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(seed)
 
     def sample_batches(self, n: int, *, plan: SamplingPlan | None = None, seed: int = 0,
                        batch_size: int = 64, progress: bool = False,
                        callback: core.Callback | None = None, labels: Labels = None,
-                       guidance: float = 0.0, **choices: Any) -> Iterator[Tensor]:
+                       guidance: float = 0.0, batches: Sequence[int] | None = None,
+                       **choices: Any) -> Iterator[Tensor]:
         """:meth:`sample` batch by batch: yields (at most ``batch_size``, C, H, W) images in
         [0, 1] on the CPU, so any number of images needs bounded memory. ``plan`` (from
         :meth:`plan`) replaces the sampling ``choices``; ``callback`` sees every update (see
-        :func:`ncsn.sampling.sample_batches`)."""
-        check_counts(n=n, batch_size=batch_size)
+        :func:`ncsn.sampling.sample_batches`). ``batches`` (batch numbers, default all) draws
+        only those batches, each equal to the same batch of the whole set: batch b holds
+        images b ``batch_size`` on and draws from its own seed (resumed runs, ranks)."""
+        self._check_run(seed, batch_size, n=n)
+        chosen = _batch_numbers(n, batch_size, batches)
         classes, scale = self.class_labels(labels, n), self._guidance(guidance)
         plan = self._planned(plan, choices)
-        total = math.ceil(n / batch_size) * plan.nfe
-        with self._scores(classes, scale, total, "sampling", progress) as scores:
-            yield from sample_batches(scores, plan, n, self.image_shape,
-                                      generator=self._generator(seed), device=self.device,
-                                      batch_size=batch_size, callback=callback)
+        with self._scores(classes, scale, len(chosen) * plan.nfe, "sampling", progress) as scores:
+            yield from sample_batches(scores, plan, n, self.image_shape, seed=seed,
+                                      device=self.device, batch_size=batch_size,
+                                      callback=callback, batches=chosen)
 
     def sample(self, n: int, *, plan: SamplingPlan | None = None, seed: int = 0,
                batch_size: int = 64, progress: bool = False, labels: Labels = None,
                guidance: float = 0.0, **choices: Any) -> Tensor:
-        """``n`` images (N, C, H, W) in [0, 1] on the CPU, drawn in batches of ``batch_size``
-        from a generator seeded with ``seed`` (the images ``ncsn sample --seed`` writes).
+        """``n`` images (N, C, H, W) in [0, 1] on the CPU, drawn in batches of ``batch_size``,
+        batch b from a generator seeded with :func:`~ncsn.seeding.batch_seed` ``(seed, b)``
+        (the images ``ncsn sample --seed`` writes).
 
         The sampling choices are those of :meth:`plan`: ``sampler``, ``nfe`` (a budget of
         network evaluations per image), ``schedule`` (``model``, ``geometric``, ``karras``),
@@ -273,17 +287,19 @@ class ScoreModel:
                              scale: float = 1.0, plan: SamplingPlan | None = None, seed: int = 0,
                              batch_size: int = 64, progress: bool = False,
                              callback: core.Callback | None = None,
+                             batches: Sequence[int] | None = None,
                              **choices: Any) -> Iterator[Tensor]:
         """:meth:`sample_class` batch by batch (as :meth:`sample_batches`)."""
-        check_counts(n=n, batch_size=batch_size)
+        self._check_run(seed, batch_size, n=n)
+        chosen = _batch_numbers(n, batch_size, batches)
         plan = self._planned(plan, choices)
-        total = math.ceil(n / batch_size) * plan.nfe
+        total = len(chosen) * plan.nfe
         with self._scores(None, 0.0, total, f"class {label}", progress) as scores:
             score = classifier_guided_score(scores(0, n), classifier, label, scale, plan,
                                             self.image_shape, self.device)
             yield from sample_batches(lambda start, stop: score, plan, n, self.image_shape,
-                                      generator=self._generator(seed), device=self.device,
-                                      batch_size=batch_size, callback=callback)
+                                      seed=seed, device=self.device, batch_size=batch_size,
+                                      callback=callback, batches=chosen)
 
     def sample_class(self, n: int, label: int, classifier: str | Path, *, scale: float = 1.0,
                      plan: SamplingPlan | None = None, seed: int = 0, batch_size: int = 64,
@@ -305,8 +321,9 @@ class ScoreModel:
                         **choices: Any) -> Iterator[tuple[int, Tensor]]:
         """:meth:`inpaint` batch by batch: yields (start, completions) with completion j of
         image i at number i k + j."""
-        check_counts(k=k, batch_size=batch_size)
+        self._check_run(seed, batch_size, k=k)
         images = self._check_images(images)
+        check_counts(MAX_IMAGES, **{"images x k": images.shape[0] * k})
         masks = self.masks(mask, images.shape[0], fraction=fraction, box=box, seed=seed)
         classes, scale = self._completion_labels(labels, images.shape[0], k), \
             self._guidance(guidance)
@@ -343,6 +360,7 @@ class ScoreModel:
         ``box`` as in :meth:`masks`), ``colorize``, ``superres`` (``factor``), ``denoise`` or
         ``frequencies`` (``keep_fraction``), with observation noise ``noise_std``.
         ``operator.observe(images)`` makes the observation :meth:`restore` takes."""
+        check_counts(MAX_IMAGES, n=n)
         return make_operator(task, n, self.image_shape, noise_std=noise_std, factor=factor,
                              keep_fraction=keep_fraction, mask=mask, fraction=fraction, box=box,
                              seed=seed)
@@ -353,9 +371,10 @@ class ScoreModel:
                         **choices: Any) -> Iterator[tuple[int, Tensor]]:
         """:meth:`restore` batch by batch: yields (start, images) with sample j of observation i
         at number i k + j."""
-        check_counts(k=k, batch_size=batch_size)
+        self._check_run(seed, batch_size, k=k)
         plan = self._planned(plan, choices)
         y = check_observation(y, operator, plan, self.image_shape)
+        check_counts(MAX_IMAGES, **{"observations x k": y.shape[0] * k})
         classes, scale = self._completion_labels(labels, y.shape[0], k), self._guidance(guidance)
         total = math.ceil(y.shape[0] * k / batch_size) * plan.nfe
         with self._scores(classes, scale, total, "restoring", progress) as scores:
@@ -390,6 +409,7 @@ class ScoreModel:
         ``center`` a centred ``box`` x ``box`` square (default half the side), ``random`` each
         pixel with probability ``fraction`` (drawn from ``seed``); any other string is a mask
         image file (white = observed)."""
+        check_counts(MAX_IMAGES, n=n)
         channels, size, _ = self.image_shape
         if isinstance(mask, str | Path):
             return make_masks(str(mask), n, size, fraction=fraction, box=box,
@@ -413,6 +433,19 @@ class ScoreModel:
         if not bool(((images >= 0) & (images <= 1)).all()):
             raise UserError("image values must lie in [0, 1]")
         return images
+
+
+def _batch_numbers(n: int, batch_size: int, batches: Sequence[int] | None) -> list[int]:
+    """The batch numbers to draw of ``n`` images in batches of ``batch_size`` (None: all)."""
+    count = math.ceil(n / batch_size)
+    if batches is None:
+        return list(range(count))
+    chosen = list(batches)
+    if not all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b < count
+               for b in chosen):
+        raise UserError(f"batches must be batch numbers in 0..{count - 1} ({n} images in "
+                        f"batches of {batch_size}), got {chosen[:5]}")
+    return chosen
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> ScoreModel:

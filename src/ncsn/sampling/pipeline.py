@@ -13,7 +13,7 @@ the Python API (all through :class:`ncsn.sampling.ScoreModel`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,9 +26,11 @@ from ncsn.core.noise import geometric_sigmas, karras_sigmas
 from ncsn.data.transforms import to_model_space, to_pixels
 from ncsn.errors import UserError
 from ncsn.sampling.registry import SCHEDULES, Sampler, sampler_entry
+from ncsn.seeding import batch_seed
 from ncsn.spec.model import ModelSpec, StoredSampling
 from ncsn.spec.samplers import DEFAULT_RHO, SamplerSettings, fit_steps, levels_for_budget
 from ncsn.spec.validation import build_settings
+from ncsn.spec.values import MAX_NFE
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,10 @@ def plan_sampling(spec: ModelSpec, *, continuous: bool, sampler: str | None = No
     except ValueError as err:
         raise UserError(f"sampler {name}: {err}") from None
     cost = chosen.cost(sigmas.numel())
+    if cost > MAX_NFE:
+        raise UserError(f"sampler {name} on {sigmas.numel()} levels needs {cost} network "
+                        f"evaluations per image, more than {MAX_NFE} (the bound of --nfe); use "
+                        "fewer steps per level or fewer levels")
     if nfe is not None and cost > nfe:
         raise UserError(f"sampler {name} on {sigmas.numel()} levels needs {cost} network "
                         f"evaluations, more than the budget of {nfe}; raise --nfe or use "
@@ -200,18 +206,24 @@ def checked_pixels(x: Tensor, logit: bool, first: int) -> Tensor:
 
 
 def sample_batches(scores: BatchScores, plan: SamplingPlan, n: int, shape: tuple[int, ...], *,
-                   generator: torch.Generator, device: torch.device | str = "cpu",
-                   batch_size: int = 64, callback: core.Callback | None = None
-                   ) -> Iterator[Tensor]:
+                   seed: int, device: torch.device | str = "cpu", batch_size: int = 64,
+                   callback: core.Callback | None = None,
+                   batches: Iterable[int] | None = None) -> Iterator[Tensor]:
     """Yield ``n`` samples in batches of ``batch_size`` as images in [0, 1] on the CPU, images
-    start..stop drawn with the score function ``scores(start, stop)``. ``callback`` receives
-    each batch's prior draw (``index`` -1) and every update, in model space, with
-    ``info["batch_start"]`` added."""
-    for start, stop in batch_ranges(n, batch_size):
+    start..stop drawn with the score function ``scores(start, stop)``. Batch b draws from its
+    own generator seeded with :func:`~ncsn.seeding.batch_seed` ``(seed, b)``, so ``batches``
+    (batch numbers, in the order yielded; default all) draws some batches alone, as they are
+    in the whole set. ``callback`` receives each batch's prior draw (``index`` -1) and every
+    update, in model space, with ``info["batch_start"]`` added."""
+    ranges = list(batch_ranges(n, batch_size))
+    for b in range(len(ranges)) if batches is None else batches:
+        start, stop = ranges[b]
+
         def report(info: dict[str, Any], start: int = start) -> None:
             if callback is not None:
                 callback({**info, "batch_start": start})
 
+        generator = torch.Generator(device=device).manual_seed(batch_seed(seed, b))
         x = draw_prior(plan, (stop - start, *shape), generator, device)
         if callback is not None:
             callback({"x": x, "level": -1, "step": -1, "sigma": float(plan.sigmas[0]),

@@ -12,7 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from ncsn.errors import UserError
 from ncsn.spec.samplers import SAMPLER_SETTINGS, AnySettings, SamplerSettings, setting_owners
-from ncsn.spec.values import plain
+from ncsn.spec.values import plain, shown
 
 SETTINGS = "settings"  # the field under which a sampler's settings sit (tagged by the sampler)
 _TAGGED = TypeAdapter(dict[Literal["settings"], AnySettings])
@@ -25,7 +25,7 @@ def describe(err: Mapping[str, Any], label: Callable[[Sequence[str]], str] | Non
     the sampler's name (``settings.<sampler>.<field>``): the path names the field alone, an
     unknown setting says which samplers have it, an unknown sampler lists the known ones.
     ``label`` renders the path (default: dotted, e.g. ``sampling.eta``)."""
-    loc = [str(p) for p in err["loc"] if not _UNION_MEMBER.fullmatch(str(p))]
+    loc = [shown(p) for p in err["loc"] if not _UNION_MEMBER.fullmatch(str(p))]
     kind, sampler = err["type"], None
     if SETTINGS in loc:
         at = loc.index(SETTINGS)

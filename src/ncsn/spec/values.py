@@ -19,6 +19,7 @@ MAX_SCALE = 64  # grid pixel enlargement
 MAX_FRAMES = 10_000  # GIF frames
 MAX_WIDTH = 4096  # any integer hyper-parameter of a network (widths, depths, blocks, classes)
 MAX_STEPS = 10**9  # optimisation or solver steps
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit seed
 # noise levels in pixel units of [0, 1] images: technique 1 gives at most sqrt(3 * 4096^2) ~ 7100;
 # beyond these bounds sigma^2 overflows or vanishes in float32
 MIN_SIGMA, MAX_SIGMA = 1e-8, 1e6
@@ -67,3 +68,10 @@ def plain(err: Mapping[str, Any]) -> str:
         return PLAIN[kind].format(**ctx)
     msg = str(err["msg"]).removeprefix("Value error, ")
     return msg[:1].lower() + msg[1:]
+
+
+def shown(key: object) -> str:
+    """A field name as a message shows it: as is when it is printable text, else its repr
+    (a key holding a newline or nothing stays on one line and visible)."""
+    text = str(key)
+    return text if text.isprintable() and text.strip() == text and text else repr(text)

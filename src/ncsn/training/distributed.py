@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -144,3 +146,15 @@ def raise_together(error: UserError | None, info: DistInfo, device: torch.device
         raise error
     if bool(failed.item()):
         raise UserError("another process of this job stopped with an error (see its message)")
+
+
+@contextmanager
+def together(info: DistInfo, device: torch.device) -> Iterator[None]:
+    """Run the block on every process; when it raises UserError on any of them, every process
+    raises (:func:`raise_together`) instead of waiting for the others in a collective."""
+    error = None
+    try:
+        yield
+    except UserError as err:
+        error = err
+    raise_together(error, info, device)
