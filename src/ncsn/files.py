@@ -4,7 +4,8 @@
   exclusively, never through a link), flushes it to disk and renames it over the target. A crash
   leaves the old file or the new one, never half of one; a symlink planted at the target is
   replaced by the new file, never written through. :func:`atomic_dir` does the same for a
-  folder of files (an exported model).
+  folder of files (an exported model). :func:`remove_partial_writes` deletes what a killed
+  write left.
 - **Owned run directories**: ncsn marks every run directory it creates with ``.ncsn-run``;
   :func:`remove_run_dir` (``--overwrite``) deletes only a marked directory, and never ``.``, a
   folder above it, the home directory, ``/`` or a symlink.
@@ -107,6 +108,20 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise write_error(path, err) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_partial_writes(folder: str | Path) -> list[Path]:
+    """Delete the temporary files (:func:`temp_path`) that writes killed midway (``kill -9``)
+    left in ``folder``; only while no other process writes there (ncsn: rank 0, before the
+    others start)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    partial = [p for p in folder.iterdir() if p.name.startswith(".") and
+               p.name.endswith(TMP_SUFFIX) and not p.is_dir()]
+    for p in partial:
+        p.unlink(missing_ok=True)
+    return partial
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:

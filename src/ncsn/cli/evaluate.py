@@ -10,8 +10,7 @@ from typing import Any
 
 from ncsn import files
 from ncsn.cli.args import count, seed
-from ncsn.cli.sample import add_sampler_args, plan_from_args
-from ncsn.devices import resolve_device
+from ncsn.cli.sample import add_sampler_args, load_for
 from ncsn.errors import UserError
 from ncsn.spec.values import MAX_BATCH, MAX_IMAGE_SIZE, MAX_IMAGES
 
@@ -114,7 +113,10 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def _get_samples(args: argparse.Namespace) -> tuple[Any, str]:
+    """The samples and what they are; under torchrun (``--model``) every process draws its
+    shards and only rank 0 gets the samples (the others None: they have nothing to score)."""
     from ncsn.eval.samples import generate_samples, load_samples
+    from ncsn.training.distributed import init_distributed, shutdown
 
     _positive(args.num_samples, "--num-samples")
     if args.model is not None:
@@ -122,12 +124,15 @@ def _get_samples(args: argparse.Namespace) -> tuple[Any, str]:
             raise UserError("give either a sample folder/.npz or --model, not both")
         if args.samples_dir is None:
             raise UserError("--model needs --samples-dir, the folder for resumable shards")
-        import ncsn
-
         num = args.num_samples or 50_000
-        model = ncsn.load(args.model, device=resolve_device(args.device, "--device"))
-        images = generate_samples(model, plan_from_args(model, args), args.samples_dir, num,
-                                  shard_size=args.shard_size, seed=args.seed, progress=True)
+        model, plan = load_for(args)
+        ranks = init_distributed(model.device)
+        try:
+            images = generate_samples(model, plan, args.samples_dir, num,
+                                      shard_size=args.shard_size, seed=args.seed,
+                                      progress=True, ranks=ranks)
+        finally:
+            shutdown(ranks)
         return images, f"{num:,} generated from {args.model} (shards in {args.samples_dir})"
     if args.samples is None:
         raise UserError("give the samples (a folder of images or an .npz) or --model")
@@ -177,6 +182,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         from ncsn.eval.digits import check_digit_images, digit_metrics
     if set(metrics) == {"digits"}:  # no Inception network, no reference data set
         samples, source = _get_samples(args)
+        if samples is None:
+            return 0
         results = digit_metrics(check_digit_images(samples, f"samples ({source})"))
         return _print_and_save(args, results, start, [f"source:    {source}"],
                                "mnist5k test split (digit classifier features)", None)
@@ -195,6 +202,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     # every input is checked before any expensive work (reference statistics)
     stats = load_stats(ref_path) if is_file else None
     samples, source = _get_samples(args)
+    if samples is None:
+        return 0
     samples = check_images(samples, f"samples ({source})")
     check_sample_count(len(samples), metrics)
     if "digits" in metrics:

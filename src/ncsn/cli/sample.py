@@ -296,6 +296,12 @@ def _remove(earlier: list[Path]) -> None:
             folder.rmdir()
 
 
+def _remove_partial(out: Path, name: str) -> None:
+    """Delete the temporary files that a killed run left in ``out`` and its image folders."""
+    for folder in (out, out / name, batches_dir(out, name)):
+        files.remove_partial_writes(folder)
+
+
 def _png_pixels(path: Path) -> np.ndarray:
     from PIL import Image
 
@@ -441,6 +447,7 @@ def _start_set(out: Path, earlier: list[Path], record: dict[str, Any], resume: b
     path = out / "samples.json"
     if not resume:
         _remove(earlier)
+        _remove_partial(out, "samples")
         files.write_json(path, record, sort_keys=True)
         return
     diff = files.compare_record(path, record)
@@ -453,6 +460,7 @@ def _start_set(out: Path, earlier: list[Path], record: dict[str, Any], resume: b
                         f"in {', '.join(diff)}); resume with the model, -n, --seed, "
                         "--batch-size, --format, --device and sampler flags of that run, or "
                         "choose another --out")
+    _remove_partial(out, "samples")
     if diff is None:
         files.write_json(path, record, sort_keys=True)
 
@@ -606,6 +614,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
     masks = model.masks(args.mask, images.shape[0], fraction=args.fraction, box=args.box,
                         seed=args.seed)
     _remove(earlier)
+    _remove_partial(out, "completions")
     k, n = args.completions, images.shape[0]
     writer, completions = _write_completions(out, args, n, model.image_shape, model.inpaint_batches(
         images, masks, k=k, plan=plan, seed=args.seed, batch_size=args.batch_size,
@@ -642,6 +651,7 @@ def run_restore(args: argparse.Namespace) -> int:
                               fraction=args.fraction, box=args.box, seed=args.seed)
     y = operator.observe(images, fill=0.5, generator=torch.Generator().manual_seed(args.seed))
     _remove(earlier)
+    _remove_partial(out, "completions")
     writer, completions = _write_completions(out, args, n, model.image_shape, model.restore_batches(
         y, operator, k=k, plan=plan, seed=args.seed, batch_size=args.batch_size,
         progress=not args.no_progress, **_conditioning(args)))

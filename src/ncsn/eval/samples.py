@@ -3,7 +3,9 @@
 Generation from a model is resumable: samples are drawn in shards of ``shard_size`` images,
 each written as ``<dir>/shard_<k:05d>.npz`` (uint8, :func:`ncsn.imageio.save_npz`) as soon as it
 is finished, with its own seed (``seed * 1_000_003 + k``); a rerun skips the shards that exist,
-so an interrupted run continues where it stopped and yields the same images.
+so an interrupted run continues where it stopped and yields the same images (temporary files
+that a killed write left are removed). Under torchrun the processes share the shards out
+(k mod world size), and rank 0 reads them all back.
 ``<dir>/settings.json`` records the weights (by the SHA-256 their model file records, not by
 their path: new weights at the same path are other samples) and the sampler settings; a rerun
 with other weights or settings is refused rather than mixing samples.
@@ -24,6 +26,7 @@ from ncsn import files
 from ncsn.errors import UserError
 from ncsn.imageio import list_images, load_image, load_npz_images, save_npz
 from ncsn.seeding import derived_seed
+from ncsn.training.distributed import DistInfo, together
 
 if TYPE_CHECKING:
     from ncsn.sampling import SamplingPlan, ScoreModel
@@ -77,31 +80,56 @@ def weights_key(model: ScoreModel) -> str:
 
 def generate_samples(model: ScoreModel, plan: SamplingPlan, out_dir: str | Path,
                      num_samples: int, *, shard_size: int = 100, seed: int = 0,
-                     progress: bool = False) -> torch.Tensor:
+                     progress: bool = False, ranks: DistInfo | None = None) -> torch.Tensor | None:
     """Draw ``num_samples`` images from a loaded ``model`` with ``plan`` (from
     :meth:`~ncsn.sampling.ScoreModel.plan`) in resumable shards under ``out_dir``; returns them
     in [0, 1]. The record in ``settings.json`` includes the device type: random streams differ
-    between CPU and CUDA, so a rerun on another device type is refused."""
+    between CPU and CUDA, so a rerun on another device type is refused.
+
+    Under torchrun (``ranks`` from :func:`~ncsn.training.distributed.init_distributed`) each
+    process draws the shards k = rank mod world size into ``out_dir`` (one folder all see);
+    rank 0 returns all the images, the others None. A UserError on any process raises on all.
+    """
     if num_samples < 1 or shard_size < 1:
         raise UserError(f"num_samples and shard_size must be >= 1, got {num_samples}, "
                         f"{shard_size}")
+    ranks = ranks or DistInfo()
     out_dir = Path(out_dir)
-    _write_settings(out_dir, {"weights": weights_key(model), "shard_size": shard_size, "seed": seed,
-                              "device": model.device.type, **plan.record()})
+    with together(ranks, model.device):
+        if ranks.is_main:  # before any process writes a shard
+            _write_settings(out_dir, {"weights": weights_key(model), "shard_size": shard_size,
+                                      "seed": seed, "device": model.device.type,
+                                      **plan.record()})
+            files.remove_partial_writes(out_dir)
     num_shards = -(-num_samples // shard_size)
-    shards = []
-    for k in tqdm(range(num_shards), desc="sampling", unit="shard", disable=not progress,
-                  file=sys.stderr):
-        path = out_dir / f"shard_{k:05d}.npz"
-        count = min(shard_size, num_samples - k * shard_size)
-        if path.is_file():
-            images = torch.from_numpy(load_npz_images(path))
-            if len(images) >= count:
-                shards.append(images[:count])
-                continue
-        labels = model.class_labels(None, shard_size, start=k * shard_size)
-        images = model.sample(shard_size, plan=plan, seed=derived_seed(seed, k),
-                              batch_size=shard_size, labels=labels)
-        save_npz(images, path)
-        shards.append(torch.from_numpy(load_npz_images(path))[:count])
+    paths = [out_dir / f"shard_{k:05d}.npz" for k in range(num_shards)]
+    counts = [min(shard_size, num_samples - k * shard_size) for k in range(num_shards)]
+    bar = tqdm(total=num_shards, desc="sampling", unit="shard", file=sys.stderr,
+               disable=not (progress and ranks.is_main))
+    with together(ranks, model.device):
+        for k in range(ranks.rank, num_shards, ranks.world_size):
+            if _read_shard(paths[k], counts[k]) is None:
+                labels = model.class_labels(None, shard_size, start=k * shard_size)
+                save_npz(model.sample(shard_size, plan=plan, seed=derived_seed(seed, k),
+                                      batch_size=shard_size, labels=labels), paths[k])
+            if not bar.disable:  # every process's shards: those on disk
+                bar.update(sum(p.is_file() for p in paths) - bar.n)
+    bar.update(num_shards - bar.n)
+    bar.close()
+    if not ranks.is_main:
+        return None
+    shards = [_read_shard(path, count) for path, count in zip(paths, counts, strict=True)]
+    missing = [path.name for path, shard in zip(paths, shards, strict=True) if shard is None]
+    if missing:
+        raise UserError(f"{out_dir} lacks {missing[0]} ({len(missing)} shard(s)), drawn by "
+                        "another process: under torchrun every process must write the same "
+                        "--samples-dir (a shared file system)")
     return torch.cat(shards)
+
+
+def _read_shard(path: Path, count: int) -> torch.Tensor | None:
+    """The first ``count`` images of the shard at ``path``; None when it is not there."""
+    if not path.is_file():
+        return None
+    images = torch.from_numpy(load_npz_images(path))
+    return images[:count] if len(images) >= count else None

@@ -111,18 +111,6 @@ def _name_vouched(path: Path, recorded_only: bool) -> bool:
     return True
 
 
-def remove_partial_writes(folder: str | Path) -> list[Path]:
-    """Delete temporary files left by a write that was killed (they are never checkpoints)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    partial = [p for p in folder.iterdir() if p.name.startswith(".") and
-               p.name.endswith(files.TMP_SUFFIX)]
-    for p in partial:
-        p.unlink()
-    return partial
-
-
 def latest_from_rank0(folder: Path, info: DistInfo, device: torch.device
                       ) -> tuple[Path, bytes] | None:
     """Rank 0's latest checkpoint in ``folder`` as (path, its bytes) on every process, or None

@@ -28,7 +28,7 @@ from ncsn.core.noise import draw_sigmas
 from ncsn.data import apply_train_transforms, load_labels, to_float
 from ncsn.devices import idle_core_threads
 from ncsn.errors import UserError
-from ncsn.files import RunLock
+from ncsn.files import RunLock, remove_partial_writes
 from ncsn.nets import build_network, class_count, labelled
 from ncsn.nets.io import save_model
 from ncsn.seeding import derived_seed
@@ -425,7 +425,7 @@ class Trainer:
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.config, self.run_dir / "config.yaml")
-            ckpt.remove_partial_writes(self.ckpt_dir)
+            remove_partial_writes(self.ckpt_dir)
             self.log.write({"event": "resume" if start else "start", "step": start,
                             "world_size": self.info.world_size, "device": str(self.device),
                             "threads": torch.get_num_threads()})
