@@ -1,10 +1,13 @@
 """``ncsn sample`` / ``ncsn inpaint`` end to end on a tiny random-weight model."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from ncsn import files
 from ncsn.cli import main
 from ncsn.core.noise import geometric_sigmas
 from ncsn.imageio import NpzStream, save_pngs
@@ -12,6 +15,7 @@ from ncsn.nets import build_network
 from ncsn.nets.io import save_model
 from ncsn.sampling.inpainting import make_masks
 from ncsn.spec.model import ModelSpec
+from test_train_support import KILLED_PID
 
 SIZE = 8
 
@@ -339,11 +343,17 @@ def test_an_interrupted_sample_resumes_to_the_uninterrupted_set(model, tmp_path,
     assert not (out / "grid.png").exists()
     damaged = out / ("samples/000002.png" if fmt == "png" else ".samples-batches/000002.npy")
     damaged.write_bytes(damaged.read_bytes()[:20])  # batch 1 no longer whole: drawn again
+    with monkeypatch.context() as killed:  # what its writes killed midway (kill -9) left
+        killed.setattr(os, "getpid", lambda: KILLED_PID)
+        leftovers = [files.temp_path(out / "grid.png"), files.temp_path(damaged)]
+    for path in leftovers:
+        path.write_bytes(b"half a file")
     capsys.readouterr()
     assert main([*args, "--out", str(out), "--resume"]) == 0
     assert "(1 of 4 batches were on disk already)" in capsys.readouterr().out
     assert _written(out) == _written(tmp_path / "full")
     assert not (out / ".samples-batches").exists()
+    assert not any(path.exists() for path in leftovers)
 
 
 def test_a_sample_killed_with_sigkill_resumes_to_the_uninterrupted_set(model, tmp_path):
@@ -404,25 +414,12 @@ def test_resume_needs_a_recorded_set_and_excludes_overwrite(model, tmp_path, cap
     assert "without their settings record" in capsys.readouterr().err
 
 
-def _rank_worker(rank: int, argv: list[str], port: int, report: str) -> None:
-    import os
-    from pathlib import Path
-
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-                       "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"})
-    torch.set_num_threads(1)
-    Path(report, f"rank{rank}").write_text(str(main(argv)))
-
-
 def test_ranks_split_the_batches_into_the_single_process_set(model, tmp_path):
-    import torch.multiprocessing as mp
-
-    from test_train_support import free_port
+    from test_train_support import run_ranks
 
     args = ["sample", str(model), "-n", "5", "--batch-size", "2", "--format", "npz",
             "--no-progress"]
-    mp.spawn(_rank_worker, args=([*args, "--out", str(tmp_path / "ranks")], free_port(),
-                                 str(tmp_path)), nprocs=2, join=True)
-    assert [(tmp_path / f"rank{r}").read_text() for r in range(2)] == ["0", "0"]
+    codes = run_ranks([[*args, "--out", str(tmp_path / "ranks")]] * 2, tmp_path / "report")
+    assert [code for code, _ in codes] == [0, 0]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     assert _written(tmp_path / "ranks") == _written(tmp_path / "one")

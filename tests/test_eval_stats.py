@@ -5,12 +5,15 @@ the bookkeeping, not the network (test_eval_inception.py and test_eval_cli.py ru
 """
 
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
 
 import ncsn
+from ncsn import files
+from ncsn.cli import main
 from ncsn.errors import UserError
 from ncsn.eval import features as F
 from ncsn.eval import report as R
@@ -18,6 +21,7 @@ from ncsn.eval.metrics import feature_statistics, frechet_distance
 from ncsn.eval.samples import generate_samples, load_samples
 from ncsn.imageio import save_npz, save_pngs
 from ncsn.spec.model import ModelSpec
+from test_train_support import KILLED_PID
 
 
 class PooledPixels:
@@ -165,9 +169,14 @@ def test_generation_is_resumable_and_refuses_mixed_settings(tmp_path, one_thread
     assert sorted(p.name for p in out.glob("shard_*.npz")) == ["shard_00000.npz",
                                                                "shard_00001.npz"]
     (out / "shard_00001.npz").unlink()  # interrupted run: the second shard is missing
+    with pytest.MonkeyPatch.context() as killed:  # its write, killed midway (kill -9)
+        killed.setattr(os, "getpid", lambda: KILLED_PID)
+        leftover = files.temp_path(out / "shard_00001.npz")
+    leftover.write_bytes(b"half a shard")
     stamp = (out / "shard_00000.npz").stat().st_mtime_ns
     again = generate_samples(model, plan, out, 6, shard_size=4)
     assert torch.equal(again, first)  # same seeds per shard: identical images
+    assert not leftover.exists()
     assert (out / "shard_00000.npz").stat().st_mtime_ns == stamp  # existing shard skipped
     with pytest.raises(UserError, match="other settings"):
         generate_samples(model, model.plan(n_steps_each=3, step_size=1e-5), out, 6,
@@ -203,3 +212,69 @@ def test_shards_are_keyed_by_the_weights_content_not_their_path(tmp_path, one_th
             continue
         with pytest.raises(UserError, match="other settings .*differs in weights"):
             generate_samples(model, plan, out, 2, shard_size=2)
+
+
+def _digit_model(path):
+    """A random-weight model of 28x28 grey digits: ``--metrics digits`` needs no Inception."""
+    from ncsn.core.noise import geometric_sigmas
+    from ncsn.nets import build_network
+    from ncsn.nets.io import save_model
+
+    torch.manual_seed(0)
+    sigmas = geometric_sigmas(1.0, 0.01, 2)
+    section = {"name": "cond_refinenet", "ngf": 4}
+    save_model(path, build_network(section, channels=1, image_size=28, sigmas=sigmas),
+               ModelSpec.from_json({"network": section, "channels": 1, "image_size": 28,
+                                    "sigmas": sigmas.tolist()}))
+    return path
+
+
+def _evaluate(model, shards, report=None):
+    """``ncsn evaluate --model`` of 5 digits in 3 shards of 2 (one Langevin step per level)."""
+    return ["evaluate", "--model", str(model), "--samples-dir", str(shards), "--num-samples", "5",
+            "--shard-size", "2", "--steps-each", "1", "--metrics", "digits",
+            *(["--json", str(report)] if report else [])]
+
+
+def test_ranks_share_the_shards_out_into_the_single_process_set(tmp_path, one_thread):
+    from test_train_support import run_ranks
+
+    model = _digit_model(tmp_path / "model")
+    ranks = _evaluate(model, tmp_path / "ranks", tmp_path / "ranks.json")
+    (code0, out0), (code1, out1) = run_ranks([ranks] * 2, tmp_path / "report")
+    assert (code0, code1, out1) == (0, 0, "")  # rank 1 draws its shards and says nothing
+    assert "5 generated from" in out0 and "sampling: 100%" in out0
+    assert main(_evaluate(model, tmp_path / "one", tmp_path / "one.json")) == 0
+
+    def written(name):
+        return {p.name: p.read_bytes() for p in sorted((tmp_path / name).iterdir())}
+
+    assert list(written("one")) == ["settings.json", "shard_00000.npz", "shard_00001.npz",
+                                    "shard_00002.npz"]
+    assert written("ranks") == written("one")  # byte for byte
+    results = [json.loads((tmp_path / f"{name}.json").read_text()) for name in ("ranks", "one")]
+    assert [r.pop("seconds") > 0 for r in results] == [True, True]
+    assert results[0] == results[1] and results[0]["num_samples"] == 5
+
+
+def test_a_refusal_on_one_rank_stops_both(tmp_path, one_thread):
+    from test_train_support import run_ranks
+
+    model = _digit_model(tmp_path / "model")
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "shard_00001.npz").write_bytes(b"damaged")  # shard 1 is rank 1's
+    (code0, out0), (code1, out1) = run_ranks([_evaluate(model, shards)] * 2, tmp_path / "report")
+    assert (code0, code1) == (2, 2)
+    assert out1.count("\n") == 1 and "shard_00001.npz is not an .npz file" in out1, out1
+    assert "another process of this job stopped with an error" in out0
+
+
+def test_ranks_that_do_not_share_the_samples_dir_are_refused(tmp_path, one_thread):
+    from test_train_support import run_ranks
+
+    model = _digit_model(tmp_path / "model")  # nodes without a shared file system:
+    argvs = [_evaluate(model, tmp_path / "node0"), _evaluate(model, tmp_path / "node1")]
+    (code0, out0), (code1, _) = run_ranks(argvs, tmp_path / "report")
+    assert (code0, code1) == (2, 0)  # rank 0 finds rank 1's shard missing
+    assert "lacks shard_00001.npz (1 shard(s)), drawn by another process" in out0, out0

@@ -1,17 +1,23 @@
-"""Shared tiny training setup for the trainer tests (8x8 digits, a 4-channel UNetSmall); no tests
-here, only helpers the test_train_*.py modules import."""
+"""Shared tiny training setup for the trainer tests (8x8 digits, a 4-channel UNetSmall) and a
+launcher of ``ncsn`` commands as gloo ranks; no tests here, only helpers other modules import."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.multiprocessing as mp
 
 from ncsn.config import Config, validate_config
 from ncsn.training import Trainer, list_checkpoints, load_checkpoint
+
+KILLED_PID = 4_194_305  # above Linux's largest pid: a temporary file's writer that is gone
 
 TINY: dict[str, Any] = {
     "data": {"name": "digits8"},
@@ -78,6 +84,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _cli_rank(rank: int, argvs: list[list[str]], port: int, report: str) -> None:
+    from ncsn.cli import main
+
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "LOCAL_RANK": str(rank), "WORLD_SIZE": str(len(argvs))})
+    torch.set_num_threads(1)
+    with open(Path(report, f"rank{rank}.out"), "w") as out, contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(out):
+        code = main(argvs[rank])
+    Path(report, f"rank{rank}").write_text(str(code))
+
+
+def run_ranks(argvs: list[list[str]], report: Path, timeout: float = 120) -> list[tuple[int, str]]:
+    """Run ``ncsn argvs[r]`` as gloo rank r of ``len(argvs)`` processes, as torchrun would (none
+    may hang); each rank's exit code and what it printed (files in ``report``)."""
+    report.mkdir()
+    ctx = mp.spawn(_cli_rank, args=(argvs, free_port(), str(report)), nprocs=len(argvs),
+                   join=False)
+    deadline = time.monotonic() + timeout
+    while not ctx.join(timeout=max(0.1, deadline - time.monotonic())):  # True once all ended
+        assert time.monotonic() < deadline, "a rank did not finish in time"
+    return [(int((report / f"rank{r}").read_text()), (report / f"rank{r}.out").read_text())
+            for r in range(len(argvs))]
 
 
 def record_steps(monkeypatch: Any) -> list[int]:

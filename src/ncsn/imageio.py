@@ -148,23 +148,11 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def save_npz(images: torch.Tensor | np.ndarray, path: str | Path, **extra: np.ndarray) -> Path:
-    """Save samples as ``.npz`` with key ``images``: uint8 (N, H, W, C), the usual sample format
-    (atomically; the same images and ``extra`` arrays give the same bytes)."""
+    """Save samples as ``.npz`` with key ``images``: uint8 (N, H, W, C), the usual sample format."""
     path = Path(path)
-    with files.atomic_open(path) as fh, \
-            zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
-        for key, value in {"images": to_uint8(images), **extra}.items():
-            with archive.open(npz_entry(key), "w", force_zip64=True) as entry:
-                np.lib.format.write_array(entry, np.ascontiguousarray(value), allow_pickle=False)
+    with files.atomic_open(path) as fh:
+        np.savez_compressed(fh, images=to_uint8(images), **extra)
     return path
-
-
-def npz_entry(key: str) -> zipfile.ZipInfo:
-    """The ``.npz`` member for array ``key``, compressed and dated 1980-01-01 (numpy dates it
-    now), so the same arrays always make the same bytes."""
-    info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-    info.compress_type = zipfile.ZIP_DEFLATED
-    return info
 
 
 def load_npz_images(path: str | Path) -> np.ndarray:
@@ -206,7 +194,7 @@ class NpzStream:
             raise files.write_error(path, err) from None
         self.file = os.fdopen(fd, "wb")
         self.zip = zipfile.ZipFile(self.file, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
-        self.fh = self.zip.open(npz_entry(name), "w", force_zip64=True)
+        self.fh = self.zip.open(f"{name}.npy", "w", force_zip64=True)
         np.lib.format.write_array_header_2_0(
             self.fh, {"descr": "|u1", "fortran_order": False, "shape": shape})
 
@@ -222,7 +210,7 @@ class NpzStream:
         if self.rows != self.shape[0]:
             raise ValueError(f"wrote {self.rows} of {self.shape[0]} rows")
         for key, value in extra.items():
-            with self.zip.open(npz_entry(key), "w", force_zip64=True) as fh:
+            with self.zip.open(f"{key}.npy", "w", force_zip64=True) as fh:
                 np.lib.format.write_array(fh, np.ascontiguousarray(value))
         self.zip.close()
         self.file.close()
