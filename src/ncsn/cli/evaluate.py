@@ -10,7 +10,7 @@ from typing import Any
 
 from ncsn import files
 from ncsn.cli.args import count, seed
-from ncsn.cli.sample import add_sampler_args, load_for
+from ncsn.cli.sample import add_sampler_args, load_for, process_device
 from ncsn.errors import UserError
 from ncsn.spec.values import MAX_BATCH, MAX_IMAGE_SIZE, MAX_IMAGES
 
@@ -190,7 +190,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.reference is None:
         raise UserError("--reference is needed for fid, kid, is and nn: a data set name or a "
                         "statistics .npz")
-    extractor = get_extractor(args.weights, args.device)
+    extractor = get_extractor(args.weights, process_device(args.device))  # GPU LOCAL_RANK
     if "is" in metrics:
         require_logits(extractor.has_logits)
     ref_path = Path(args.reference)

@@ -409,11 +409,11 @@ def load_for(args: argparse.Namespace) -> tuple[ScoreModel, Any]:
     """The model (``ncsn.load``) and its plan for the command line (all checks before work)."""
     import ncsn
 
-    model = ncsn.load(args.model, device=_device(args.device))
+    model = ncsn.load(args.model, device=process_device(args.device))
     return model, plan_from_args(model, args)
 
 
-def _device(name: str) -> Any:
+def process_device(name: str) -> Any:
     """``--device``; under torchrun, ``cuda`` is this process's GPU ``LOCAL_RANK``."""
     import os
 

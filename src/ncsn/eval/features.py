@@ -96,7 +96,8 @@ class InceptionExtractor:
 
 
 @functools.lru_cache(maxsize=2)
-def get_extractor(weights: str | None = None, device: str = "cpu") -> InceptionExtractor:
+def get_extractor(weights: str | None = None,
+                  device: str | torch.device = "cpu") -> InceptionExtractor:
     """A process-wide cached extractor (loading the 90 MB weights takes seconds)."""
     return InceptionExtractor(weights, device)
 
