@@ -12,9 +12,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import Field, TypeAdapter, ValidationError
 
-from ncsn.spec.values import FINITE, Sigma, plain
-
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit seed
+from ncsn.spec.values import FINITE, MAX_SEED, Sigma, plain
 
 
 def typed(annotation: Any, name: str) -> Callable[[str], Any]:
