@@ -1,4 +1,4 @@
-"""Restoration with every sampler on exact scores, and of held-out digits against baselines.
+"""Restoration with every sampler on exact scores, and of held-out images against baselines.
 
 Exact scores (no network; only the mechanism's and the samplers' own errors show):
     .venv/bin/python benchmarks/restore.py [--seed 0]
@@ -13,22 +13,26 @@ Exact scores (no network; only the mechanism's and the samplers' own errors show
   here (tests/test_inverse.py); the samplers that ``ncsn`` refuses
   for noisy observations are run anyway and marked.
 
-A trained digit model:
-    .venv/bin/python benchmarks/restore.py --model runs/demo [--num-images 100] [-k 4]
-        [--sampler NAME] [--nfe N] [--noise-std 0.2] [--mask right] [--seed 0]
+A trained model:
+    .venv/bin/python benchmarks/restore.py --model runs/demo [--dataset mnist5k]
+        [--num-images 100] [-k 4] [--tasks ...] [--sampler NAME] [--nfe N]
+        [--noise-std 0.2] [--mask right] [--seed 0]
 
-``--num-images`` digits drawn (``--seed``) from the mnist5k test split, which the model and the
-digit classifier never saw, go through three tasks of ``ScoreModel.restore``: inpainting
-(``--mask``), super-resolution x2 (2x2 block means observed) and denoising (``--noise-std``).
-Each method's restorations are scored against the originals: PSNR (peak 1, per image, then
-averaged over images; whole images, so inpainting's observed pixels count as exact), the
-share that the in-repo digit classifier (``ncsn.eval.digits``) assigns to the original's label,
-and its confident share (max probability >= 0.9). Methods: one sample per digit, the mean of
-``-k`` samples (an estimate of the posterior mean, which maximises expected PSNR), and the
-baselines: mean fill (hidden pixels = the train split's mean digit), nearest / bicubic
-upsampling of the block means, and the noisy input. ``kept`` is the largest deviation of a
-sample's observed coefficients from the observation (noiseless tasks; with noise their RMS
-difference, to compare with the noise std). Prints a Markdown table.
+``--num-images`` images drawn (``--seed``) from the test split of ``--dataset`` go through tasks
+of ``ScoreModel.restore``: by default for ``mnist5k`` digits (which the model and the digit
+classifier never saw) inpainting (``--mask``), super-resolution x2 (2x2 block means observed)
+and denoising (``--noise-std``); for ``photos32`` crops (from photos the model never saw)
+colorization. Each method's restorations are scored against the originals: PSNR (peak 1, per
+image, then averaged over images; whole images, so observed pixels or grey count as exact) and,
+for digits, the share that the in-repo digit classifier (``ncsn.eval.digits``) assigns to the
+original's label and its confident share (max probability >= 0.9). Methods: one sample per
+image, the mean of ``-k`` samples (an estimate of the posterior mean, which maximises expected
+PSNR), and the baselines: mean fill (hidden pixels = the train split's mean image), nearest /
+bicubic upsampling of the block means, the noisy input, and for colorization the grey input
+(the grey in all three channels) and mean colour (the observed grey with the colour
+coefficients of the train split's mean image). ``kept`` is the largest deviation of a sample's
+observed coefficients from the observation (noiseless tasks; with noise their RMS difference,
+to compare with the noise std). Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -44,8 +48,7 @@ from ncsn.core import samplers as S
 from ncsn.core.inverse import LinearObservation
 from ncsn.core.noise import geometric_sigmas, karras_sigmas
 from ncsn.core.toy import smooth_image_gaussian
-from ncsn.data import load_dataset
-from ncsn.data.embedded import mnist5k_labels
+from ncsn.data import load_dataset, load_labels
 from ncsn.eval.digits import CONFIDENCE, classify, load_digit_classifier
 from ncsn.sampling import ScoreModel, load
 
@@ -78,19 +81,23 @@ def kept(samples: torch.Tensor, y: torch.Tensor, operator: LinearObservation, k:
 def baselines(task: str, y: torch.Tensor, train_mean: torch.Tensor,
               operator: LinearObservation) -> dict[str, torch.Tensor]:
     """The simple restorations of each task from its observation ``y``."""
+    mean_fill = operator.impose(train_mean.expand_as(y), operator.basis.forward(y))
     if task == "inpaint":
-        return {"mean fill": operator.impose(train_mean.expand_as(y), operator.basis.forward(y))}
+        return {"mean fill": mean_fill}
     if task == "superres":
         low = F.avg_pool2d(y, 2)
         return {"nearest": F.interpolate(low, scale_factor=2, mode="nearest"),
                 "bicubic": F.interpolate(low, scale_factor=2, mode="bicubic",
                                          align_corners=False).clamp(0, 1)}
+    if task == "colorize":  # observed with fill 0.5, whose colour coefficients are 0: grey
+        return {"grey input": y.clamp(0, 1), "mean colour": mean_fill.clamp(0, 1)}
     return {"noisy input": y.clamp(0, 1)}
 
 
-def run_task(model: ScoreModel, task: str, images: torch.Tensor, labels: torch.Tensor,
+def run_task(model: ScoreModel, task: str, images: torch.Tensor, labels: torch.Tensor | None,
              train_mean: torch.Tensor, args: argparse.Namespace) -> list[str]:
-    """Table rows of one task: the model's sample and k-sample mean, then the baselines."""
+    """Table rows of one task: the model's sample and k-sample mean, then the baselines (digit
+    columns only with ``labels``)."""
     n, k = images.shape[0], args.k
     noise = args.noise_std if task == "denoise" else 0.0
     operator = model.operator(task, n, noise_std=noise, mask=args.mask, seed=args.seed)
@@ -106,11 +113,12 @@ def run_task(model: ScoreModel, task: str, images: torch.Tensor, labels: torch.T
     methods.update(baselines(task, y, train_mean, operator))
     rows = []
     for index, (name, restored) in enumerate(methods.items()):
-        right, confident = digit_scores(restored, labels)
-        note = kept(samples, y, operator, k) if index == 0 else ""
-        timing = f"{seconds:.0f} s ({n} x {k})" if index == 0 else ""
-        rows.append(f"| {task} | {name} | {psnr(restored, images):.2f} | {right:.3f} | "
-                    f"{confident:.3f} | {note} | {timing} |")
+        cells = [task, name, f"{psnr(restored, images):.2f}"]
+        if labels is not None:
+            cells += [f"{score:.3f}" for score in digit_scores(restored, labels)]
+        cells += [kept(samples, y, operator, k) if index == 0 else "",
+                  f"{seconds:.0f} s ({n} x {k})" if index == 0 else ""]
+        rows.append("| " + " | ".join(cells) + " |")
     return rows
 
 
@@ -127,6 +135,7 @@ GAUSSIAN_SAMPLERS = {
 }
 
 
+DEFAULT_TASKS = {"mnist5k": ["inpaint", "superres", "denoise"], "photos32": ["colorize"]}
 REFUSE_NOISE = ("annealed_langevin", "predictor_corrector")  # ncsn refuses them for noisy y
 
 
@@ -181,13 +190,15 @@ def gaussian_table(seed: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="model file, stem or run directory (default: exact scores)")
+    p.add_argument("--dataset", default="mnist5k", choices=list(DEFAULT_TASKS),
+                   help="whose test split to restore")
     p.add_argument("--num-images", type=int, default=100)
     p.add_argument("-k", type=int, default=4, help="samples per digit")
     p.add_argument("--sampler", help="sampler (default: the model's)")
     p.add_argument("--nfe", type=int, help="network evaluations per sample")
     p.add_argument("--noise-std", type=float, default=0.2, help="denoising noise std")
     p.add_argument("--mask", default="right", help="inpainting mask (ncsn inpaint --mask)")
-    p.add_argument("--tasks", nargs="+", default=["inpaint", "superres", "denoise"])
+    p.add_argument("--tasks", nargs="+", help="default: by data set (module docstring)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     torch.manual_seed(args.seed)
@@ -195,16 +206,18 @@ def main() -> None:
         gaussian_table(args.seed)
         return
     model = load(args.model)
-    test = load_dataset("mnist5k", "test").float() / 255.0
+    test = load_dataset(args.dataset, "test").float() / 255.0
     pick = torch.randperm(test.shape[0], generator=torch.Generator().manual_seed(args.seed))
     pick = pick[: args.num_images]
     images = test[pick]
-    labels = torch.from_numpy(mnist5k_labels("test").astype("int64"))[pick]
-    train_mean = (load_dataset("mnist5k", "train").float() / 255.0).mean(0, keepdim=True)
-    print(f"{args.num_images} mnist5k test digits, model {args.model}, seed {args.seed}")
-    print("| task | method | PSNR (dB) | classified as original | confident | kept | time |")
-    print("|---|---|---|---|---|---|---|")
-    for task in args.tasks:
+    digits = args.dataset == "mnist5k"
+    labels = load_labels("mnist5k", "test")[pick] if digits else None
+    train_mean = (load_dataset(args.dataset, "train").float() / 255.0).mean(0, keepdim=True)
+    print(f"{args.num_images} {args.dataset} test images, model {args.model}, seed {args.seed}")
+    header = ["task", "method", "PSNR (dB)",
+              *(["classified as original", "confident"] if digits else []), "kept", "time"]
+    print("| " + " | ".join(header) + " |\n" + "|---" * len(header) + "|")
+    for task in args.tasks or DEFAULT_TASKS[args.dataset]:
         print("\n".join(run_task(model, task, images, labels, train_mean, args)), flush=True)
 
 

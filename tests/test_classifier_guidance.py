@@ -1,6 +1,7 @@
 """Class-conditional sampling by classifier guidance end to end on tiny random-weight models:
-``ncsn train-classifier`` writes a classifier with its accuracy per level, ``ncsn sample --class
---classifier`` equals ``ScoreModel.sample_class``, and misfits are one-line errors (exit 2)."""
+``ncsn train-classifier`` writes a classifier with its accuracy per level from a classifier config
+(packaged or a file, flags overriding it), ``ncsn sample --class --classifier`` equals
+``ScoreModel.sample_class``, and misfits are one-line errors (exit 2)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ncsn.nets import build_network
 from ncsn.nets.classifier import NoiseConditionalClassifier, save_classifier
 from ncsn.nets.io import save_model
 from ncsn.spec.model import ModelSpec
+from ncsn.training.classifier import ClassifierRecipe, load_classifier_config
 
 TINY_UNET = {"name": "unet_small", "ngf": 4, "ch_mult": [1, 2], "emb_dim": 8, "groups": 2}
 
@@ -72,6 +74,54 @@ def test_train_classifier_writes_its_accuracy_per_level(tmp_path, capsys):
     _save_model(tmp_path / "small", 8)
     assert main(["train-classifier", str(tmp_path / "small"), "--out", str(tmp_path / "c2")]) == 2
     assert "mnist5k holds 1x28x28 digits" in capsys.readouterr().err
+
+
+def test_the_packaged_classifier_config_is_the_default_recipe():
+    path, recipe = load_classifier_config("digit_classifier_mnist5k")
+    assert path.name == "digit_classifier_mnist5k.yaml" and recipe == ClassifierRecipe()
+    assert (recipe.steps, recipe.batch_size, recipe.lr, recipe.width) == (1500, 64, 2e-3, 32)
+
+
+def test_train_classifier_reads_a_config_file_and_flags_override_it(tmp_path):
+    model = _save_model(tmp_path / "digits", 28)
+    config = tmp_path / "cls.yaml"
+    config.write_text("classifier: {steps: 2, batch_size: 4, width: 4, lr: 1.0e-3, seed: 5}\n")
+    assert main(["train-classifier", str(model), "--out", str(tmp_path / "a"),
+                 "--config", str(config)]) == 0
+    assert main(["train-classifier", str(model), "--out", str(tmp_path / "b"),
+                 "--config", str(config), "--steps", "3", "--seed", "1"]) == 0
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
+    assert a["recipe"] == {"dataset": "mnist5k", "steps": 2, "batch_size": 4, "lr": 1e-3,
+                           "width": 4, "seed": 5}
+    assert b["recipe"] == {**a["recipe"], "steps": 3, "seed": 1}
+    assert a["width"] == b["width"] == 4 and a["config"] == str(config)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("classifier: {steps: 0}", "cls.yaml: classifier.steps: must be >= 1"),
+    ("classifier: {depth: 3}", "cls.yaml: classifier.depth: unknown field"),
+    ("classifier: {dataset: cifar10}", "cls.yaml: classifier.dataset: "),
+    ("classifier: {lr: .nan}", "cls.yaml: classifier.lr: "),
+    ("data: {name: mnist5k}", "cls.yaml: a classifier config holds one section, classifier"),
+    ("classifier: {}\ndata: {}", "cls.yaml: data: unknown field"),
+])
+def test_bad_classifier_configs_are_one_line_errors(tmp_path, capsys, text, message):
+    (tmp_path / "cls.yaml").write_text(text + "\n")
+    assert main(["train-classifier", str(tmp_path / "no-model"), "--out", str(tmp_path / "c"),
+                 "--config", str(tmp_path / "cls.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_configs_of_one_command_are_refused_by_the_other(tmp_path, capsys):
+    assert main(["train", "--config", "digit_classifier_mnist5k", "--run-dir",
+                 str(tmp_path / "run")]) == 2
+    assert "is a classifier config: train it with ncsn train-classifier" in \
+        capsys.readouterr().err
+    assert main(["train-classifier", "model", "--out", str(tmp_path / "c"), "--config",
+                 "mnist5k_cpu"]) == 2
+    assert "a classifier config holds one section" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("make, flags, message", [

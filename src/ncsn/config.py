@@ -255,6 +255,9 @@ def validate_config(raw: Any, source: str = "config") -> Config:
     """Validate a plain mapping into a :class:`Config` (UserError naming the field path)."""
     if not isinstance(raw, Mapping):
         raise UserError(f"{source}: must be a mapping of sections (data, model, noise, ...)")
+    if "classifier" in raw:
+        raise UserError(f"{source} is a classifier config: train it with ncsn train-classifier "
+                        "MODEL --config ...")
     try:
         config = Config.model_validate(dict(raw))
     except ValidationError as err:
@@ -331,10 +334,10 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
                     "(ncsn configs lists them)")
 
 
-def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
-    """Read a YAML config (a file or a packaged name, see :func:`resolve_config_path`), apply
-    ``--set`` overrides and validate it."""
-    path = resolve_config_path(path)
+def read_config_mapping(name_or_path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The file and the top-level mapping of a YAML config (a file or a packaged name, see
+    :func:`resolve_config_path`); UserError for an unreadable file, bad YAML or no mapping."""
+    path = resolve_config_path(name_or_path)
     try:
         raw = parse_yaml(path.read_text(encoding="utf-8")) or {}
     except OSError as err:
@@ -347,6 +350,13 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
                         ) from None
     if not isinstance(raw, Mapping):
         raise UserError(f"{path}: must be a mapping of sections (data, model, noise, ...)")
+    return path, dict(raw)
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
+    """Read a YAML config (a file or a packaged name, see :func:`resolve_config_path`), apply
+    ``--set`` overrides and validate it."""
+    path, raw = read_config_mapping(path)
     return validate_config(apply_overrides(raw, overrides), source=str(path))
 
 

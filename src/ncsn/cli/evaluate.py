@@ -43,7 +43,8 @@ def register(sub: Any) -> None:
                     "(omit with --model)")
     ev.add_argument("--reference", default=None, help="needed by fid, kid, is, nn (digits "
                     "always uses the mnist5k test split): data set name (digits8, mnist5k, "
-                    "mnist, cifar10, celeba, folder) or a statistics .npz from 'ncsn stats'")
+                    "photos32, mnist, cifar10, celeba, folder) or a statistics .npz from "
+                    "'ncsn stats'")
     ev.add_argument("--split", default="train", help="reference split (protocol: train)")
     ev.add_argument("--max-reference", type=count(MAX_IMAGES), default=None,
                     help="use a fixed random subset of this many reference images")
@@ -74,8 +75,8 @@ def register(sub: Any) -> None:
         description="Compute mu, sigma and features of a data set split with the FID "
                     "Inception network and cache them (.npz keyed by data set, split, "
                     "resolution, channels and extractor).")
-    st.add_argument("dataset", help="data set name (digits8, mnist5k, mnist, cifar10, celeba, "
-                    "folder)")
+    st.add_argument("dataset", help="data set name (digits8, mnist5k, photos32, mnist, "
+                    "cifar10, celeba, folder)")
     st.add_argument("--split", default="train")
     st.add_argument("--image-size", type=count(MAX_IMAGE_SIZE), default=None,
                     help="resize to this resolution")

@@ -1,7 +1,7 @@
 """Data sets as uint8 image tensors (N, C, H, W) and the training transforms (see docs/data.md).
 
 ``load_dataset(name, split, root=..., image_size=..., channels=..., download=...)`` reads
-"digits8", "mnist5k" (embedded, offline), "mnist", "cifar10", "celeba" or "folder";
+"digits8", "mnist5k", "photos32" (embedded, offline), "mnist", "cifar10", "celeba" or "folder";
 ``to_float`` maps to [0, 1]; ``apply_train_transforms`` adds flips, dequantization, logit.
 """
 

