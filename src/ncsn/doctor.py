@@ -90,7 +90,7 @@ def optional_parts() -> list[Part]:
                         "pip install scikit-learn  (or pip install 'ncsn[data]')"),
         _python_package("photos32_data", "skimage", "scikit-image",
                         "embedded 32x32 crops of colour photos (data.name photos32)",
-                        "pip install scikit-image  (or pip install 'ncsn[data]')"),
+                        "pip install scikit-image  (or pip install 'ncsn[photos]')"),
         _python_package("scipy", "scipy", "scipy", "the tests' FID cross-check (sqrtm)",
                         "pip install scipy  (or pip install 'ncsn[dev]')"),
     ]

@@ -36,8 +36,9 @@ PHOTOS32_SIZE, PHOTOS32_STRIDE = 32, 8
 
 
 def _missing(package: str, name: str) -> UserError:
+    extra = "photos" if name == "photos32" else "data"
     return UserError(f"data set {name!r} needs the package {package}: pip install {package} "
-                     "(or pip install 'ncsn[data]')")
+                     f"(or pip install 'ncsn[{extra}]')")
 
 
 @functools.lru_cache(maxsize=1)
