@@ -121,8 +121,10 @@ from ncsn.config import (  # noqa: E402
 
 CONFIG_FUZZ = settings(max_examples=60, deadline=None,
                        suppress_health_check=[HealthCheck.too_slow])
-PACKAGED = {name: parse_yaml((packaged_config_dir() / f"{name}.yaml").read_text())
-            for name in packaged_config_names()}
+_PARSED = {name: parse_yaml((packaged_config_dir() / f"{name}.yaml").read_text())
+           for name in packaged_config_names()}
+# the score-model configs (a classifier config has its own schema and refusal, test_classifier_*)
+PACKAGED = {name: raw for name, raw in _PARSED.items() if "classifier" not in raw}
 
 
 def _paths(node, prefix=()):

@@ -86,7 +86,7 @@ def main() -> None:
                        ("legacy", [("default", None, {})])):
         model = ncsn.load(HERE / stem)
         for label, sampler, kwargs in runs:
-            images = model.sample(6, sampler=sampler, seed=3, batch_size=4, **kwargs)
+            images = model.sample(6, sampler=sampler, seed=3, batch_size=6, **kwargs)
             hashes[f"{stem}/sample/{label}"] = digest(images)
         observed = model.sample(2, seed=5)
         done = model.inpaint(observed, "right", k=2, seed=7, batch_size=3)
