@@ -382,9 +382,8 @@ def test_lr_factor_warms_up_linearly_then_decays_by_a_half_cosine() -> None:
     assert all(a > b for a, b in zip(cosine[4:], cosine[5:], strict=False))
 
 
-def test_trainer_applies_warmup_clipping_and_the_power_ema(tmp_path: Path, monkeypatch) -> None:
-    """Each Adam step sees the scheduled learning rate and gradients clipped to the global
-    norm; the EMA follows the power profile from its step count."""
+def _record_adam_steps(monkeypatch) -> list[tuple[float, float]]:
+    """(learning rate, global gradient norm) of every Adam step from now on."""
     seen: list[tuple[float, float]] = []
     real_step = torch.optim.Adam.step
 
@@ -395,6 +394,13 @@ def test_trainer_applies_warmup_clipping_and_the_power_ema(tmp_path: Path, monke
         return real_step(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    return seen
+
+
+def test_trainer_applies_warmup_clipping_and_the_power_ema(tmp_path: Path, monkeypatch) -> None:
+    """Each Adam step sees the scheduled learning rate and gradients clipped to the global
+    norm; the EMA follows the power profile from its step count."""
+    seen = _record_adam_steps(monkeypatch)
     config = tiny_config(training={"n_iters": 6, "lr": 1e-3, "warmup": 3, "lr_decay": "cosine",
                                    "lr_final": 0.5, "grad_clip": 1e-3, "ema_rate": None,
                                    "ema_gamma": 3.0})
@@ -417,16 +423,7 @@ def test_packaged_score_sde_recipe_trains_ncsnpp_with_its_warmup_and_clipping(
     """ve_cifar10_ncsnpp_continuous at toy size (8x8 digits, nf 8): Adam steps at score_sde's
     warm-up lr 2e-4 (step + 1) / 5000 on gradients clipped to norm 1, and the EMA model it
     writes samples with the config's predictor-corrector sampler."""
-    seen: list[tuple[float, float]] = []
-    real_step = torch.optim.Adam.step
-
-    def spy(self, *args, **kwargs):
-        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-        seen.append((self.param_groups[0]["lr"],
-                     float(torch.nn.utils.get_total_norm(grads, 2.0))))
-        return real_step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    seen = _record_adam_steps(monkeypatch)
     config = load_config("ve_cifar10_ncsnpp_continuous", [
         "data.name=digits8", "data.download=false", "data.hflip=false", "model.nf=8",
         "model.ch_mult=[1,2]", "model.num_res_blocks=1", "model.attn_resolutions=[4]",
