@@ -75,14 +75,21 @@ SPEED_ROWS: dict[str, tuple[str, list[str]]] = {
 # rate (the median of their measured rates, which is steadier than any one measurement)
 SAME_COMPUTE = {"base", "cosine", "lr4e-3_cosine", "betas099", "clip1", "ema999", "power_ema",
                 "pmean-0.3", "power_weight", "shift1", "uncond"}
+# a row "NAME@S" is row NAME trained with seed S (training.seed; the others use the config's 0)
 COMMON = ["training.test_freq=0", "training.log_freq=1000000", "training.keep_last=1",
           "training.sample_freq=0"]
+
+
+def _overrides(name: str) -> list[str]:
+    """The --set overrides of row ``name`` ("NAME" or the seed replicate "NAME@S")."""
+    base, _, seed = name.partition("@")
+    return [*{**ROWS, **SPEED_ROWS}[base][1], *([f"training.seed={int(seed)}"] if seed else [])]
 
 
 def _config(name: str, threads: int, n_iters: int):
     from ncsn.config import load_config
 
-    overrides = {**ROWS, **SPEED_ROWS}[name][1]
+    overrides = _overrides(name)
     return load_config("mnist5k_cpu", [*COMMON, *overrides, f"training.threads={threads}",
                                        f"training.n_iters={n_iters}",
                                        f"training.snapshot_freq={n_iters}"])
@@ -165,15 +172,23 @@ def budget_steps(out: Path, base_steps: int) -> dict[str, int]:
             for name, r in found.items()}
 
 
-def train_rows(out: Path, rows: list[str], base_steps: int, jobs: int, threads: int) -> None:
+def _row_steps(found: dict[str, int], name: str) -> int:
+    """A seed replicate "NAME@S" trains as many steps as row NAME."""
+    return found[name.partition("@")[0]]
+
+
+def train_rows(out: Path, rows: list[str], base_steps: int, jobs: int, threads: int,
+               steps_override: int | None = None) -> None:
+    """Train ``rows`` side by side (``jobs`` at a time), each for its budget or, given
+    ``steps_override``, that many steps (seed replicates of a row trained in another session)."""
     found = budget_steps(out, base_steps)
     pending = [name for name in rows if not (out / name / "model_ema.safetensors").exists()]
     running: list[tuple[str, subprocess.Popen]] = []
     while pending or running:
         while pending and len(running) < jobs:
             name = pending.pop(0)
-            steps = found[name]
-            overrides = [*COMMON, *ROWS[name][1], f"training.threads={threads}",
+            steps = steps_override or _row_steps(found, name)
+            overrides = [*COMMON, *_overrides(name), f"training.threads={threads}",
                          f"training.n_iters={steps}", f"training.snapshot_freq={min(steps, 500)}"]
             cmd = [sys.executable, "-m", "ncsn", "train", "--config", "mnist5k_cpu",
                    "--run-dir", str(out / name), "--no-progress"]
@@ -246,6 +261,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="threads (rates: 2; train: 1 per job)")
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--steps", type=int, default=None,
+                   help="train: this many steps per row instead of the budget")
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_intermixed_args()
@@ -256,7 +273,7 @@ def main() -> None:
     if a.action == "rates":
         rates(a.out, rows, a.threads or 2)
     elif a.action == "train":
-        train_rows(a.out, rows, a.base_steps, a.jobs, a.threads or 1)
+        train_rows(a.out, rows, a.base_steps, a.jobs, a.threads or 1, a.steps)
     elif a.action == "score":
         score(a.out, rows, a.num_samples, a.seed)
     else:
