@@ -239,15 +239,32 @@ def table(out: Path, base_steps: int) -> None:
           "| confident | digit KID (std) | asked digit |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, (what, _) in {**ROWS, **SPEED_ROWS}.items():
-        if name not in rates_found:
+        if name not in rates_found and not (name in SAME_COMPUTE and name in scores):
             continue
-        r, s = rates_found[name], scores.get(name)
+        # a row of the base row's compute, trained but not timed, costs what the base row does
+        r, s = rates_found.get(name, rates_found["base"]), scores.get(name)
         quality = "| | |" if s is None else (
             f"| {s['confident']:.3f} +- {s['confident_se']:.3f} | {s['kid']:.3f} "
             f"({s['kid_std']:.3f}) | " + ("" if s["asked"] is None else f"{s['asked']:.3f}"))
         print(f"| {name} | {what} | {r['params']:,} | {r['steps_per_s']:.1f} | "
-              f"{steps[name]:,} | {r['gflop_per_s']:.0f} "
+              f"{steps.get(name, steps['base']):,} | {r['gflop_per_s']:.0f} "
               f"({r['conv_gflop_per_s']:.0f}) {quality} |")
+    replicates: dict[str, list[dict]] = {}
+    for name, s in scores.items():
+        if "@" in name:
+            replicates.setdefault(name.partition("@")[0], []).append({**s, "name": name})
+    if replicates:
+        print("\n| row | training seeds | confident per seed | mean +- sd | digit KID per seed "
+              "| mean +- sd |")
+        print("|---|---|---|---:|---|---:|")
+    for base, runs in replicates.items():
+        runs.sort(key=lambda s: int(s["name"].partition("@")[2]))
+        conf, kid = [s["confident"] for s in runs], [s["kid"] for s in runs]
+        seeds = ", ".join(s["name"].partition("@")[2] for s in runs)
+        print(f"| {base} | {seeds} | {', '.join(f'{c:.3f}' for c in conf)} | "
+              f"{statistics.mean(conf):.3f} +- {statistics.stdev(conf):.3f} | "
+              f"{', '.join(f'{k:.3f}' for k in kid)} | "
+              f"{statistics.mean(kid):.3f} +- {statistics.stdev(kid):.3f} |")
 
 
 def main() -> None:
