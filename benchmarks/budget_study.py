@@ -173,8 +173,10 @@ def budget_steps(out: Path, base_steps: int) -> dict[str, int]:
 
 
 def _row_steps(found: dict[str, int], name: str) -> int:
-    """A seed replicate "NAME@S" trains as many steps as row NAME."""
-    return found[name.partition("@")[0]]
+    """A seed replicate "NAME@S" trains as many steps as row NAME; a row of the base row's
+    compute (:data:`SAME_COMPUTE`) needs no rate of its own."""
+    row = name.partition("@")[0]
+    return found[row] if row in found or row not in SAME_COMPUTE else found["base"]
 
 
 def train_rows(out: Path, rows: list[str], base_steps: int, jobs: int, threads: int,
