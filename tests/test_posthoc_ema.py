@@ -280,10 +280,11 @@ def test_posthoc_ema_at_a_snapshots_own_gamma_and_step_is_that_snapshot(
     (["--sigma-rel", "0.3"], "argument --sigma-rel: '0.3': must be < 0.288"),
     (["--sigma-rel", "0.08", "--step", "9"], "--step 9 is outside the run's snapshots"),
     (["--sigma-rel", "0.08", "--step", "1"], "no post-hoc EMA snapshot at or before step 1"),
+    (["--sigma-rel", "0.08", "--out", "ema0.08"], "cannot hold a dot (.08)"),
 ])
 def test_posthoc_ema_command_refuses_bad_input_in_one_line(run_dir, tmp_path, capsys, args,
                                                            message) -> None:
-    assert main(["posthoc-ema", str(run_dir), *args, "--out", str(tmp_path / "m")]) == 2
+    assert main(["posthoc-ema", str(run_dir), "--out", str(tmp_path / "m"), *args]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "m.safetensors").exists()

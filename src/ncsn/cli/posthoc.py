@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from ncsn.cli.args import count, number
+from ncsn.errors import UserError
 from ncsn.spec.values import MAX_STEPS
 from ncsn.training.posthoc import MAX_SIGMA_REL
 
@@ -39,6 +40,11 @@ def run(args: argparse.Namespace) -> int:
     from ncsn.training.posthoc import gamma_of_sigma_rel, reconstruct, sigma_rel_of_gamma
 
     stem = args.out.with_suffix("") if args.out.suffix in (".safetensors", ".json") else args.out
+    if stem.suffix:
+        raise UserError(f"--out {args.out}: a model file stem cannot hold a dot ({stem.suffix}); "
+                        "the model would be written as "
+                        f"{stem.with_suffix('.safetensors').name}: pass e.g. "
+                        f"{stem.name.replace('.', 'p')}")
     files.check_output_file(stem.with_suffix(".safetensors"), "--out")
     gamma = args.gamma if args.gamma is not None else gamma_of_sigma_rel(args.sigma_rel)
     rec = reconstruct(args.run, gamma, args.step)
