@@ -13,7 +13,7 @@ import importlib.resources
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -116,6 +116,30 @@ class NoiseConfig(_Section):
         return self
 
 
+MAX_POSTHOC_GAMMAS = 16
+
+
+class PosthocEMAConfig(_Section):
+    """Snapshots for post-hoc EMA (Karras et al. 2024, Sec. 3.2; :mod:`ncsn.training.posthoc`):
+    one extra power-function EMA per ``gammas`` entry, each written to ``<run>/posthoc_ema``
+    every ``every`` steps (and at the last step), so ``ncsn posthoc-ema`` can reconstruct the EMA
+    of any length after training. A gamma's relative length is
+    sigma_rel = sqrt((gamma + 1) / ((gamma + 2)^2 (gamma + 3))); the defaults 16.97 and 6.94 are
+    the paper's sigma_rel 0.05 and 0.10."""
+
+    gammas: tuple[Annotated[float, Field(gt=0, le=1000)], ...] = (16.97, 6.94)
+    every: int = Field(gt=0)
+
+    @field_validator("gammas")
+    @classmethod
+    def _distinct(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not 1 <= len(v) <= MAX_POSTHOC_GAMMAS:
+            raise ValueError(f"must hold 1 to {MAX_POSTHOC_GAMMAS} gammas")
+        if len(set(v)) != len(v):
+            raise ValueError("must be distinct (each gamma is one EMA)")
+        return v
+
+
 class TrainingConfig(_Section):
     """Optimisation (Adam, paper defaults), checkpoints, logging and devices."""
 
@@ -133,6 +157,8 @@ class TrainingConfig(_Section):
     # power-function EMA (Karras et al. 2024): rate (1 - 1/t)^(ema_gamma + 1) at step t, which
     # weights iterate i by about i^ema_gamma (instead of a constant ema_rate)
     ema_gamma: float | None = Field(default=None, gt=0, le=1000)
+    # post-hoc EMA snapshots (PosthocEMAConfig); null = off
+    posthoc_ema: PosthocEMAConfig | None = None
     # learning rate: linear warm-up over `warmup` steps (score_sde: 5000), then constant or a
     # cosine decay to lr * lr_final at n_iters
     warmup: int = Field(default=0, ge=0)

@@ -17,7 +17,7 @@ from ncsn import __version__
 from ncsn.errors import UserError
 
 COMMAND_MODULES = ("toy", "train", "sample", "convert", "export", "evaluate", "configs", "doctor",
-                   "likelihood", "noise_levels", "pretrained", "classifier")
+                   "likelihood", "noise_levels", "pretrained", "classifier", "posthoc")
 
 
 class _Parser(argparse.ArgumentParser):

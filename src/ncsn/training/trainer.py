@@ -1,5 +1,6 @@
 """The training loop: Adam on DSM or SSM over the noise levels (paper Sec. 4.2), EMA (NCSNv2),
-atomic checkpoints with exact resume, non-finite guard, logs, DDP.
+post-hoc EMA snapshots (Karras et al. 2024), atomic checkpoints with exact resume, non-finite
+guard, logs, DDP.
 
 Exact resume: the data order of epoch e is a permutation drawn from a generator seeded with
 (seed, e), and every other draw (flips, dequantization, levels, noise, projections) comes from one
@@ -34,7 +35,7 @@ from ncsn.nets.io import save_model
 from ncsn.seeding import derived_seed
 from ncsn.spec.model import ModelSpec
 from ncsn.training import checkpoint as ckpt
-from ncsn.training import periodic
+from ncsn.training import periodic, posthoc
 from ncsn.training.distributed import (
     DistInfo,
     barrier,
@@ -143,6 +144,8 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.net.parameters(), **self._adam_settings())
         self.ema = EMA(self.net, t.ema_rate) if t.ema_rate else \
             EMA(self.net, gamma=t.ema_gamma) if t.ema_gamma else None
+        self.posthoc = [EMA(self.net, gamma=g) for g in t.posthoc_ema.gammas] \
+            if t.posthoc_ema else []
         self.gen = torch.Generator(device=self.device).manual_seed(t.seed)
         self.step, self.skipped, self.best = 0, 0, None
         self.sigmas_dev = self.sigmas.to(self.device)
@@ -212,6 +215,7 @@ class Trainer:
             if self.ema is not None:
                 self.ema.load_state_dict(state["ema"] if state.get("ema") is not None
                                          else state["model"])
+            self._load_posthoc(state.get("posthoc_ema"), path)
         except (RuntimeError, KeyError, ValueError) as err:
             raise UserError(f"checkpoint {path} was made with a different model config: {err}"
                             ) from None
@@ -225,6 +229,21 @@ class Trainer:
         torch.set_rng_state(rng["torch"])
         self.step, self.skipped, self.best = state["step"], state["skipped"], state["best"]
         self._resume_threads(state.get("threads"))
+
+    def _load_posthoc(self, saved: list[dict[str, Any]] | None, path: Path) -> None:
+        """The post-hoc EMAs from a checkpoint; they must have run since step 0 with the
+        config's gammas (an EMA started later would not have its power profile)."""
+        if not self.posthoc:
+            return
+        gammas = [ema.gamma for ema in self.posthoc]
+        if saved is None or [entry["gamma"] for entry in saved] != gammas:
+            found = "none" if saved is None else [entry["gamma"] for entry in saved]
+            raise UserError(f"checkpoint {path} holds post-hoc EMAs for gammas {found}, not "
+                            f"training.posthoc_ema.gammas {gammas}: their snapshots must "
+                            "cover the run from step 0; keep the run's gammas or start a new "
+                            "run")
+        for ema, entry in zip(self.posthoc, saved, strict=True):
+            ema.load_state_dict(entry["state"])
 
     def _resume_threads(self, saved: int | None) -> None:
         """``threads: auto`` resumes with the count the run started with (recorded in its
@@ -248,6 +267,8 @@ class Trainer:
         return {"format": 1, "step": self.step, "skipped": self.skipped, "best": self.best,
                 "model": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()},
                 "ema": self.ema.state_dict() if self.ema is not None else None,
+                "posthoc_ema": [{"gamma": ema.gamma, "state": ema.state_dict()}
+                                for ema in self.posthoc] or None,
                 "optimizer": self.optimizer.state_dict(), "config": config_to_dict(self.config),
                 "sigmas": self.sigmas.clone(), "threads": torch.get_num_threads(),
                 "rng": {**ckpt.generator_state(self.gen), "torch": torch.get_rng_state()}}
@@ -352,6 +373,8 @@ class Trainer:
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.net, self.step + 1)
+        for ema in self.posthoc:
+            ema.update(self.net, self.step + 1)
 
     def train_step(self) -> float:
         """One optimizer step on the global batch; returns the (global) loss value. The loss and
@@ -410,6 +433,15 @@ class Trainer:
             for suffix in (".safetensors", ".json"):
                 (self.run_dir / f"model_ema{suffix}").unlink(missing_ok=True)
 
+    def write_posthoc_snapshots(self) -> None:
+        """Each post-hoc EMA's weights at this step into ``<run>/posthoc_ema``
+        (:func:`ncsn.training.posthoc.write_snapshot`)."""
+        spec = self.model_spec()
+        for ema in self.posthoc:
+            assert ema.gamma is not None
+            posthoc.write_snapshot(self.run_dir / posthoc.SNAPSHOT_DIR, ema.model.state_dict(),
+                                   gamma=ema.gamma, step=self.step, spec=spec)
+
     def _stop_after_signal(self, stop: StopRequest) -> None:
         """End the run after SIGINT/SIGTERM, once the step's checkpoint is written."""
         if self.info.is_main:
@@ -450,6 +482,9 @@ class Trainer:
                                     "elapsed_s": now - began})
                 if self.info.is_main:
                     self._record(self.periodic.after_step())
+                    if t.posthoc_ema and (self.step % t.posthoc_ema.every == 0
+                                          or self.step == t.n_iters):
+                        self.write_posthoc_snapshots()
                 stopping = stop.agreed(self.info, self.device)
                 if stopping or self.step % t.snapshot_freq == 0 or self.step == t.n_iters:
                     self.save_checkpoint()
