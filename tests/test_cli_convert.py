@@ -110,6 +110,19 @@ def test_bad_input_is_exit_2_with_one_line(score_sde_ckpt, tmp_path, capsys):
     assert "residual" in err and len(err.splitlines()) == 1 and not (tmp_path / "pipe").exists()
 
 
+
+@pytest.mark.parametrize("source", ["official-ncsn", "official-ncsnv2"])
+def test_a_wrong_from_names_the_right_one(score_sde_ckpt, tmp_path, capsys, source):
+    """A score_sde checkpoint (its optimizer holds a numpy scalar) or a folder given to the
+    official readers: one line pointing at the reader that fits, nothing written."""
+    ckpt, _, config = score_sde_ckpt
+    for path, hint in ((ckpt, "use --from score-sde"), (tmp_path, "--from diffusers")):
+        assert main(["convert", str(path), "--from", source, "--config", str(config),
+                     "--out", str(tmp_path / "m")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert hint in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "m.safetensors").exists()
+
 # parameter counts of score_sde's own NCSNpp for these configs at full size, recorded by
 # benchmarks/record_ncsnpp_reference.py
 RECORDED = json.loads((Path(__file__).parent / "data" / "ncsnpp_reference.json").read_text())
