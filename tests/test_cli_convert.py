@@ -13,11 +13,16 @@ import pytest
 import torch
 
 import ncsn
-from checkpoint_writers import tiny_config, tiny_ncsnpp, write_score_sde_checkpoint
+from checkpoint_writers import randomised, tiny_config, tiny_ncsnpp, write_score_sde_checkpoint
 from ncsn.cli import main
 from ncsn.cli.convert import spec_from_config
+from ncsn.core.noise import geometric_sigmas
+from ncsn.errors import UserError
+from ncsn.nets.diffusers_folder import write_diffusers_folder
 from ncsn.nets.io import load_model, save_model
 from ncsn.nets.ncsnpp import NCSNpp
+from ncsn.nets.ncsnv2 import NCSNv2
+from ncsn.nets.refinenet import CondRefineNetDilated
 from ncsn.nets.registry import build_network
 from ncsn.sampling.registry import SAMPLERS
 from ncsn.spec.model import ModelSpec
@@ -48,6 +53,71 @@ def test_score_sde_converts_and_samples_with_every_sampler(score_sde_ckpt, tmp_p
         images = model.sample(2, sampler=name, nfe=6, num_levels=3, seed=1)
         assert images.shape == (2, 3, 8, 8) and bool(images.isfinite().all()), name
 
+
+
+def _official_ncsn(tmp_path: Path) -> tuple[list[str], torch.nn.Module]:
+    """An official NCSN [model, optimizer] list (DataParallel keys) and its config."""
+    net = randomised(CondRefineNetDilated(channels=3, sigmas=geometric_sigmas(1.0, 0.01, 10),
+                                          ngf=4)).eval()
+    torch.save([{f"module.{k}": v for k, v in net.state_dict().items()}, {}],
+               tmp_path / "ncsn.pth")
+    (tmp_path / "ncsn.yaml").write_text(
+        "data: {name: folder, image_size: 8, channels: 3}\nmodel: {name: cond_refinenet, ngf: 4}"
+        "\nnoise: {sigma_max: 1.0, sigma_min: 0.01, num_levels: 10}\n")
+    return [str(tmp_path / "ncsn.pth"), "--config", str(tmp_path / "ncsn.yaml")], net
+
+
+def _official_ncsnv2(tmp_path: Path) -> tuple[list[str], torch.nn.Module]:
+    """An ermongroup/ncsnv2 [model (+ sigmas buffer), optimizer, epoch, step, ema] list and its
+    config; the returned network holds the EMA weights."""
+    net = randomised(NCSNv2(channels=3, image_size=8, ngf=4)).eval()
+    model = {f"module.{k}": v.clone() for k, v in net.state_dict().items()}
+    model["module.sigmas"] = geometric_sigmas(5.0, 0.01, 20)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(0.9)
+    torch.save([model, {}, 1, 10, {k: p.detach().clone() for k, p in net.named_parameters()}],
+               tmp_path / "v2.pth")
+    (tmp_path / "v2.yaml").write_text(
+        "data: {name: folder, image_size: 8, channels: 3}\nmodel: {name: ncsnv2, ngf: 4}\n"
+        "noise: {sigma_max: 5.0, sigma_min: 0.01, num_levels: 20}\n")
+    return [str(tmp_path / "v2.pth"), "--config", str(tmp_path / "v2.yaml")], net
+
+
+def _diffusers_folder(tmp_path: Path) -> tuple[list[str], torch.nn.Module]:
+    """A diffusers VE pipeline folder (written by ncsn export's writer)."""
+    section = {"nf": 32, "ch_mult": [1, 4], "num_res_blocks": 1, "attn_resolutions": [4],
+               "progressive": "output_skip", "progressive_input": "input_skip"}
+    net = randomised(NCSNpp(channels=3, image_size=8, **section)).eval()
+    spec = ModelSpec.from_json({"network": {"name": "ncsnpp", **section}, "channels": 3,
+                                "image_size": 8, "sigmas": [90.0, 9.0, 0.9, 0.09, 0.01]})
+    write_diffusers_folder(tmp_path / "pipe", net, spec)
+    return [str(tmp_path / "pipe")], net
+
+
+@pytest.mark.parametrize(("source", "write"), [
+    ("official-ncsn", _official_ncsn), ("official-ncsnv2", _official_ncsnv2),
+    ("diffusers", _diffusers_folder)])
+def test_every_format_converts_to_its_outputs_and_samples_with_every_sampler(
+        tmp_path, source, write):
+    """The converted model computes the source network's outputs (NCSNv2: its EMA weights)
+    and samples with every sampler; a network that knows only its levels refuses (one line)
+    exactly the samplers that evaluate between them."""
+    args, net = write(tmp_path)
+    assert main(["convert", *args, "--from", source, "--out", str(tmp_path / "m")]) == 0
+    model = ncsn.load(tmp_path / "m")
+    levels = torch.tensor([model.spec.sigmas[0], model.spec.sigmas[-1]])
+    with torch.no_grad():
+        assert torch.equal(model.net(X, levels), net(X, levels))
+    budget = {"nfe": 6, "num_levels": 3} if model.continuous else {"nfe": 20}
+    for name in SAMPLERS:
+        try:
+            images = model.sample(2, sampler=name, seed=1, **budget)
+        except UserError as refused:
+            assert not model.continuous and "between the noise levels" in str(refused), name
+            assert "\n" not in str(refused)
+            continue
+        assert images.shape == (2, 3, 8, 8) and bool(images.isfinite().all()), name
 
 def test_export_then_import_round_trip_without_diffusers(tmp_path):
     section = {"name": "ncsnpp", "nf": 32, "ch_mult": [1, 4], "num_res_blocks": 1,
