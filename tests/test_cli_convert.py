@@ -5,6 +5,7 @@ exit 2 with one line."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,13 @@ import pytest
 import torch
 
 import ncsn
-from checkpoint_writers import randomised, tiny_config, tiny_ncsnpp, write_score_sde_checkpoint
+from checkpoint_writers import (
+    RunsCommand,
+    randomised,
+    tiny_config,
+    tiny_ncsnpp,
+    write_score_sde_checkpoint,
+)
 from ncsn.cli import main
 from ncsn.cli.convert import spec_from_config
 from ncsn.core.noise import geometric_sigmas
@@ -118,6 +125,62 @@ def test_every_format_converts_to_its_outputs_and_samples_with_every_sampler(
             assert "\n" not in str(refused)
             continue
         assert images.shape == (2, 3, 8, 8) and bool(images.isfinite().all()), name
+
+
+def _score_sde(tmp_path: Path) -> tuple[list[str], torch.nn.Module]:
+    """A score_sde checkpoint_N.pth dict and its config."""
+    net = tiny_ncsnpp()
+    write_score_sde_checkpoint(tmp_path / "checkpoint_7.pth", net)
+    return [str(tmp_path / "checkpoint_7.pth"), "--config", str(tiny_config(tmp_path))], net
+
+
+def _damage(args: list[str], kind: str, marker: Path) -> list[str]:
+    """``args`` (a checkpoint [--config C]) with the checkpoint or config damaged as ``kind``."""
+    path = Path(args[0])
+    weights = path / "unet" / "diffusion_pytorch_model.safetensors" if path.is_dir() else path
+    data = weights.read_bytes()
+    if kind == "truncated":
+        weights.write_bytes(data[:len(data) // 2])
+    elif kind == "corrupt":
+        weights.write_bytes(bytes(b ^ 0xFF if i % 251 == 7 else b for i, b in enumerate(data)))
+    elif kind == "malicious" and path.is_dir():  # a .bin whose unpickling would run a command
+        weights.unlink()
+        torch.save({"conv_in.weight": RunsCommand(f"touch {marker}")},
+                   weights.with_suffix(".bin"))
+    elif kind == "malicious":  # the same structure with code in its last entry
+        obj = torch.load(path, weights_only=False)
+        if isinstance(obj, dict):
+            obj["step"] = RunsCommand(f"touch {marker}")
+        else:
+            obj[-1] = {"w": RunsCommand(f"touch {marker}")}
+        torch.save(obj, path)
+    elif path.is_dir():  # wrong shapes: the folder's config disagrees with its weights
+        config = json.loads((path / "unet" / "config.json").read_text())
+        config["block_out_channels"] = [2 * c for c in config["block_out_channels"]]
+        (path / "unet" / "config.json").write_text(json.dumps(config))
+    else:  # wrong config: twice the width the checkpoint was trained with
+        config = Path(args[2])
+        config.write_text(re.sub(r"\b(n?g?f): (\d+)", lambda m: f"{m[1]}: {2 * int(m[2])}",
+                                 config.read_text()))
+    return args
+
+
+@pytest.mark.parametrize("kind", ["truncated", "corrupt", "malicious", "mismatched"])
+@pytest.mark.parametrize(("source", "write"), [
+    ("official-ncsn", _official_ncsn), ("official-ncsnv2", _official_ncsnv2),
+    ("score-sde", _score_sde), ("diffusers", _diffusers_folder)])
+def test_a_bad_checkpoint_in_each_format_is_one_line_exit_2_before_any_work(
+        tmp_path, capsys, source, write, kind):
+    marker = tmp_path / "code_ran"
+    args = _damage(write(tmp_path)[0], kind, marker)
+    capsys.readouterr()
+    assert main(["convert", *args, "--from", source, "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ncsn convert: error: ") and len(err.splitlines()) == 1, err
+    expected = {"truncated": "cannot read", "corrupt": "cannot read",
+                "malicious": "refused for safety", "mismatched": "wrong shapes"}[kind]
+    assert expected in err, err
+    assert not marker.exists() and not list(tmp_path.glob("m.*"))
 
 def test_export_then_import_round_trip_without_diffusers(tmp_path):
     section = {"name": "ncsnpp", "nf": 32, "ch_mult": [1, 4], "num_res_blocks": 1,
