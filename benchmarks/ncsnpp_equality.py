@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from ncsn.nets.diffusers_folder import write_diffusers_folder
 from ncsn.nets.ncsnpp import NCSNpp
+from ncsn.spec.model import ModelSpec
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -55,8 +56,8 @@ def main() -> None:
                "progressive": "output_skip", "progressive_input": "input_skip"}
     torch.manual_seed(0)
     net = randomised(NCSNpp(channels=3, image_size=8, **section)).eval()
-    spec = {"network": {"name": "ncsnpp", **section}, "channels": 3, "image_size": 8,
-            "sigmas": [90.0, 1.0, 0.01]}
+    spec = ModelSpec.from_json({"network": {"name": "ncsnpp", **section}, "channels": 3,
+                                "image_size": 8, "sigmas": [90.0, 1.0, 0.01]})
     x, sigma = torch.rand(3, 3, 8, 8), torch.tensor([0.01, 1.0, 90.0])
     with tempfile.TemporaryDirectory() as tmp:
         write_diffusers_folder(Path(tmp) / "pipe", net, spec)

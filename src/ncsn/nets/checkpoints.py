@@ -44,6 +44,9 @@ def read_torch_file(path: str | Path, *, numpy_scalars: bool = False) -> Any:
     :func:`numpy_scalar_globals` when ``numpy_scalars``); UserError when the file is missing,
     corrupt, truncated or holds other objects."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a folder, not a torch file (a diffusers pipeline "
+                        "folder converts with --from diffusers)")
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found")
     allowed = numpy_scalar_globals() if numpy_scalars else []
@@ -56,8 +59,12 @@ def read_torch_file(path: str | Path, *, numpy_scalars: bool = False) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError,
             OSError) as err:
-        raise UserError(f"cannot read {path} as a weights-only torch checkpoint: "
-                        f"{weights_only_load_reason(err)}") from err
+        reason = weights_only_load_reason(err)
+        if not numpy_scalars and "(numpy." in reason:
+            reason += ("; of the checkpoints read here only score_sde's hold numpy scalars (its "
+                       "optimizer's lr): is it one? then use --from score-sde")
+        raise UserError(f"cannot read {path} as a weights-only torch checkpoint: {reason}"
+                        ) from err
 
 
 def strip_prefix(state: dict[str, Any]) -> dict[str, Any]:

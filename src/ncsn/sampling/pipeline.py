@@ -13,6 +13,7 @@ the Python API (all through :class:`ncsn.sampling.ScoreModel`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -161,6 +162,25 @@ def draw_prior(plan: SamplingPlan, shape: tuple[int, ...], generator: torch.Gene
     return x
 
 
+# How torch's CPU allocator words a failed allocation (CUDA raises torch.cuda.OutOfMemoryError).
+MEMORY_ERRORS = ("out of memory", "not enough memory", "can't allocate memory")
+
+
+@contextlib.contextmanager
+def batch_memory(count: int, shape: tuple[int, ...], device: torch.device | str) -> Iterator[None]:
+    """Turn running out of memory on a batch of ``count`` images into a UserError naming the
+    batch size (the one setting that bounds sampling memory)."""
+    try:
+        yield
+    except RuntimeError as err:
+        if not (isinstance(err, torch.cuda.OutOfMemoryError)
+                or any(text in str(err) for text in MEMORY_ERRORS)):
+            raise
+        raise UserError(f"a batch of {count} images of {'x'.join(map(str, shape))} does not "
+                        f"fit in memory on {device}; use a smaller --batch-size (Python: "
+                        "batch_size=)") from None
+
+
 BatchScores = Callable[[int, int], ScoreFn]  # (start, stop) -> the score for those images
 
 
@@ -224,12 +244,13 @@ def sample_batches(scores: BatchScores, plan: SamplingPlan, n: int, shape: tuple
                 callback({**info, "batch_start": start})
 
         generator = torch.Generator(device=device).manual_seed(batch_seed(seed, b))
-        x = draw_prior(plan, (stop - start, *shape), generator, device)
-        if callback is not None:
-            callback({"x": x, "level": -1, "step": -1, "sigma": float(plan.sigmas[0]),
-                      "index": -1, "batch_start": start})
-        yield checked_pixels(run_plan(plan, scores(start, stop), x, generator=generator,
-                                      callback=report), plan.logit, start)
+        with batch_memory(stop - start, shape, device):
+            x = draw_prior(plan, (stop - start, *shape), generator, device)
+            if callback is not None:
+                callback({"x": x, "level": -1, "step": -1, "sigma": float(plan.sigmas[0]),
+                          "index": -1, "batch_start": start})
+            out = run_plan(plan, scores(start, stop), x, generator=generator, callback=report)
+        yield checked_pixels(out, plan.logit, start)
 
 
 def restore_images(score: ScoreFn, plan: SamplingPlan, images: Tensor,
@@ -264,9 +285,11 @@ def restore_batches(scores: BatchScores, plan: SamplingPlan, images: Tensor,
     function ``scores(start, stop)``. All random draws come from ``generator``, in order."""
     for start, stop in batch_ranges(images.shape[0] * k, batch_size):
         owner = torch.arange(start, stop) // k
-        yield start, restore_images(scores(start, stop), plan, images[owner],
-                                    operator.rows(owner).to(device), generator=generator,
-                                    device=device)
+        with batch_memory(stop - start, tuple(images.shape[1:]), device):
+            done = restore_images(scores(start, stop), plan, images[owner],
+                                  operator.rows(owner).to(device), generator=generator,
+                                  device=device)
+        yield start, done
 
 
 def inpaint_images(score: ScoreFn, plan: SamplingPlan, images: Tensor, masks: Tensor, *,

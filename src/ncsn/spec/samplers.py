@@ -240,5 +240,6 @@ def fit_steps(settings: SamplerSettings, nfe: int, levels: int) -> SamplerSettin
     needed = with_steps(lowest).cost(levels)
     if needed > nfe:
         raise ValueError(f"{nfe} network evaluations are too few for {levels} levels (at least "
-                         f"{needed})")
+                         f"{needed}); raise the budget (--nfe) or, for a network that takes any "
+                         "sigma, use fewer levels (--levels N)")
     return with_steps(_largest(lambda value: with_steps(value).cost(levels) <= nfe, lowest))
