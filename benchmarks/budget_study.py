@@ -34,7 +34,8 @@ import torch
 
 # name -> (what changes, --set overrides of the mnist5k_cpu config)
 ROWS: dict[str, tuple[str, list[str]]] = {
-    "base": ("the demo recipe (UNetSmall ngf 16, ch_mult 1,2,4, batch 32, lr 2e-3, EMA 0.995)",
+    "base": ("the demo recipe of 2026-12-03 (UNetSmall ngf 16, ch_mult 1,2,4, batch 32, lr 2e-3, "
+             "EMA 0.995, p_mean -0.6)",
              []),
     "ngf12": ("width: ngf 12", ["model.ngf=12"]),
     "ngf24": ("width: ngf 24", ["model.ngf=24"]),
@@ -76,8 +77,10 @@ SPEED_ROWS: dict[str, tuple[str, list[str]]] = {
 SAME_COMPUTE = {"base", "cosine", "lr4e-3_cosine", "betas099", "clip1", "ema999", "power_ema",
                 "pmean-0.3", "power_weight", "shift1", "uncond"}
 # a row "NAME@S" is row NAME trained with seed S (training.seed; the others use the config's 0)
+# the study's base is the demo recipe of 2026-12-03 (p_mean -0.6; the demo moved to -0.3, the
+# `pmean-0.3` row, after this study), so every row keeps -0.6 unless it overrides it
 COMMON = ["training.test_freq=0", "training.log_freq=1000000", "training.keep_last=1",
-          "training.sample_freq=0"]
+          "training.sample_freq=0", "noise.p_mean=-0.6"]
 
 
 def _overrides(name: str) -> list[str]:
