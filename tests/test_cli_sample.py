@@ -423,3 +423,37 @@ def test_ranks_split_the_batches_into_the_single_process_set(model, tmp_path):
     assert [code for code, _ in codes] == [0, 0]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     assert _written(tmp_path / "ranks") == _written(tmp_path / "one")
+
+
+def test_a_second_writer_of_an_out_folder_in_use_is_refused(model, tmp_path, capsys):
+    """While another live ncsn process writes --out (its .ncsn-lock), sample, inpaint and
+    evaluate --samples-dir refuse it, even with --overwrite or --resume: nothing of its set is
+    removed or mixed. A lock whose process is gone is taken over."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    out = tmp_path / "o"
+    sample = ["sample", str(model), "-n", "3", "--out", str(out), "--no-progress"]
+    assert main(sample) == 0
+    before = _written(out)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / files.LOCK_NAME).write_text(json.dumps({"pid": holder.pid,
+                                                       "host": socket.gethostname()}))
+        for argv in ([*sample, "--overwrite"], [*sample, "--resume"],
+                     ["inpaint", str(model), "--dataset", "digits8", "--num-images", "1",
+                      "--out", str(out), "--overwrite", "--no-progress"],
+                     ["evaluate", "--model", str(model), "--samples-dir", str(out),
+                      "--num-samples", "2", "--metrics", "digits"]):
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert f"in use by another ncsn process (pid {holder.pid}" in err
+            assert err.count("\n") == 1
+        assert {k: v for k, v in _written(out).items() if k != files.LOCK_NAME} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main([*sample, "--overwrite"]) == 0  # the dead holder's lock is taken over
+    assert not (out / files.LOCK_NAME).exists()  # and released at the end

@@ -356,3 +356,28 @@ class RunLock:
         if record and record.get("pid") == os.getpid() and \
                 record.get("host") == socket.gethostname():
             self.path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def writing_in(folder: str | Path, *, main: bool = True) -> Iterator[Path]:
+    """Hold ``folder``'s :class:`RunLock` (the folder created when missing) while the block
+    writes in it, so a second ncsn process writing there at once is refused instead of mixing
+    or deleting the first one's files. Processes other than ``main`` (torchrun ranks 1..N-1,
+    whose rank 0 holds the lock) take none."""
+    folder = Path(folder)
+    if not main:
+        yield folder
+        return
+    made = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error(folder, err) from None
+    lock = RunLock.acquire(folder)
+    try:
+        yield folder
+    finally:
+        lock.release()
+        if made:  # a command that stopped before writing leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
