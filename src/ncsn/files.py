@@ -41,7 +41,7 @@ def os_error_text(err: OSError) -> str:
         return "no space left on the device"
     if err.errno == errno.EIO:
         return "input/output error (failing disk or network file system?)"
-    return err.strerror or type(err).__name__
+    return err.strerror or str(err) or type(err).__name__
 
 
 def write_error(path: str | Path, err: OSError) -> UserError:
@@ -208,11 +208,17 @@ def check_output_dir(path: str | Path, what: str) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{what} {path} is a file, not a folder; choose a folder")
-    existing = _nearest_existing(path)
-    if not existing.is_dir():
-        raise UserError(f"{what} {path}: {existing} is a file, not a folder")
-    _probe_folder(existing, what, path)
+    _check_folder_of(path, what, path)
     return path
+
+
+def _check_folder_of(folder: Path, what: str, named: Path) -> None:
+    """UserError unless ``folder`` (holding ``named``, the path given as ``what``) is or can
+    become a writable folder."""
+    existing = _nearest_existing(folder)
+    if not existing.is_dir():
+        raise UserError(f"{what} {named}: {existing} is a file, not a folder")
+    _probe_folder(existing, what, named)
 
 
 def check_output_file(path: str | Path, what: str, *, suffixes: tuple[str, ...] = ()) -> Path:
@@ -226,8 +232,17 @@ def check_output_file(path: str | Path, what: str, *, suffixes: tuple[str, ...] 
     if path.exists() and not path.is_file():
         raise UserError(f"{what} {path} is not a regular file (a device or a socket?); give a "
                         "file name")
-    check_output_dir(path.parent, what)
+    _check_folder_of(path.parent, what, path)
     return path
+
+
+def check_output_model(stem: str | Path, what: str) -> Path:
+    """:func:`check_output_file` for both files of a model written at ``stem`` (its
+    ``.safetensors`` and ``.json``; a ``.safetensors`` or ``.json`` suffix names the stem)."""
+    stem = Path(stem)
+    for suffix in (".safetensors", ".json"):
+        check_output_file(stem.with_suffix(suffix), what)
+    return stem
 
 
 # ---------------------------------------------------------------------- owned run directories

@@ -100,6 +100,8 @@ def run_stats(args: argparse.Namespace) -> int:
 
     _positive(args.max_images, "--max-images")
     _positive(args.batch_size, "--batch-size")
+    if args.out:
+        files.check_output_file(args.out, "--out", suffixes=(".npz",))
     start = time.perf_counter()
     stats, path, hit = dataset_stats(
         args.dataset, args.split, root=args.data_root, image_size=args.image_size,
