@@ -457,3 +457,28 @@ def test_a_second_writer_of_an_out_folder_in_use_is_refused(model, tmp_path, cap
         holder.wait()
     assert main([*sample, "--overwrite"]) == 0  # the dead holder's lock is taken over
     assert not (out / files.LOCK_NAME).exists()  # and released at the end
+
+
+def test_json_nested_too_deeply_is_a_one_line_error(model, tmp_path, capsys):
+    """A model spec, a planted lock or a samples.json record nested too deep for Python's
+    JSON parser (RecursionError before) is refused or ignored like other malformed JSON."""
+    import shutil
+
+    deep = "[" * 100_000 + "]" * 100_000
+    stem = tmp_path / "m"
+    shutil.copy(model.with_suffix(".safetensors"), stem.with_suffix(".safetensors"))
+    stem.with_suffix(".json").write_text(deep)
+    assert main(["sample", str(stem), "-n", "1", "--out", str(tmp_path / "a"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read model spec" in err and "nested too deeply" in err
+    assert err.count("\n") == 1
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / files.LOCK_NAME).write_text(deep)  # unreadable lock: a killed holder's partial write
+    assert main(["sample", str(model), "-n", "1", "--out", str(out), "--no-progress"]) == 0
+    (out / "samples.json").write_text(deep)
+    assert main(["sample", str(model), "-n", "1", "--out", str(out), "--resume",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "samples.json" in err and err.count("\n") == 1

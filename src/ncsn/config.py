@@ -55,8 +55,12 @@ _YamlLoader.add_implicit_resolver(
 
 
 def parse_yaml(text: str) -> Any:
-    """``yaml.safe_load`` with floats such as ``2e-4`` (YAML 1.1 would give a string)."""
-    return yaml.load(text, Loader=_YamlLoader)
+    """``yaml.safe_load`` with floats such as ``2e-4`` (YAML 1.1 would give a string); nesting
+    too deep for PyYAML's recursive parser is a ``yaml.YAMLError`` like any other bad YAML."""
+    try:
+        return yaml.load(text, Loader=_YamlLoader)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:

@@ -26,7 +26,7 @@ import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from ncsn.errors import UserError
 
@@ -48,6 +48,15 @@ def write_error(path: str | Path, err: OSError) -> UserError:
     """A one-line UserError for a failed write of ``path``."""
     return UserError(f"cannot write {path}: {os_error_text(err)}; free space, fix the "
                      "permissions or choose another path")
+
+
+def parse_json(text: str) -> Any:
+    """``json.loads`` of a file's text; nesting too deep for Python's parser is a
+    ``json.JSONDecodeError`` (a ValueError) like any other malformed JSON, not a RecursionError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
 
 
 def temp_path(path: Path) -> Path:
@@ -149,7 +158,7 @@ def compare_record(path: str | Path, record: dict) -> list[str] | None:
     if not path.exists():
         return None
     try:
-        old = json.loads(path.read_text(encoding="utf-8"))
+        old = parse_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise UserError(f"cannot read {path} ({type(err).__name__}): delete it or choose "
                         "another folder") from None
@@ -319,7 +328,7 @@ class RunLock:
         """The lock's record, or None when there is no lock or it is unreadable (a partial
         write by a killed holder)."""
         try:
-            record = json.loads(path.read_text())
+            record = parse_json(path.read_text())
         except (OSError, ValueError):
             return None
         return record if isinstance(record, dict) else None
