@@ -223,3 +223,15 @@ def test_yaml_nested_too_deeply_is_a_one_line_error(tmp_path: Path, capsys) -> N
         err = capsys.readouterr().err
         assert "nested too deeply" in err and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()
+
+
+def test_training_seed_is_bounded_where_it_enters(tmp_path: Path, capsys) -> None:
+    """A seed beyond 64 bits was a traceback from torch.manual_seed after the data loaded, and
+    a negative one was taken; the periodic samples add up to 3, so the bound leaves room."""
+    for value, message in (("1180591620717411303424", "must be <= 9223372036854775804"),
+                           ("-1", "must be >= 0")):
+        assert main(["train", "--config", "mnist5k_cpu", "--run-dir", str(tmp_path / "run"),
+                     "--set", f"training.seed={value}"]) == 2
+        err = capsys.readouterr().err
+        assert f"training.seed: {message}" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()

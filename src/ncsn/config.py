@@ -36,6 +36,7 @@ from ncsn.spec.values import (
     MAX_IMAGE_SIZE,
     MAX_LEVELS,
     MAX_NFE,
+    MAX_TRAINING_SEED,
     Channels,
     LevelsOrAuto,
     Sigma,
@@ -146,7 +147,7 @@ class TrainingConfig(_Section):
     grad_clip: float | None = Field(default=None, gt=0)
     snapshot_freq: int = Field(default=5000, gt=0)
     keep_last: int = Field(default=3, gt=0)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_TRAINING_SEED)
     skip_nonfinite: bool = False
     log_freq: int = Field(default=50, gt=0)
     test_freq: int = Field(default=0, ge=0)
