@@ -482,3 +482,15 @@ def test_json_nested_too_deeply_is_a_one_line_error(model, tmp_path, capsys):
                  "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "samples.json" in err and err.count("\n") == 1
+
+
+def test_floating_point_images_are_refused_not_read_black(model, tmp_path, capsys):
+    """Pillow converts a mode-F image to 8 bits by clipping, so pixels in [0, 1] became black
+    (0 or 1 of 255) with exit 0; such a file is refused in one line before any sampling."""
+    image = tmp_path / "x.tiff"
+    Image.fromarray(np.full((SIZE, SIZE), 0.5, np.float32)).save(image)
+    assert main(["inpaint", str(model), "--images", str(image), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "x.tiff: its pixels are floating-point numbers" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
