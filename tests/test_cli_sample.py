@@ -494,3 +494,25 @@ def test_floating_point_images_are_refused_not_read_black(model, tmp_path, capsy
     err = capsys.readouterr().err
     assert "x.tiff: its pixels are floating-point numbers" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_a_refused_run_removes_nothing_of_the_earlier_set(model, tmp_path, capsys):
+    """The label checks ran at the first batch, after --overwrite had removed the earlier set
+    (and a fresh --out got a samples.json that blocked the next run): they run before any file
+    is touched now, in sample, inpaint and restore."""
+    out = tmp_path / "o"
+    common = ["--out", str(out), "--no-progress"]
+    completion = ["--dataset", "digits8", "--num-images", "1"]
+    for argv in (["sample", str(model), "-n", "3"],
+                 ["inpaint", str(model), *completion],
+                 ["restore", str(model), "--task", "inpaint", *completion]):
+        assert main([*argv, *common, "--overwrite"]) == 0
+        before = _written(out)
+        assert main([*argv, *common, "--overwrite", "--class", "3"]) == 2
+        err = capsys.readouterr().err
+        assert "not class-conditional" in err and err.count("\n") == 1, err
+        assert _written(out) == before
+    fresh = tmp_path / "fresh"
+    assert main(["sample", str(model), "-n", "1", "--out", str(fresh), "--class", "3",
+                 "--no-progress"]) == 2
+    assert not fresh.exists()

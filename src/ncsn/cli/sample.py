@@ -500,9 +500,6 @@ def _sample_set(args: argparse.Namespace, out: Path, earlier: list[Path], model:
     from ncsn.imageio import save_gif, save_grid
     from ncsn.training.distributed import together
 
-    with together(ranks, model.device):
-        if ranks.is_main:
-            _start_set(out, earlier, record, args.resume)
     writer = _Output(out, args.format, args.num_samples, model.image_shape, "samples",
                      args.batch_size)
     assigned = range(ranks.rank, len(writer.ranges), ranks.world_size)
@@ -526,7 +523,7 @@ def _sample_set(args: argparse.Namespace, out: Path, earlier: list[Path], model:
     common = {"plan": plan, "seed": args.seed, "batch_size": args.batch_size,
               "progress": not args.no_progress, "batches": mine,
               "callback": record_frame if gif else None}
-    with together(ranks, model.device):
+    with together(ranks, model.device):  # every argument checked before a file is touched
         if args.classifier is None:
             batches = model.sample_batches(args.num_samples, labels=args.labels,
                                            guidance=args.guidance or 0.0, **common)
@@ -534,6 +531,9 @@ def _sample_set(args: argparse.Namespace, out: Path, earlier: list[Path], model:
             batches = model.sample_class_batches(
                 args.num_samples, args.labels, args.classifier,
                 scale=1.0 if args.guidance is None else args.guidance, **common)
+        if ranks.is_main:
+            _start_set(out, earlier, record, args.resume)
+    with together(ranks, model.device):
         for b, images in zip(mine, batches, strict=True):
             writer.add(images, writer.ranges[b][0])
     if not ranks.is_main:
@@ -622,13 +622,13 @@ def run_inpaint(args: argparse.Namespace) -> int:
         images = load_inputs(args, channels, size)
         masks = model.masks(args.mask, images.shape[0], fraction=args.fraction, box=args.box,
                             seed=args.seed)
+        k, n = args.completions, images.shape[0]
+        batches = model.inpaint_batches(  # every argument checked before a file is touched
+            images, masks, k=k, plan=plan, seed=args.seed, batch_size=args.batch_size,
+            progress=not args.no_progress, **_conditioning(args))
         _remove(earlier)
         _remove_partial(out, "completions")
-        k, n = args.completions, images.shape[0]
-        writer, completions = _write_completions(
-            out, args, n, model.image_shape, model.inpaint_batches(
-                images, masks, k=k, plan=plan, seed=args.seed, batch_size=args.batch_size,
-                progress=not args.no_progress, **_conditioning(args)))
+        writer, completions = _write_completions(out, args, n, model.image_shape, batches)
         shown = completions.shape[0]
         masked = images[:shown] * masks[:shown] + 0.5 * (1 - masks[:shown])
         rows = torch.cat([images[:shown, None], masked[:, None], completions], dim=1)
@@ -661,12 +661,12 @@ def run_restore(args: argparse.Namespace) -> int:
                                   keep_fraction=args.keep_fraction, mask=args.mask,
                                   fraction=args.fraction, box=args.box, seed=args.seed)
         y = operator.observe(images, fill=0.5, generator=torch.Generator().manual_seed(args.seed))
+        batches = model.restore_batches(  # every argument checked before a file is touched
+            y, operator, k=k, plan=plan, seed=args.seed, batch_size=args.batch_size,
+            progress=not args.no_progress, **_conditioning(args))
         _remove(earlier)
         _remove_partial(out, "completions")
-        writer, completions = _write_completions(
-            out, args, n, model.image_shape, model.restore_batches(
-                y, operator, k=k, plan=plan, seed=args.seed, batch_size=args.batch_size,
-                progress=not args.no_progress, **_conditioning(args)))
+        writer, completions = _write_completions(out, args, n, model.image_shape, batches)
         shown = completions.shape[0]
         rows = torch.cat([y[:shown, None].clamp(0, 1), completions, images[:shown, None]], dim=1)
         grid = save_grid(rows.reshape(-1, channels, size, size), out / "grid.png", nrow=k + 2,
