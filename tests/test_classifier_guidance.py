@@ -153,3 +153,20 @@ def test_class_of_an_unconditional_model_needs_a_classifier(files, tmp_path, cap
     assert main(["sample", str(files[0]), "-n", "2", "--class", "balanced", "--classifier",
                  str(files[1]), "--out", str(tmp_path / "b")]) == 2
     assert "give --class K" in capsys.readouterr().err
+
+
+def test_an_unwritable_out_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    import ncsn.training.classifier as training
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started before --out was checked")
+
+    monkeypatch.setattr(training, "train_classifier", no_training)
+    model = _save_model(tmp_path / "digits", 28)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "taken.json").mkdir()
+    for out, message in ((tmp_path / "afile" / "cls", "is a file, not a folder"),
+                         (tmp_path / "taken", "taken.json is a folder")):
+        assert main(["train-classifier", str(model), "--out", str(out), "--steps", "2"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err

@@ -276,3 +276,21 @@ def test_packaged_score_sde_configs(name, size, sigma_max, levels, snr):
         net = build_network(spec.network, channels=3, image_size=size,
                             sigmas=torch.tensor(spec.sigmas))
     assert sum(p.numel() for p in net.parameters()) == RECORDED["full_size_parameters"][name]
+
+
+def test_an_unwritable_out_is_refused_before_the_checkpoint_is_read(score_sde_ckpt, tmp_path,
+                                                                     capsys):
+    ckpt, _, config = score_sde_ckpt
+    (tmp_path / "afile").write_text("x")
+    under_a_file = str(tmp_path / "afile" / "m")
+    model = tmp_path / "model"
+    assert main(["convert", "--from", "score-sde", str(ckpt), "--config", str(config),
+                 "--out", str(model)]) == 0
+    for argv in (["convert", "--from", "score-sde", str(tmp_path / "absent.pth"),
+                  "--config", str(config), "--out", under_a_file],
+                 ["convert-official", str(tmp_path / "absent.pth"), "--preset", "mnist",
+                  "--out", under_a_file],
+                 ["export", "--format", "diffusers", "--out", under_a_file, str(model)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "afile is a file, not a folder" in err and err.count("\n") == 1, err

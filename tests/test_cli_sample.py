@@ -423,3 +423,96 @@ def test_ranks_split_the_batches_into_the_single_process_set(model, tmp_path):
     assert [code for code, _ in codes] == [0, 0]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     assert _written(tmp_path / "ranks") == _written(tmp_path / "one")
+
+
+def test_a_second_writer_of_an_out_folder_in_use_is_refused(model, tmp_path, capsys):
+    """While another live ncsn process writes --out (its .ncsn-lock), sample, inpaint and
+    evaluate --samples-dir refuse it, even with --overwrite or --resume: nothing of its set is
+    removed or mixed. A lock whose process is gone is taken over."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    out = tmp_path / "o"
+    sample = ["sample", str(model), "-n", "3", "--out", str(out), "--no-progress"]
+    assert main(sample) == 0
+    before = _written(out)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / files.LOCK_NAME).write_text(json.dumps({"pid": holder.pid,
+                                                       "host": socket.gethostname()}))
+        for argv in ([*sample, "--overwrite"], [*sample, "--resume"],
+                     ["inpaint", str(model), "--dataset", "digits8", "--num-images", "1",
+                      "--out", str(out), "--overwrite", "--no-progress"],
+                     ["evaluate", "--model", str(model), "--samples-dir", str(out),
+                      "--num-samples", "2", "--metrics", "digits"]):
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert f"in use by another ncsn process (pid {holder.pid}" in err
+            assert err.count("\n") == 1
+        assert {k: v for k, v in _written(out).items() if k != files.LOCK_NAME} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main([*sample, "--overwrite"]) == 0  # the dead holder's lock is taken over
+    assert not (out / files.LOCK_NAME).exists()  # and released at the end
+
+
+def test_json_nested_too_deeply_is_a_one_line_error(model, tmp_path, capsys):
+    """A model spec, a planted lock or a samples.json record nested too deep for Python's
+    JSON parser (RecursionError before) is refused or ignored like other malformed JSON."""
+    import shutil
+
+    deep = "[" * 100_000 + "]" * 100_000
+    stem = tmp_path / "m"
+    shutil.copy(model.with_suffix(".safetensors"), stem.with_suffix(".safetensors"))
+    stem.with_suffix(".json").write_text(deep)
+    assert main(["sample", str(stem), "-n", "1", "--out", str(tmp_path / "a"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read model spec" in err and "nested too deeply" in err
+    assert err.count("\n") == 1
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / files.LOCK_NAME).write_text(deep)  # unreadable lock: a killed holder's partial write
+    assert main(["sample", str(model), "-n", "1", "--out", str(out), "--no-progress"]) == 0
+    (out / "samples.json").write_text(deep)
+    assert main(["sample", str(model), "-n", "1", "--out", str(out), "--resume",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "samples.json" in err and err.count("\n") == 1
+
+
+def test_floating_point_images_are_refused_not_read_black(model, tmp_path, capsys):
+    """Pillow converts a mode-F image to 8 bits by clipping, so pixels in [0, 1] became black
+    (0 or 1 of 255) with exit 0; such a file is refused in one line before any sampling."""
+    image = tmp_path / "x.tiff"
+    Image.fromarray(np.full((SIZE, SIZE), 0.5, np.float32)).save(image)
+    assert main(["inpaint", str(model), "--images", str(image), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "x.tiff: its pixels are floating-point numbers" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_refused_run_removes_nothing_of_the_earlier_set(model, tmp_path, capsys):
+    """The label checks ran at the first batch, after --overwrite had removed the earlier set
+    (and a fresh --out got a samples.json that blocked the next run): they run before any file
+    is touched now, in sample, inpaint and restore."""
+    out = tmp_path / "o"
+    common = ["--out", str(out), "--no-progress"]
+    completion = ["--dataset", "digits8", "--num-images", "1"]
+    for argv in (["sample", str(model), "-n", "3"],
+                 ["inpaint", str(model), *completion],
+                 ["restore", str(model), "--task", "inpaint", *completion]):
+        assert main([*argv, *common, "--overwrite"]) == 0
+        before = _written(out)
+        assert main([*argv, *common, "--overwrite", "--class", "3"]) == 2
+        err = capsys.readouterr().err
+        assert "not class-conditional" in err and err.count("\n") == 1, err
+        assert _written(out) == before
+    fresh = tmp_path / "fresh"
+    assert main(["sample", str(model), "-n", "1", "--out", str(fresh), "--class", "3",
+                 "--no-progress"]) == 2
+    assert not fresh.exists()

@@ -208,3 +208,30 @@ def test_out_of_range_and_non_finite_values_name_the_field(item: str, expected: 
     with pytest.raises(UserError, match=expected) as info:
         validate_config(apply_overrides({"model": {"name": "unet_small"}}, [item]), "c.yaml")
     assert str(info.value).startswith("c.yaml: ") and "\n" not in str(info.value)
+
+
+def test_yaml_nested_too_deeply_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    """PyYAML parses recursively: a config (or --set value) nested thousands deep raised
+    RecursionError; it is invalid YAML like any other, in every command that reads one."""
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("data: " + "[" * 5000 + "]" * 5000 + "\n")
+    for argv in (["train", "--config", str(deep), "--run-dir", str(tmp_path / "run")],
+                 ["noise-levels", "--config", str(deep)],
+                 ["train", "--config", "mnist5k_cpu", "--run-dir", str(tmp_path / "run"),
+                  "--set", "model.ch_mult=" + "[" * 5000 + "]" * 5000]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "nested too deeply" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_seed_is_bounded_where_it_enters(tmp_path: Path, capsys) -> None:
+    """A seed beyond 64 bits was a traceback from torch.manual_seed after the data loaded, and
+    a negative one was taken; the periodic samples add up to 3, so the bound leaves room."""
+    for value, message in (("1180591620717411303424", "must be <= 9223372036854775804"),
+                           ("-1", "must be >= 0")):
+        assert main(["train", "--config", "mnist5k_cpu", "--run-dir", str(tmp_path / "run"),
+                     "--set", f"training.seed={value}"]) == 2
+        err = capsys.readouterr().err
+        assert f"training.seed: {message}" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()

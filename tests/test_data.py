@@ -479,3 +479,27 @@ def test_a_file_or_an_unreadable_folder_as_the_image_folder_is_one_line(tmp_path
             load_dataset("folder", "train", root=locked)
     finally:
         locked.chmod(0o755)
+
+
+def test_sixteen_bit_images_in_a_folder_data_set_are_read_at_full_range(tmp_path, capsys):
+    """A folder of 16-bit grey PNGs is read at its full range (Pillow's 8-bit conversion clipped
+    every value above 255 to white): technique 1's largest distance equals that of the same
+    images saved with 8 bits."""
+    import json
+
+    from PIL import Image
+
+    from ncsn.cli import main
+
+    for name, dtype, scale in (("wide", np.uint16, 257), ("narrow", np.uint8, 1)):
+        (tmp_path / name).mkdir()
+        for k, value in enumerate((0, 128, 200)):
+            Image.fromarray(np.full((8, 8), value * scale, dtype)).save(
+                tmp_path / name / f"{k}.png")
+    largest = {}
+    for name in ("wide", "narrow"):
+        assert main(["noise-levels", "folder", "--data-root", str(tmp_path / name),
+                     "--json"]) == 0
+        largest[name] = json.loads(capsys.readouterr().out)["technique1"]["value"]
+    assert largest["wide"] == pytest.approx(largest["narrow"])
+    assert largest["narrow"] == pytest.approx(8 * 200 / 255)  # 64 pixels apart by 200/255

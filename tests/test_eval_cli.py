@@ -144,3 +144,20 @@ def test_outputs_are_checked_before_any_work(tmp_path, capsys, monkeypatch):
         assert main([*args, *extra]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+def test_stats_out_is_checked_before_the_statistics(tmp_path, capsys, monkeypatch):
+    import ncsn.eval.features as features
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("statistics computed before --out was checked")
+
+    monkeypatch.setattr(features, "dataset_stats", no_work)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "folder.npz").mkdir()
+    for out, message in ((tmp_path / "afile" / "s.npz", "is a file, not a folder"),
+                         (tmp_path / "folder.npz", "is a folder"),
+                         (tmp_path / "s.txt", "must end with .npz")):
+        assert main(["stats", "digits8", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err

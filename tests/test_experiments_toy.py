@@ -125,3 +125,16 @@ def test_a_write_failing_midway_keeps_the_earlier_output(tmp_path, monkeypatch, 
         figure3(tmp_path, seed=1, **small)
     assert (tmp_path / name).read_bytes() == before[name]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_cli_out_under_a_file_is_refused_before_the_figure(tmp_path, capsys, monkeypatch):
+    import ncsn.experiments.toy as toy
+
+    def no_figure(*args, **kwargs):
+        raise AssertionError("the figure started before --out was checked")
+
+    monkeypatch.setattr(toy, "figure3", no_figure)
+    (tmp_path / "afile").write_text("x")
+    assert main(["toy", "figure3", "--out", str(tmp_path / "afile" / "fig")]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and err.count("\n") == 1

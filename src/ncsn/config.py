@@ -36,6 +36,7 @@ from ncsn.spec.values import (
     MAX_IMAGE_SIZE,
     MAX_LEVELS,
     MAX_NFE,
+    MAX_TRAINING_SEED,
     Channels,
     LevelsOrAuto,
     Sigma,
@@ -55,8 +56,12 @@ _YamlLoader.add_implicit_resolver(
 
 
 def parse_yaml(text: str) -> Any:
-    """``yaml.safe_load`` with floats such as ``2e-4`` (YAML 1.1 would give a string)."""
-    return yaml.load(text, Loader=_YamlLoader)
+    """``yaml.safe_load`` with floats such as ``2e-4`` (YAML 1.1 would give a string); nesting
+    too deep for PyYAML's recursive parser is a ``yaml.YAMLError`` like any other bad YAML."""
+    try:
+        return yaml.load(text, Loader=_YamlLoader)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:
@@ -168,7 +173,7 @@ class TrainingConfig(_Section):
     grad_clip: float | None = Field(default=None, gt=0)
     snapshot_freq: int = Field(default=5000, gt=0)
     keep_last: int = Field(default=3, gt=0)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_TRAINING_SEED)
     skip_nonfinite: bool = False
     log_freq: int = Field(default=50, gt=0)
     test_freq: int = Field(default=0, ge=0)

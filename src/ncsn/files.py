@@ -26,7 +26,7 @@ import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from ncsn.errors import UserError
 
@@ -41,13 +41,22 @@ def os_error_text(err: OSError) -> str:
         return "no space left on the device"
     if err.errno == errno.EIO:
         return "input/output error (failing disk or network file system?)"
-    return err.strerror or type(err).__name__
+    return err.strerror or str(err) or type(err).__name__
 
 
 def write_error(path: str | Path, err: OSError) -> UserError:
     """A one-line UserError for a failed write of ``path``."""
     return UserError(f"cannot write {path}: {os_error_text(err)}; free space, fix the "
                      "permissions or choose another path")
+
+
+def parse_json(text: str) -> Any:
+    """``json.loads`` of a file's text; nesting too deep for Python's parser is a
+    ``json.JSONDecodeError`` (a ValueError) like any other malformed JSON, not a RecursionError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
 
 
 def temp_path(path: Path) -> Path:
@@ -149,7 +158,7 @@ def compare_record(path: str | Path, record: dict) -> list[str] | None:
     if not path.exists():
         return None
     try:
-        old = json.loads(path.read_text(encoding="utf-8"))
+        old = parse_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise UserError(f"cannot read {path} ({type(err).__name__}): delete it or choose "
                         "another folder") from None
@@ -208,11 +217,17 @@ def check_output_dir(path: str | Path, what: str) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{what} {path} is a file, not a folder; choose a folder")
-    existing = _nearest_existing(path)
-    if not existing.is_dir():
-        raise UserError(f"{what} {path}: {existing} is a file, not a folder")
-    _probe_folder(existing, what, path)
+    _check_folder_of(path, what, path)
     return path
+
+
+def _check_folder_of(folder: Path, what: str, named: Path) -> None:
+    """UserError unless ``folder`` (holding ``named``, the path given as ``what``) is or can
+    become a writable folder."""
+    existing = _nearest_existing(folder)
+    if not existing.is_dir():
+        raise UserError(f"{what} {named}: {existing} is a file, not a folder")
+    _probe_folder(existing, what, named)
 
 
 def check_output_file(path: str | Path, what: str, *, suffixes: tuple[str, ...] = ()) -> Path:
@@ -226,8 +241,17 @@ def check_output_file(path: str | Path, what: str, *, suffixes: tuple[str, ...] 
     if path.exists() and not path.is_file():
         raise UserError(f"{what} {path} is not a regular file (a device or a socket?); give a "
                         "file name")
-    check_output_dir(path.parent, what)
+    _check_folder_of(path.parent, what, path)
     return path
+
+
+def check_output_model(stem: str | Path, what: str) -> Path:
+    """:func:`check_output_file` for both files of a model written at ``stem`` (its
+    ``.safetensors`` and ``.json``; a ``.safetensors`` or ``.json`` suffix names the stem)."""
+    stem = Path(stem)
+    for suffix in (".safetensors", ".json"):
+        check_output_file(stem.with_suffix(suffix), what)
+    return stem
 
 
 # ---------------------------------------------------------------------- owned run directories
@@ -304,7 +328,7 @@ class RunLock:
         """The lock's record, or None when there is no lock or it is unreadable (a partial
         write by a killed holder)."""
         try:
-            record = json.loads(path.read_text())
+            record = parse_json(path.read_text())
         except (OSError, ValueError):
             return None
         return record if isinstance(record, dict) else None
@@ -356,3 +380,28 @@ class RunLock:
         if record and record.get("pid") == os.getpid() and \
                 record.get("host") == socket.gethostname():
             self.path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def writing_in(folder: str | Path, *, main: bool = True) -> Iterator[Path]:
+    """Hold ``folder``'s :class:`RunLock` (the folder created when missing) while the block
+    writes in it, so a second ncsn process writing there at once is refused instead of mixing
+    or deleting the first one's files. Processes other than ``main`` (torchrun ranks 1..N-1,
+    whose rank 0 holds the lock) take none."""
+    folder = Path(folder)
+    if not main:
+        yield folder
+        return
+    made = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error(folder, err) from None
+    lock = RunLock.acquire(folder)
+    try:
+        yield folder
+    finally:
+        lock.release()
+        if made:  # a command that stopped before writing leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()

@@ -12,6 +12,7 @@ import zipfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -112,14 +113,38 @@ def _wide_grey(img: Image.Image, channels: int | None) -> np.ndarray:
     return np.repeat(arr, 3, axis=0) if channels == 3 else arr
 
 
+def open_image(source: str | Path | IO[bytes], name: str | Path) -> Image.Image:
+    """Open and decode an image file (``name`` in messages); UserError for one PIL cannot
+    decode, or whose pixels are floating point (mode F: Pillow's conversions to 8 bits clip
+    them, so an image in [0, 1] would be read black)."""
+    try:
+        img = Image.open(source)
+        img.load()
+    except UNREADABLE_IMAGE as err:
+        raise UserError(f"cannot read image {name}: {err}") from err
+    if img.mode == "F":
+        raise UserError(f"cannot read image {name}: its pixels are floating-point numbers, whose "
+                        "range ncsn cannot know; save it as an 8- or 16-bit PNG")
+    return img
+
+
+def wide_grey_as_8bit(img: Image.Image, name: str | Path) -> Image.Image:
+    """A 16-bit grey image as 8-bit grey at its full range (v / 65535 rounded to 255 steps),
+    not clipped, as Pillow's ``convert("L")`` does (every value above 255 white); other images
+    as they are."""
+    if img.mode not in WIDE_GREY_MODES:
+        return img
+    try:
+        grey = _wide_grey(img, 1)[0]
+    except UserError as err:
+        raise UserError(f"cannot read image {name}: {err}") from None
+    return Image.fromarray(np.rint(grey * 255.0).astype(np.uint8))
+
+
 def load_image(path: str | Path, channels: int | None = None) -> np.ndarray:
     """Read one image file as (C, H, W) float32 in [0, 1]; ``channels`` 1 or 3 converts.
     16-bit grey images are read at their full range."""
-    try:
-        img = Image.open(path)
-        img.load()
-    except UNREADABLE_IMAGE as err:
-        raise UserError(f"cannot read image {path}: {err}") from err
+    img = open_image(path, path)
     if img.mode in WIDE_GREY_MODES:
         try:
             return _wide_grey(img, channels)

@@ -7,6 +7,7 @@ import argparse
 import time
 from typing import Any, get_args
 
+from ncsn import files
 from ncsn.cli.args import count, seed
 from ncsn.errors import UserError
 from ncsn.spec.values import MAX_BATCH, MAX_STEPS
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
              "seed": args.seed}
     path, recipe = load_classifier_config(
         args.config, {k: v for k, v in flags.items() if v is not None})
+    files.check_output_model(args.out, "--out")
     model = ncsn.load(args.model)
     channels, size, _ = model.image_shape
     if (channels, size) != (1, 28):

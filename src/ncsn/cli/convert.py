@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ncsn import files
 from ncsn.cli.args import count, sigma
 from ncsn.config import Config
 from ncsn.config import model_spec as config_model_spec
@@ -138,6 +139,7 @@ def _converted(args: argparse.Namespace) -> tuple[Any, ModelSpec]:
 def run_convert(args: argparse.Namespace) -> int:
     from ncsn.nets.io import save_model
 
+    files.check_output_model(args.out, "--out")
     net, spec = _converted(args)
     path = save_model(args.out, net, spec)
     print(f"wrote {path} and {path.with_suffix('.json')}")
@@ -145,6 +147,7 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    files.check_output_model(args.out, "--out")
     overrides = {"ngf": args.ngf, "channels": args.channels, "image_size": args.image_size,
                  "sigma_max": args.sigma_max, "sigma_min": args.sigma_min,
                  "num_levels": args.num_levels}

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,8 @@ def run_stats(args: argparse.Namespace) -> int:
 
     _positive(args.max_images, "--max-images")
     _positive(args.batch_size, "--batch-size")
+    if args.out:
+        files.check_output_file(args.out, "--out", suffixes=(".npz",))
     start = time.perf_counter()
     stats, path, hit = dataset_stats(
         args.dataset, args.split, root=args.data_root, image_size=args.image_size,
@@ -117,7 +120,7 @@ def _get_samples(args: argparse.Namespace) -> tuple[Any, str]:
     """The samples and what they are; under torchrun (``--model``) every process draws its
     shards and only rank 0 gets the samples (the others None: they have nothing to score)."""
     from ncsn.eval.samples import generate_samples, load_samples
-    from ncsn.training.distributed import init_distributed, shutdown
+    from ncsn.training.distributed import init_distributed, shutdown, together
 
     _positive(args.num_samples, "--num-samples")
     if args.model is not None:
@@ -129,9 +132,12 @@ def _get_samples(args: argparse.Namespace) -> tuple[Any, str]:
         model, plan = load_for(args)
         ranks = init_distributed(model.device)
         try:
-            images = generate_samples(model, plan, args.samples_dir, num,
-                                      shard_size=args.shard_size, seed=args.seed,
-                                      progress=True, ranks=ranks)
+            with contextlib.ExitStack() as held:
+                with together(ranks, model.device):  # a refusal on rank 0 stops every rank
+                    held.enter_context(files.writing_in(args.samples_dir, main=ranks.is_main))
+                images = generate_samples(model, plan, args.samples_dir, num,
+                                          shard_size=args.shard_size, seed=args.seed,
+                                          progress=True, ranks=ranks)
         finally:
             shutdown(ranks)
         return images, f"{num:,} generated from {args.model} (shards in {args.samples_dir})"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ncsn import files
+
 FORMATS = ("diffusers",)
 
 
@@ -26,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from ncsn.nets.diffusers_folder import write_diffusers_folder
     from ncsn.nets.io import load_model
 
+    files.check_output_dir(args.out, "--out")
     net, spec = load_model(args.model)
     out = write_diffusers_folder(args.out, net, spec)
     print(f"wrote {out} (diffusers ScoreSdeVePipeline: unet/, scheduler/)")

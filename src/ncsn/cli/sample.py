@@ -287,6 +287,13 @@ def _out_dir(args: argparse.Namespace, name: str) -> tuple[Path, list[Path]]:
     return out, earlier
 
 
+def _launch_rank() -> int:
+    """torchrun's rank of this process (0 alone); rank 0 holds --out's lock for the job."""
+    from ncsn.training.distributed import launch_rank
+
+    return launch_rank()
+
+
 def _remove(earlier: list[Path]) -> None:
     """Delete the earlier output (``--overwrite``), once every check has passed."""
     for path in earlier:
@@ -472,17 +479,18 @@ def run_sample(args: argparse.Namespace) -> int:
     from ncsn.training.distributed import init_distributed, shutdown
 
     out, earlier = _out_dir(args, "samples")
-    if args.gif is not None:
-        files.check_output_file(args.gif, "--gif", suffixes=(".gif",))
-    if args.classifier is not None and not isinstance(args.labels, int):
-        raise UserError("--classifier guides towards one class: give --class K")
-    model, plan = load_for(args)
-    record = _sample_record(args, model, plan)
-    ranks = init_distributed(model.device)
-    try:
-        return _sample_set(args, out, earlier, model, plan, record, ranks)
-    finally:
-        shutdown(ranks)
+    with files.writing_in(out, main=_launch_rank() == 0):
+        if args.gif is not None:
+            files.check_output_file(args.gif, "--gif", suffixes=(".gif",))
+        if args.classifier is not None and not isinstance(args.labels, int):
+            raise UserError("--classifier guides towards one class: give --class K")
+        model, plan = load_for(args)
+        record = _sample_record(args, model, plan)
+        ranks = init_distributed(model.device)
+        try:
+            return _sample_set(args, out, earlier, model, plan, record, ranks)
+        finally:
+            shutdown(ranks)
 
 
 def _sample_set(args: argparse.Namespace, out: Path, earlier: list[Path], model: ScoreModel,
@@ -492,9 +500,6 @@ def _sample_set(args: argparse.Namespace, out: Path, earlier: list[Path], model:
     from ncsn.imageio import save_gif, save_grid
     from ncsn.training.distributed import together
 
-    with together(ranks, model.device):
-        if ranks.is_main:
-            _start_set(out, earlier, record, args.resume)
     writer = _Output(out, args.format, args.num_samples, model.image_shape, "samples",
                      args.batch_size)
     assigned = range(ranks.rank, len(writer.ranges), ranks.world_size)
@@ -518,7 +523,7 @@ def _sample_set(args: argparse.Namespace, out: Path, earlier: list[Path], model:
     common = {"plan": plan, "seed": args.seed, "batch_size": args.batch_size,
               "progress": not args.no_progress, "batches": mine,
               "callback": record_frame if gif else None}
-    with together(ranks, model.device):
+    with together(ranks, model.device):  # every argument checked before a file is touched
         if args.classifier is None:
             batches = model.sample_batches(args.num_samples, labels=args.labels,
                                            guidance=args.guidance or 0.0, **common)
@@ -526,6 +531,9 @@ def _sample_set(args: argparse.Namespace, out: Path, earlier: list[Path], model:
             batches = model.sample_class_batches(
                 args.num_samples, args.labels, args.classifier,
                 scale=1.0 if args.guidance is None else args.guidance, **common)
+        if ranks.is_main:
+            _start_set(out, earlier, record, args.resume)
+    with together(ranks, model.device):
         for b, images in zip(mine, batches, strict=True):
             writer.add(images, writer.ranges[b][0])
     if not ranks.is_main:
@@ -608,25 +616,27 @@ def run_inpaint(args: argparse.Namespace) -> int:
     from ncsn.imageio import save_grid, to_uint8
 
     out, earlier = _out_dir(args, "completions")
-    model, plan = load_for(args)
-    channels, size, _ = model.image_shape
-    images = load_inputs(args, channels, size)
-    masks = model.masks(args.mask, images.shape[0], fraction=args.fraction, box=args.box,
-                        seed=args.seed)
-    _remove(earlier)
-    _remove_partial(out, "completions")
-    k, n = args.completions, images.shape[0]
-    writer, completions = _write_completions(out, args, n, model.image_shape, model.inpaint_batches(
-        images, masks, k=k, plan=plan, seed=args.seed, batch_size=args.batch_size,
-        progress=not args.no_progress, **_conditioning(args)))
-    shown = completions.shape[0]
-    masked = images[:shown] * masks[:shown] + 0.5 * (1 - masks[:shown])
-    rows = torch.cat([images[:shown, None], masked[:, None], completions], dim=1)
-    grid = save_grid(rows.reshape(-1, channels, size, size), out / "grid.png", nrow=k + 2,
-                     scale=args.scale)
-    saved = writer.close(originals=to_uint8(images), masks=masks[:, 0].to(torch.uint8).numpy())
-    print(f"{n} images x {k} completions, {plan.describe()}: wrote {grid}, {saved}")
-    return 0
+    with files.writing_in(out, main=_launch_rank() == 0):
+        model, plan = load_for(args)
+        channels, size, _ = model.image_shape
+        images = load_inputs(args, channels, size)
+        masks = model.masks(args.mask, images.shape[0], fraction=args.fraction, box=args.box,
+                            seed=args.seed)
+        k, n = args.completions, images.shape[0]
+        batches = model.inpaint_batches(  # every argument checked before a file is touched
+            images, masks, k=k, plan=plan, seed=args.seed, batch_size=args.batch_size,
+            progress=not args.no_progress, **_conditioning(args))
+        _remove(earlier)
+        _remove_partial(out, "completions")
+        writer, completions = _write_completions(out, args, n, model.image_shape, batches)
+        shown = completions.shape[0]
+        masked = images[:shown] * masks[:shown] + 0.5 * (1 - masks[:shown])
+        rows = torch.cat([images[:shown, None], masked[:, None], completions], dim=1)
+        grid = save_grid(rows.reshape(-1, channels, size, size), out / "grid.png", nrow=k + 2,
+                         scale=args.scale)
+        saved = writer.close(originals=to_uint8(images), masks=masks[:, 0].to(torch.uint8).numpy())
+        print(f"{n} images x {k} completions, {plan.describe()}: wrote {grid}, {saved}")
+        return 0
 
 
 DEFAULT_DENOISE_STD = 0.2
@@ -640,28 +650,31 @@ def run_restore(args: argparse.Namespace) -> int:
     from ncsn.imageio import save_grid, to_uint8
 
     out, earlier = _out_dir(args, "completions")
-    model, plan = load_for(args)
-    channels, size, _ = model.image_shape
-    images = load_inputs(args, channels, size)
-    n, k = images.shape[0], args.completions
-    noise_std = args.noise_std if args.noise_std is not None else \
-        DEFAULT_DENOISE_STD if args.task == "denoise" else 0.0
-    operator = model.operator(args.task, n, noise_std=noise_std, factor=args.factor,
-                              keep_fraction=args.keep_fraction, mask=args.mask,
-                              fraction=args.fraction, box=args.box, seed=args.seed)
-    y = operator.observe(images, fill=0.5, generator=torch.Generator().manual_seed(args.seed))
-    _remove(earlier)
-    _remove_partial(out, "completions")
-    writer, completions = _write_completions(out, args, n, model.image_shape, model.restore_batches(
-        y, operator, k=k, plan=plan, seed=args.seed, batch_size=args.batch_size,
-        progress=not args.no_progress, **_conditioning(args)))
-    shown = completions.shape[0]
-    rows = torch.cat([y[:shown, None].clamp(0, 1), completions, images[:shown, None]], dim=1)
-    grid = save_grid(rows.reshape(-1, channels, size, size), out / "grid.png", nrow=k + 2,
-                     scale=args.scale)
-    saved = writer.close(originals=to_uint8(images), observations=to_uint8(y.clamp(0, 1)))
-    print(f"{args.task}: {n} images x {k} completions, {plan.describe()}: wrote {grid}, {saved}")
-    return 0
+    with files.writing_in(out, main=_launch_rank() == 0):
+        model, plan = load_for(args)
+        channels, size, _ = model.image_shape
+        images = load_inputs(args, channels, size)
+        n, k = images.shape[0], args.completions
+        noise_std = args.noise_std if args.noise_std is not None else \
+            DEFAULT_DENOISE_STD if args.task == "denoise" else 0.0
+        operator = model.operator(args.task, n, noise_std=noise_std, factor=args.factor,
+                                  keep_fraction=args.keep_fraction, mask=args.mask,
+                                  fraction=args.fraction, box=args.box, seed=args.seed)
+        y = operator.observe(images, fill=0.5, generator=torch.Generator().manual_seed(args.seed))
+        batches = model.restore_batches(  # every argument checked before a file is touched
+            y, operator, k=k, plan=plan, seed=args.seed, batch_size=args.batch_size,
+            progress=not args.no_progress, **_conditioning(args))
+        _remove(earlier)
+        _remove_partial(out, "completions")
+        writer, completions = _write_completions(out, args, n, model.image_shape, batches)
+        shown = completions.shape[0]
+        rows = torch.cat([y[:shown, None].clamp(0, 1), completions, images[:shown, None]], dim=1)
+        grid = save_grid(rows.reshape(-1, channels, size, size), out / "grid.png", nrow=k + 2,
+                         scale=args.scale)
+        saved = writer.close(originals=to_uint8(images), observations=to_uint8(y.clamp(0, 1)))
+        print(f"{args.task}: {n} images x {k} completions, {plan.describe()}: wrote {grid}, "
+              f"{saved}")
+        return 0
 
 
 def samplers_table() -> str:

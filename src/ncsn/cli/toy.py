@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ncsn import files
 from ncsn.cli.args import count, seed
 from ncsn.spec.values import MAX_IMAGES, MAX_STEPS
 
@@ -45,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from ncsn.experiments import toy
 
+    files.check_output_dir(args.out, "--out")
     if args.figure == "figure3":
         metrics = toy.figure3(args.out, num_samples=args.num_samples, seed=args.seed)
         summary = {k: round(v["fraction_in_lower_left_mode"], 4)

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ncsn.errors import UserError
-from ncsn.imageio import UNREADABLE_IMAGE
+from ncsn.imageio import open_image, wide_grey_as_8bit
 
 try:  # numpy >= 2
     from numpy._core import multiarray as _multiarray
@@ -27,7 +27,7 @@ except ImportError:  # numpy 1.x
     from numpy.core import multiarray as _multiarray  # type: ignore[no-redef]
     from numpy.core import numeric as _numeric  # type: ignore[no-redef]
 
-_GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+_GREY_MODES = ("1", "L", "LA")  # 16-bit grey arrives as L (wide_grey_as_8bit)
 
 # ---------------------------------------------------------------- MNIST IDX
 
@@ -116,11 +116,9 @@ def decode_image(source: str | Path | bytes, *, channels: int | None, crop: int 
     ``channels`` 1 or 3 converts (None: 1 for grey files, 3 otherwise); ``crop`` is a square
     center crop (0 means the largest square); ``size`` then resizes to ``size`` x ``size``.
     """
-    try:
-        img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-        img.load()
-    except UNREADABLE_IMAGE as err:
-        raise UserError(f"cannot read image {name or source}: {err}") from err
+    label = name or str(source)
+    img = wide_grey_as_8bit(
+        open_image(io.BytesIO(source) if isinstance(source, bytes) else source, label), label)
     grey = channels == 1 or (channels is None and img.mode in _GREY_MODES)
     img = img.convert("L" if grey else "RGB")
     if crop is not None:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ncsn import files
 from ncsn.errors import UserError
 from ncsn.eval.metrics import feature_statistics
 from ncsn.eval.weights import load_inception
@@ -112,14 +113,12 @@ def stats_from_features(features: np.ndarray, meta: dict[str, Any] | None = None
 def save_stats(stats: ReferenceStats, path: str | Path) -> Path:
     """Write statistics atomically (temp file + rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {"mu": stats.mu, "sigma": stats.sigma,
                                      "meta": np.array(json.dumps(stats.meta, sort_keys=True))}
     if stats.features is not None:
         arrays["features"] = stats.features
-    tmp = path.with_name(path.name + ".partial.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with files.atomic_open(path) as fh:
+        np.savez(fh, **arrays)
     return path
 
 

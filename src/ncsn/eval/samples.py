@@ -13,7 +13,6 @@ with other weights or settings is refused rather than mixing samples.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,7 +61,7 @@ def _write_settings(out_dir: Path, record: dict[str, Any]) -> None:
     if diff is None:
         files.write_json(path, record, sort_keys=True)
     elif diff:
-        old = json.loads(path.read_text())
+        old = files.parse_json(path.read_text())
         hint = (f"; they were drawn on {old.get('device')}, whose random streams differ "
                 f"from {record.get('device')}'s" if "device" in diff else "")
         raise UserError(f"{out_dir} holds samples made with other settings (differs in "

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -78,7 +77,7 @@ def load_classifier(path: str | Path) -> tuple[NoiseConditionalClassifier, dict[
     UserError for a missing, foreign or unreadable file."""
     stem = classifier_stem(path)
     try:
-        record = json.loads(stem.with_suffix(".json").read_text())
+        record = files.parse_json(stem.with_suffix(".json").read_text())
     except (OSError, ValueError) as err:
         raise UserError(f"cannot read classifier {stem}.json: {err}") from None
     if not isinstance(record, dict) or record.get("kind") != KIND:

@@ -52,7 +52,7 @@ class DiffusersModel:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        value = json.loads(path.read_text())
+        value = files.parse_json(path.read_text())
     except OSError as err:
         raise UserError(f"cannot read {path}: {err.strerror or err}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as err:

@@ -125,7 +125,7 @@ def read_spec(path: str | Path) -> ModelSpec:
     (UserError naming the file when unreadable, incomplete or out of bounds)."""
     json_path = _stem(path).with_suffix(".json")
     try:
-        raw = json.loads(json_path.read_text())
+        raw = files.parse_json(json_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise UserError(f"cannot read model spec {json_path}: {err}") from err
     source = f"model spec {json_path}"

@@ -4,6 +4,7 @@ sampling plan and the asked class, each misfit one line (:class:`~ncsn.errors.Us
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -18,12 +19,12 @@ SIGMA_SLACK = 1e-3
 """Relative slack when comparing the plan's sigma range with the classifier's (float32 files)."""
 
 
-def classifier_guided_score(score: ScoreFn, classifier: str | Path, label: int, scale: float,
-                            plan: SamplingPlan, image_shape: tuple[int, int, int],
-                            device: torch.device) -> ScoreFn:
-    """``score`` + ``scale`` grad log p(``label`` | x, sigma) with the classifier file
-    ``classifier``, after checking its images, its classes and that it was trained over every
-    sigma the plan evaluates."""
+def classifier_guidance(classifier: str | Path, label: int, scale: float, plan: SamplingPlan,
+                        image_shape: tuple[int, int, int],
+                        device: torch.device) -> Callable[[ScoreFn], ScoreFn]:
+    """What turns a score into ``score`` + ``scale`` grad log p(``label`` | x, sigma) with the
+    classifier file ``classifier``, after checking (now, before any sampling) its images, its
+    classes and that it was trained over every sigma the plan evaluates."""
     net, record = load_classifier(classifier)
     channels, size, _ = image_shape
     if (record["channels"], record.get("image_size")) != (channels, size):
@@ -42,4 +43,5 @@ def classifier_guided_score(score: ScoreFn, classifier: str | Path, label: int, 
         raise UserError(f"classifier {classifier} was trained for sigma {record['sigma_min']:.4g}"
                         f" .. {record['sigma_max']:.4g}; this plan samples {low:.4g} .. "
                         f"{high:.4g} (train it for this model: ncsn train-classifier MODEL)")
-    return guided_score(score, net.to(device), label, scale)
+    net = net.to(device)
+    return lambda score: guided_score(score, net, label, scale)

@@ -28,7 +28,7 @@ from ncsn.devices import resolve_device
 from ncsn.errors import UserError, check_counts
 from ncsn.nets.io import load_model, resolve_model_path
 from ncsn.nets.registry import accepts_any_sigma, class_count, labelled
-from ncsn.sampling.guidance import classifier_guided_score
+from ncsn.sampling.guidance import classifier_guidance
 from ncsn.sampling.inpainting import check_masks, inpaint_batches, make_masks
 from ncsn.sampling.pipeline import (
     BatchScores,
@@ -250,13 +250,28 @@ class ScoreModel:
         :meth:`plan`) replaces the sampling ``choices``; ``callback`` sees every update (see
         :func:`ncsn.sampling.sample_batches`). ``batches`` (batch numbers, default all) draws
         only those batches, each equal to the same batch of the whole set: batch b holds
-        images b ``batch_size`` on and draws from its own seed (resumed runs, ranks)."""
+        images b ``batch_size`` on and draws from its own seed (resumed runs, ranks). Every
+        argument is checked when it is called, before the first batch is asked for."""
         self._check_run(seed, batch_size, n=n)
         chosen = _batch_numbers(n, batch_size, batches)
         classes, scale = self.class_labels(labels, n), self._guidance(guidance)
         plan = self._planned(plan, choices)
-        with self._scores(classes, scale, len(chosen) * plan.nfe, "sampling", progress) as scores:
-            yield from sample_batches(scores, plan, n, self.image_shape, seed=seed,
+        return self._drawn(n, plan, seed, batch_size, chosen, callback, progress, "sampling",
+                           classes=classes, scale=scale)
+
+    def _drawn(self, n: int, plan: SamplingPlan, seed: int, batch_size: int,
+               chosen: Sequence[int], callback: core.Callback | None, progress: bool, what: str,
+               *, classes: Tensor | None = None, scale: float = 0.0,
+               guide: Callable[[ScoreFn], ScoreFn] | None = None) -> Iterator[Tensor]:
+        """The batches ``chosen`` of a checked sampling run (``guide``: classifier guidance)."""
+        with self._scores(classes, scale, len(chosen) * plan.nfe, what, progress) as scores:
+            draw = scores
+            if guide is not None:
+                guided = guide(scores(0, n))
+
+                def draw(start: int, stop: int) -> ScoreFn:  # one score for every batch
+                    return guided
+            yield from sample_batches(draw, plan, n, self.image_shape, seed=seed,
                                       device=self.device, batch_size=batch_size,
                                       callback=callback, batches=chosen)
 
@@ -289,17 +304,14 @@ class ScoreModel:
                              callback: core.Callback | None = None,
                              batches: Sequence[int] | None = None,
                              **choices: Any) -> Iterator[Tensor]:
-        """:meth:`sample_class` batch by batch (as :meth:`sample_batches`)."""
+        """:meth:`sample_class` batch by batch (as :meth:`sample_batches`; the classifier is
+        checked when it is called)."""
         self._check_run(seed, batch_size, n=n)
         chosen = _batch_numbers(n, batch_size, batches)
         plan = self._planned(plan, choices)
-        total = len(chosen) * plan.nfe
-        with self._scores(None, 0.0, total, f"class {label}", progress) as scores:
-            score = classifier_guided_score(scores(0, n), classifier, label, scale, plan,
-                                            self.image_shape, self.device)
-            yield from sample_batches(lambda start, stop: score, plan, n, self.image_shape,
-                                      seed=seed, device=self.device, batch_size=batch_size,
-                                      callback=callback, batches=chosen)
+        guide = classifier_guidance(classifier, label, scale, plan, self.image_shape, self.device)
+        return self._drawn(n, plan, seed, batch_size, chosen, callback, progress,
+                           f"class {label}", guide=guide)
 
     def sample_class(self, n: int, label: int, classifier: str | Path, *, scale: float = 1.0,
                      plan: SamplingPlan | None = None, seed: int = 0, batch_size: int = 64,
@@ -320,7 +332,7 @@ class ScoreModel:
                         labels: Labels = "none", guidance: float = 0.0,
                         **choices: Any) -> Iterator[tuple[int, Tensor]]:
         """:meth:`inpaint` batch by batch: yields (start, completions) with completion j of
-        image i at number i k + j."""
+        image i at number i k + j. Every argument is checked when it is called."""
         self._check_run(seed, batch_size, k=k)
         images = self._check_images(images)
         check_counts(MAX_IMAGES, **{"images x k": images.shape[0] * k})
@@ -329,10 +341,17 @@ class ScoreModel:
             self._guidance(guidance)
         plan = self._planned(plan, choices)
         total = math.ceil(images.shape[0] * k / batch_size) * plan.nfe
-        with self._scores(classes, scale, total, "inpainting", progress) as scores:
-            yield from inpaint_batches(scores, plan, images, masks, k,
-                                       generator=self._generator(seed), device=self.device,
-                                       batch_size=batch_size)
+        return self._completed(classes, scale, total, "inpainting", progress, lambda scores:
+                               inpaint_batches(scores, plan, images, masks, k,
+                                               generator=self._generator(seed),
+                                               device=self.device, batch_size=batch_size))
+
+    def _completed(self, classes: Tensor | None, scale: float, total: int, what: str,
+                   progress: bool, run: Callable[[Any], Iterator[tuple[int, Tensor]]]
+                   ) -> Iterator[tuple[int, Tensor]]:
+        """The (start, images) batches ``run(scores)`` yields for a checked completion run."""
+        with self._scores(classes, scale, total, what, progress) as scores:
+            yield from run(scores)
 
     def inpaint(self, images: Tensor, mask: Tensor | str, *, k: int = 1,
                 plan: SamplingPlan | None = None, seed: int = 0, batch_size: int = 64,
@@ -370,17 +389,17 @@ class ScoreModel:
                         progress: bool = False, labels: Labels = "none", guidance: float = 0.0,
                         **choices: Any) -> Iterator[tuple[int, Tensor]]:
         """:meth:`restore` batch by batch: yields (start, images) with sample j of observation i
-        at number i k + j."""
+        at number i k + j. Every argument is checked when it is called."""
         self._check_run(seed, batch_size, k=k)
         plan = self._planned(plan, choices)
         y = check_observation(y, operator, plan, self.image_shape)
         check_counts(MAX_IMAGES, **{"observations x k": y.shape[0] * k})
         classes, scale = self._completion_labels(labels, y.shape[0], k), self._guidance(guidance)
         total = math.ceil(y.shape[0] * k / batch_size) * plan.nfe
-        with self._scores(classes, scale, total, "restoring", progress) as scores:
-            yield from restore_batches(scores, plan, y, operator, k,
-                                       generator=self._generator(seed), device=self.device,
-                                       batch_size=batch_size)
+        return self._completed(classes, scale, total, "restoring", progress, lambda scores:
+                               restore_batches(scores, plan, y, operator, k,
+                                               generator=self._generator(seed),
+                                               device=self.device, batch_size=batch_size))
 
     def restore(self, y: Tensor, operator: LinearObservation, *, k: int = 1,
                 plan: SamplingPlan | None = None, seed: int = 0, batch_size: int = 64,

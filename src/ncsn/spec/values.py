@@ -20,6 +20,8 @@ MAX_FRAMES = 10_000  # GIF frames
 MAX_WIDTH = 4096  # any integer hyper-parameter of a network (widths, depths, blocks, classes)
 MAX_STEPS = 10**9  # optimisation or solver steps
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit seed
+# training's periodic test loss, sample grids and evaluation draw from training.seed + 1, 2, 3
+MAX_TRAINING_SEED = MAX_SEED - 3
 # noise levels in pixel units of [0, 1] images: technique 1 gives at most sqrt(3 * 4096^2) ~ 7100;
 # beyond these bounds sigma^2 overflows or vanishes in float32
 MIN_SIGMA, MAX_SIGMA = 1e-8, 1e6

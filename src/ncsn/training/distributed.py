@@ -94,6 +94,11 @@ def init_distributed(device: torch.device) -> DistInfo:
     return info
 
 
+def launch_rank() -> int:
+    """This process's rank as torchrun set it (0 alone), readable before the group exists."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def local_rank_from_env() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 

@@ -61,7 +61,7 @@ def read_metrics(path: str | Path, key: str) -> tuple[list[int], list[float]]:
     """(steps, values) of ``key`` in a metrics file, the last value per step, ordered by step."""
     values: dict[int, float] = {}
     for line in Path(path).read_text().splitlines():
-        record = json.loads(line)
+        record = files.parse_json(line)
         if key in record and "step" in record:
             values[int(record["step"])] = float(record[key])
     steps = sorted(values)
