@@ -28,7 +28,7 @@ from ncsn.devices import resolve_device
 from ncsn.errors import UserError, check_counts
 from ncsn.nets.io import load_model, resolve_model_path
 from ncsn.nets.registry import accepts_any_sigma, class_count, labelled
-from ncsn.sampling.guidance import classifier_guided_score
+from ncsn.sampling.guidance import ClassifierInput, classifier_guided_score
 from ncsn.sampling.inpainting import check_masks, inpaint_batches, make_masks
 from ncsn.sampling.pipeline import (
     BatchScores,
@@ -288,6 +288,7 @@ class ScoreModel:
                              batch_size: int = 64, progress: bool = False,
                              callback: core.Callback | None = None,
                              batches: Sequence[int] | None = None,
+                             classifier_input: ClassifierInput = "noisy",
                              **choices: Any) -> Iterator[Tensor]:
         """:meth:`sample_class` batch by batch (as :meth:`sample_batches`)."""
         self._check_run(seed, batch_size, n=n)
@@ -296,23 +297,27 @@ class ScoreModel:
         total = len(chosen) * plan.nfe
         with self._scores(None, 0.0, total, f"class {label}", progress) as scores:
             score = classifier_guided_score(scores(0, n), classifier, label, scale, plan,
-                                            self.image_shape, self.device)
+                                            self.image_shape, self.device, classifier_input)
             yield from sample_batches(lambda start, stop: score, plan, n, self.image_shape,
                                       seed=seed, device=self.device, batch_size=batch_size,
                                       callback=callback, batches=chosen)
 
     def sample_class(self, n: int, label: int, classifier: str | Path, *, scale: float = 1.0,
                      plan: SamplingPlan | None = None, seed: int = 0, batch_size: int = 64,
-                     progress: bool = False, **choices: Any) -> Tensor:
+                     progress: bool = False, classifier_input: ClassifierInput = "noisy",
+                     **choices: Any) -> Tensor:
         """``n`` images (N, C, H, W) in [0, 1] of class ``label`` by classifier guidance: every
         sampler runs on s(x, sigma) + ``scale`` grad log p(label | x, sigma) with the
         noise-conditional classifier file ``classifier`` (``ncsn train-classifier``), which must
         fit the model's images and the plan's sigmas (:mod:`ncsn.sampling.guidance`). Each
-        step costs one classifier forward and backward pass on top of the network. The other
+        step costs one classifier forward and backward pass on top of the network.
+        ``classifier_input="denoised"`` asks the classifier about the denoised estimate
+        x + sigma^2 s(x, sigma) instead, the gradient through the network (its backward pass
+        added; docs/controllable.md: the way to >= 0.95 of the asked class). The other
         arguments are those of :meth:`sample` (the images ``ncsn sample --class`` writes)."""
         return torch.cat(list(self.sample_class_batches(
             n, label, classifier, scale=scale, plan=plan, seed=seed, batch_size=batch_size,
-            progress=progress, **choices)))
+            progress=progress, classifier_input=classifier_input, **choices)))
 
     def inpaint_batches(self, images: Tensor, mask: Tensor | str, *, k: int = 1,
                         plan: SamplingPlan | None = None, seed: int = 0, batch_size: int = 64,
