@@ -100,7 +100,7 @@ def test_train_classifier_writes_its_accuracy_per_level(tmp_path, capsys):
 def test_the_packaged_classifier_config_is_the_default_recipe():
     path, recipe = load_classifier_config("digit_classifier_mnist5k")
     assert path.name == "digit_classifier_mnist5k.yaml" and recipe == ClassifierRecipe()
-    assert (recipe.steps, recipe.batch_size, recipe.lr, recipe.width) == (1500, 64, 2e-3, 32)
+    assert (recipe.steps, recipe.batch_size, recipe.lr, recipe.width) == (6000, 64, 2e-3, 32)
 
 
 def test_train_classifier_reads_a_config_file_and_flags_override_it(tmp_path):
