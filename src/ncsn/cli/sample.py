@@ -208,8 +208,8 @@ def register(sub: Any) -> None:
     g.add_argument("--classifier-input", choices=["noisy", "denoised"], default="noisy",
                    help="what the classifier sees: the noisy sample x (default) or the model's "
                         "denoised estimate x + sigma^2 s(x, sigma), the gradient through the "
-                        "network (about twice the work; the way to >= 0.95 of the asked class "
-                        "on pretrained:mnist5k, docs/controllable.md)")
+                        "network (about twice the work; helps a weak classifier, "
+                        "docs/controllable.md)")
     p.set_defaults(func=run_sample)
 
     q = sub.add_parser("inpaint", help="complete masked images (paper Algorithm 2)",

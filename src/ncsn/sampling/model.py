@@ -313,7 +313,7 @@ class ScoreModel:
         step costs one classifier forward and backward pass on top of the network.
         ``classifier_input="denoised"`` asks the classifier about the denoised estimate
         x + sigma^2 s(x, sigma) instead, the gradient through the network (its backward pass
-        added; docs/controllable.md: the way to >= 0.95 of the asked class). The other
+        added; it helps a weak classifier, docs/controllable.md). The other
         arguments are those of :meth:`sample` (the images ``ncsn sample --class`` writes)."""
         return torch.cat(list(self.sample_class_batches(
             n, label, classifier, scale=scale, plan=plan, seed=seed, batch_size=batch_size,
