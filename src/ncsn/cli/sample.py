@@ -208,7 +208,7 @@ def register(sub: Any) -> None:
     g.add_argument("--classifier-input", choices=["noisy", "denoised"], default="noisy",
                    help="what the classifier sees: the noisy sample x (default) or the model's "
                         "denoised estimate x + sigma^2 s(x, sigma), the gradient through the "
-                        "network (about twice the work; helps a weak classifier, "
+                        "network (a backward pass through it added; helps a weak classifier, "
                         "docs/controllable.md)")
     p.set_defaults(func=run_sample)
 
