@@ -25,7 +25,7 @@ PACKAGED = "digit_classifier_mnist5k"  # the packaged config (src/ncsn/configs),
 
 class ClassifierRecipe(BaseModel):
     """The ``classifier`` section of a classifier config; the defaults are the packaged
-    recipe for the embedded digits (mnist5k): about 6 minutes on one CPU thread (6000 steps;
+    recipe for the embedded digits (mnist5k): about 7 minutes on one CPU thread (6000 steps;
     1500 left the mid-level accuracy, and guidance, short: docs/controllable.md)."""
 
     model_config = ConfigDict(extra="forbid", **FINITE)
