@@ -14,6 +14,7 @@ import torch
 import ncsn
 from ncsn.cli import main
 from ncsn.core.noise import geometric_sigmas
+from ncsn.errors import UserError
 from ncsn.imageio import to_uint8
 from ncsn.nets import build_network
 from ncsn.nets.classifier import NoiseConditionalClassifier, save_classifier
@@ -62,6 +63,26 @@ def test_sample_class_equals_the_api_and_guidance_changes_the_samples(files, tmp
                        model.sample(3, nfe=4, seed=2))
 
 
+def test_denoised_classifier_input_equals_the_api_and_differs_from_the_noisy(files, tmp_path):
+    """``--classifier-input denoised`` is ``sample_class(classifier_input="denoised")``; it
+    only asks the classifier at its smallest sigma, so a narrower sigma range is accepted."""
+    model_path, cls = files
+    narrow = _save_classifier(tmp_path / "narrow", sigma_min=0.1)
+    assert main(["sample", str(model_path), "-n", "3", "--class", "4", "--classifier",
+                 str(narrow), "--classifier-input", "denoised", "--guidance-scale", "5",
+                 "--format", "npz", "--out", str(tmp_path), "--no-progress", "--nfe", "4"]) == 0
+    model = ncsn.load(model_path)
+    denoised = model.sample_class(3, 4, narrow, scale=5.0, nfe=4, classifier_input="denoised")
+    with np.load(tmp_path / "samples.npz") as data:
+        np.testing.assert_array_equal(to_uint8(denoised), data["images"])
+    assert json.loads((tmp_path / "samples.json").read_text())["classifier_input"] == "denoised"
+    assert not torch.equal(denoised, model.sample_class(3, 4, cls, scale=5.0, nfe=4))
+    assert torch.equal(model.sample_class(3, 4, cls, scale=0.0, nfe=4,
+                                          classifier_input="denoised"), model.sample(3, nfe=4))
+    with pytest.raises(UserError, match="classifier input .* must be one of noisy, denoised"):
+        model.sample_class(3, 4, cls, nfe=4, classifier_input="clean")
+
+
 def test_train_classifier_writes_its_accuracy_per_level(tmp_path, capsys):
     model = _save_model(tmp_path / "digits", 28)
     assert main(["train-classifier", str(model), "--out", str(tmp_path / "cls"),
@@ -79,7 +100,7 @@ def test_train_classifier_writes_its_accuracy_per_level(tmp_path, capsys):
 def test_the_packaged_classifier_config_is_the_default_recipe():
     path, recipe = load_classifier_config("digit_classifier_mnist5k")
     assert path.name == "digit_classifier_mnist5k.yaml" and recipe == ClassifierRecipe()
-    assert (recipe.steps, recipe.batch_size, recipe.lr, recipe.width) == (1500, 64, 2e-3, 32)
+    assert (recipe.steps, recipe.batch_size, recipe.lr, recipe.width) == (6000, 64, 2e-3, 32)
 
 
 def test_train_classifier_reads_a_config_file_and_flags_override_it(tmp_path):

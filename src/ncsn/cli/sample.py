@@ -205,6 +205,11 @@ def register(sub: Any) -> None:
                                         "train-classifier) guiding the sampler towards "
                                         "--class K with s + w grad log p(K | x, sigma), w = "
                                         "--guidance-scale (default 1 here)")
+    g.add_argument("--classifier-input", choices=["noisy", "denoised"], default="noisy",
+                   help="what the classifier sees: the noisy sample x (default) or the model's "
+                        "denoised estimate x + sigma^2 s(x, sigma), the gradient through the "
+                        "network (a backward pass through it added; helps a weak classifier, "
+                        "docs/controllable.md)")
     p.set_defaults(func=run_sample)
 
     q = sub.add_parser("inpaint", help="complete masked images (paper Algorithm 2)",
@@ -445,6 +450,7 @@ def _sample_record(args: argparse.Namespace, model: ScoreModel, plan: Any) -> di
     return {"weights": weights_key(model), "num_samples": args.num_samples,
             "batch_size": args.batch_size, "seed": args.seed, "format": args.format,
             "labels": args.labels, "guidance": args.guidance, "classifier": classifier,
+            "classifier_input": None if classifier is None else args.classifier_input,
             "device": model.device.type, **plan.record()}
 
 
@@ -530,7 +536,8 @@ def _sample_set(args: argparse.Namespace, out: Path, earlier: list[Path], model:
         else:
             batches = model.sample_class_batches(
                 args.num_samples, args.labels, args.classifier,
-                scale=1.0 if args.guidance is None else args.guidance, **common)
+                scale=1.0 if args.guidance is None else args.guidance,
+                classifier_input=args.classifier_input, **common)
         if ranks.is_main:
             _start_set(out, earlier, record, args.resume)
     with together(ranks, model.device):

@@ -28,7 +28,7 @@ from ncsn.devices import resolve_device
 from ncsn.errors import UserError, check_counts
 from ncsn.nets.io import load_model, resolve_model_path
 from ncsn.nets.registry import accepts_any_sigma, class_count, labelled
-from ncsn.sampling.guidance import classifier_guidance
+from ncsn.sampling.guidance import ClassifierInput, classifier_guidance
 from ncsn.sampling.inpainting import check_masks, inpaint_batches, make_masks
 from ncsn.sampling.pipeline import (
     BatchScores,
@@ -303,28 +303,34 @@ class ScoreModel:
                              batch_size: int = 64, progress: bool = False,
                              callback: core.Callback | None = None,
                              batches: Sequence[int] | None = None,
+                             classifier_input: ClassifierInput = "noisy",
                              **choices: Any) -> Iterator[Tensor]:
         """:meth:`sample_class` batch by batch (as :meth:`sample_batches`; the classifier is
         checked when it is called)."""
         self._check_run(seed, batch_size, n=n)
         chosen = _batch_numbers(n, batch_size, batches)
         plan = self._planned(plan, choices)
-        guide = classifier_guidance(classifier, label, scale, plan, self.image_shape, self.device)
+        guide = classifier_guidance(classifier, label, scale, plan, self.image_shape, self.device,
+                                    classifier_input)
         return self._drawn(n, plan, seed, batch_size, chosen, callback, progress,
                            f"class {label}", guide=guide)
 
     def sample_class(self, n: int, label: int, classifier: str | Path, *, scale: float = 1.0,
                      plan: SamplingPlan | None = None, seed: int = 0, batch_size: int = 64,
-                     progress: bool = False, **choices: Any) -> Tensor:
+                     progress: bool = False, classifier_input: ClassifierInput = "noisy",
+                     **choices: Any) -> Tensor:
         """``n`` images (N, C, H, W) in [0, 1] of class ``label`` by classifier guidance: every
         sampler runs on s(x, sigma) + ``scale`` grad log p(label | x, sigma) with the
         noise-conditional classifier file ``classifier`` (``ncsn train-classifier``), which must
         fit the model's images and the plan's sigmas (:mod:`ncsn.sampling.guidance`). Each
-        step costs one classifier forward and backward pass on top of the network. The other
+        step costs one classifier forward and backward pass on top of the network.
+        ``classifier_input="denoised"`` asks the classifier about the denoised estimate
+        x + sigma^2 s(x, sigma) instead, the gradient through the network (its backward pass
+        added; it helps a weak classifier, docs/controllable.md). The other
         arguments are those of :meth:`sample` (the images ``ncsn sample --class`` writes)."""
         return torch.cat(list(self.sample_class_batches(
             n, label, classifier, scale=scale, plan=plan, seed=seed, batch_size=batch_size,
-            progress=progress, **choices)))
+            progress=progress, classifier_input=classifier_input, **choices)))
 
     def inpaint_batches(self, images: Tensor, mask: Tensor | str, *, k: int = 1,
                         plan: SamplingPlan | None = None, seed: int = 0, batch_size: int = 64,
