@@ -79,8 +79,9 @@ SAME_COMPUTE = {"base", "cosine", "lr4e-3_cosine", "betas099", "clip1", "ema999"
 # a row "NAME@S" is row NAME trained with seed S (training.seed; the others use the config's 0)
 # the study's base is the demo recipe of 2026-12-03 (p_mean -0.6; the demo moved to -0.3, the
 # `pmean-0.3` row, after this study), so every row keeps -0.6 unless it overrides it
+STUDY_RECIPE = ["noise.p_mean=-0.6"]
 COMMON = ["training.test_freq=0", "training.log_freq=1000000", "training.keep_last=1",
-          "training.sample_freq=0", "noise.p_mean=-0.6"]
+          "training.sample_freq=0", *STUDY_RECIPE]
 
 
 def _overrides(name: str) -> list[str]:

@@ -138,7 +138,8 @@ def test_the_cpu_ncsnpp_preset_is_the_studys_ncsnpp_row_and_trains(tmp_path: Pat
     spec = importlib.util.spec_from_file_location("budget_study", path)
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
-    row = load_config("mnist5k_cpu", [*study.ROWS["ncsnpp"][1], "training.n_iters=1225"])
+    row = load_config("mnist5k_cpu", [*study.STUDY_RECIPE, *study.ROWS["ncsnpp"][1],
+                                      "training.n_iters=1225"])
     assert load_config("mnist5k_cpu_ncsnpp") == row
     run = tmp_path / "run"
     assert main(["train", "--config", "mnist5k_cpu_ncsnpp", "--run-dir", str(run),
