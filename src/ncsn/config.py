@@ -177,7 +177,7 @@ class TrainingConfig(_Section):
     ssm_projection: Literal["gaussian", "rademacher"] = "gaussian"
     ssm_variance_reduced: bool = True
     batch_size: int = Field(default=128, gt=0)
-    n_iters: int = Field(default=200_000, gt=0)
+    n_iters: int = Field(default=200_000, gt=0, le=10**8)  # checkpoint names have 8 digits
     lr: float = Field(default=1e-3, gt=0)
     betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = Field(default=1e-8, gt=0)
