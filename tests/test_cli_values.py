@@ -67,3 +67,20 @@ def test_bad_numbers_are_one_line_errors_before_any_work(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def test_a_closed_stdout_ends_quietly_with_exit_141() -> None:
+    """``ncsn noise-levels ... | head -c 10``: the reader leaves early; no BrokenPipeError
+    traceback, exit 128 + SIGPIPE."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": "src", "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, "-m", "ncsn", "noise-levels", "--dim", "10",
+                              "--sigma-max", "50", "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    child.stdout.close()
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err

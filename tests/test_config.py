@@ -235,3 +235,13 @@ def test_training_seed_is_bounded_where_it_enters(tmp_path: Path, capsys) -> Non
         err = capsys.readouterr().err
         assert f"training.seed: {message}" in err and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("training.n_iters=true", "training.n_iters"),
+    ("training.n_iters=1e15", "training.n_iters"),
+    ('training.amp="yes"', "training.amp"),
+])
+def test_bool_for_number_and_string_for_bool_are_refused(override: str, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        load_config("digits8_cpu", [override])

@@ -73,3 +73,12 @@ def test_demo_refuses_a_non_empty_folder_that_is_not_a_run(tmp_path: Path, capsy
     assert main(["demo", "--quick", "--out", str(tmp_path), "--no-progress"]) == 2
     assert "holds no run" in capsys.readouterr().err
     assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_demo_overwrite_refusal_names_the_out_flag(tmp_path: Path, capsys) -> None:
+    (tmp_path / "notes.txt").write_text("keep me")
+    assert main(["demo", "--quick", "--steps", "1", "--overwrite", "--out", str(tmp_path),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "--run-dir" not in err
+    assert (tmp_path / "notes.txt").read_text() == "keep me"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import importlib.resources
 import re
+import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -79,8 +81,30 @@ def _yaml_position(err: yaml.YAMLError) -> str:
     return f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
 
 
+def _annotation_kinds(annotation: Any) -> set[Any]:
+    """The plain types an annotation admits (``int | None`` -> {int, NoneType})."""
+    args, origin = typing.get_args(annotation), typing.get_origin(annotation)
+    if origin is Literal:
+        return {type(a) for a in args}
+    if origin is Annotated:
+        return _annotation_kinds(args[0])
+    return {annotation} if not args else set().union(*(_annotation_kinds(a) for a in args))
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, **FINITE)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_number_mixups(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuse ``true`` for a number field (pydantic reads it as 1) and a string such as
+        "yes" for a true/false field (pydantic reads it as True)."""
+        kinds = _annotation_kinds(cls.model_fields[info.field_name].annotation)
+        if isinstance(value, bool) and bool not in kinds and kinds & {int, float}:
+            raise ValueError(f"must be a number, not {str(value).lower()}")
+        if isinstance(value, str) and bool in kinds and str not in kinds:
+            raise ValueError(f"must be true or false, not {value!r}")
+        return value
 
 
 class DataConfig(_Section):
@@ -153,7 +177,7 @@ class TrainingConfig(_Section):
     ssm_projection: Literal["gaussian", "rademacher"] = "gaussian"
     ssm_variance_reduced: bool = True
     batch_size: int = Field(default=128, gt=0)
-    n_iters: int = Field(default=200_000, gt=0)
+    n_iters: int = Field(default=200_000, gt=0, le=10**8)  # checkpoint names have 8 digits
     lr: float = Field(default=1e-3, gt=0)
     betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = Field(default=1e-8, gt=0)

@@ -1,6 +1,10 @@
 """The ``ncsn`` command: parse arguments, dispatch to a command module, turn user errors into
 one-line messages (exit 2).
 
+A closed stdout (``ncsn noise-levels ... | head -c 10``) ends the command quietly with exit
+141, as a shell reports a process killed by SIGPIPE (128 + 13): stdout is pointed at
+``os.devnull`` so that Python's final flush cannot print a BrokenPipeError traceback.
+
 Each command module exposes ``register(subparsers)``, which adds its parsers and sets
 ``func`` (a callable taking the parsed namespace and returning an exit code or None).
 """
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import typing
@@ -41,6 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _silence_stdout() -> None:
+    """Point stdout's descriptor at ``os.devnull``: the reader has gone, and the interpreter's
+    exit-time flush must not raise again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # a replaced stdout (tests) has no descriptor
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -49,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(stop.code or 0)
     try:
         code = args.func(args)
+        sys.stdout.flush()  # a closed pipe fails here, inside the handler below
+    except BrokenPipeError:
+        _silence_stdout()
+        return 128 + signal.SIGPIPE
     except UserError as err:
         print(f"ncsn {args.command}: error: {err}", file=sys.stderr)
         return 2

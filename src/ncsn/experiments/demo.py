@@ -86,7 +86,7 @@ def run_demo(out_dir: str | Path, *, steps: int | None = None, quick: bool = Fal
         raise UserError(f"{out_dir} is not empty and holds no run (no config.yaml); choose another "
                         "--out, or --overwrite to replace its contents")
     config = demo_config(steps=steps, quick=quick)
-    train(config, out_dir, resume=resume, overwrite=overwrite, progress=progress)
+    train(config, out_dir, resume=resume, overwrite=overwrite, progress=progress, flag="--out")
     train_seconds = time.perf_counter() - began
     config = load_config(out_dir / "config.yaml")
     model = load(out_dir)

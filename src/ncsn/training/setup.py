@@ -26,14 +26,16 @@ RESUME_FIELDS = {
 }
 
 
-def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool,
+                    flag: str = "--run-dir") -> None:
     """Refuse to reuse a non-empty run directory unless resuming or told to overwrite it, and
     a run directory another live process is writing; ``overwrite`` deletes only a run directory
-    ncsn made (:func:`ncsn.files.remove_run_dir`)."""
+    ncsn made (:func:`ncsn.files.remove_run_dir`); messages name ``flag``, the option the user
+    passed the directory with."""
     if not run_dir.exists() and not run_dir.is_symlink():
         return
     if not run_dir.is_dir():
-        raise UserError(f"run directory {run_dir} is a file; pass another --run-dir")
+        raise UserError(f"run directory {run_dir} is a file; pass another {flag}")
     RunLock.check_free(run_dir)
     if not any(run_dir.iterdir()):
         return
@@ -44,8 +46,8 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
         return
     if not overwrite:
         raise UserError(f"run directory {run_dir} already exists; pass --resume to continue it, "
-                        "--overwrite to replace it, or another --run-dir")
-    remove_run_dir(run_dir)
+                        f"--overwrite to replace it, or another {flag}")
+    remove_run_dir(run_dir, flag)
 
 
 def claim_run_dir(run_dir: Path) -> RunLock:

@@ -104,7 +104,7 @@ class Trainer:
     """One training run in ``run_dir`` (see docs/training.md). Use :meth:`run`."""
 
     def __init__(self, config: Config, run_dir: str | Path, *, resume: bool = False,
-                 overwrite: bool = False, progress: bool = True) -> None:
+                 overwrite: bool = False, progress: bool = True, flag: str = "--run-dir") -> None:
         self.run_dir = Path(run_dir)
         self.progress = progress
         t = config.training
@@ -115,13 +115,13 @@ class Trainer:
         self.info: DistInfo = init_distributed(self.device)
         self.lock: RunLock | None = None
         try:
-            self._setup(config, resume=resume, overwrite=overwrite)
+            self._setup(config, resume=resume, overwrite=overwrite, flag=flag)
         except BaseException:
             self._release_lock()
             shutdown(self.info)  # a process that stops leaves the group rather than abort in it
             raise
 
-    def _setup(self, config: Config, *, resume: bool, overwrite: bool) -> None:
+    def _setup(self, config: Config, *, resume: bool, overwrite: bool, flag: str) -> None:
         """Data, noise levels, network, optimizer, EMA, run directory and the resumed state."""
         t = config.training
         if t.batch_size % self.info.world_size:
@@ -154,7 +154,7 @@ class Trainer:
         error = None
         if self.info.is_main:  # after every check above: --overwrite deletes only a usable setup
             try:
-                prepare_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
+                prepare_run_dir(self.run_dir, resume=resume, overwrite=overwrite, flag=flag)
                 self.lock = claim_run_dir(self.run_dir)
             except UserError as err:
                 error = err
@@ -505,6 +505,8 @@ class Trainer:
 
 
 def train(config: Config, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-          progress: bool = True) -> TrainResult:
-    """Train ``config`` in ``run_dir`` (resuming from its latest checkpoint with ``resume``)."""
-    return Trainer(config, run_dir, resume=resume, overwrite=overwrite, progress=progress).run()
+          progress: bool = True, flag: str = "--run-dir") -> TrainResult:
+    """Train ``config`` in ``run_dir`` (resuming from its latest checkpoint with ``resume``);
+    refusals about ``run_dir`` name ``flag``, the option it came from."""
+    return Trainer(config, run_dir, resume=resume, overwrite=overwrite, progress=progress,
+                   flag=flag).run()
