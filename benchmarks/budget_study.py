@@ -213,25 +213,30 @@ def train_rows(out: Path, rows: list[str], base_steps: int, jobs: int, threads: 
                 running.remove((name, proc))
 
 
+def digit_scores(model, num_samples: int, seed: int) -> dict:
+    """``num_samples`` of ``model``'s stored sampler (balanced labels for a class-conditional
+    model) scored by the digit metric: confident share +- its binomial standard error, digit KID
+    (std over subsets) and the share drawn as the asked digit."""
+    from ncsn.eval.digits import digit_metrics
+
+    labels = model.class_labels(None, num_samples)
+    images = model.sample(num_samples, seed=seed, batch_size=250)
+    m = digit_metrics(images, labels=labels)
+    share = m["digit_confident"]
+    return {"confident": share, "confident_se": (share * (1 - share) / num_samples) ** 0.5,
+            "kid": m["digit_kid"], "kid_std": m["digit_kid_std"], "asked": m.get("digit_asked"),
+            "num_samples": num_samples, "seed": seed}
+
+
 def score(out: Path, rows: list[str], num_samples: int, seed: int) -> None:
     import ncsn
-    from ncsn.eval.digits import digit_metrics
 
     path = out / "scores.json"
     found = json.loads(path.read_text()) if path.exists() else {}
     for name in rows:
         if name in found or not (out / name / "model_ema.safetensors").exists():
             continue
-        model = ncsn.load(out / name)
-        labels = model.class_labels(None, num_samples)
-        images = model.sample(num_samples, seed=seed, batch_size=250)
-        m = digit_metrics(images, labels=labels)
-        share = m["digit_confident"]
-        found[name] = {"confident": share,
-                       "confident_se": (share * (1 - share) / num_samples) ** 0.5,
-                       "kid": m["digit_kid"], "kid_std": m["digit_kid_std"],
-                       "asked": m.get("digit_asked"), "num_samples": num_samples,
-                       "seed": seed}
+        found[name] = digit_scores(ncsn.load(out / name), num_samples, seed)
         print(name, found[name], flush=True)
         path.write_text(json.dumps(found, indent=1))
 

@@ -45,9 +45,10 @@ def train(out: Path) -> None:
 
 
 def score(out: Path, num_samples: int, seed: int) -> None:
+    from budget_study import digit_scores  # the study's scoring (same folder)
+
     import ncsn
     from ncsn.cli import main as ncsn_main
-    from ncsn.eval.digits import digit_metrics
 
     path = out / "scores.json"
     found = json.loads(path.read_text()) if path.exists() else {}
@@ -62,14 +63,7 @@ def score(out: Path, num_samples: int, seed: int) -> None:
         if name in found:
             continue
         model = ncsn.load(stem)
-        labels = model.class_labels(None, num_samples)
-        images = model.sample(num_samples, seed=seed, batch_size=250)
-        m = digit_metrics(images, labels=labels)
-        share = m["digit_confident"]
-        found[name] = {"confident": share,
-                       "confident_se": (share * (1 - share) / num_samples) ** 0.5,
-                       "kid": m["digit_kid"], "kid_std": m["digit_kid_std"],
-                       "asked": m.get("digit_asked"), "num_samples": num_samples, "seed": seed,
+        found[name] = {**digit_scores(model, num_samples, seed),
                        "profile_error": model.spec.provenance.get("posthoc_ema", {}).get(
                            "profile_error")}
         print(name, found[name], flush=True)
