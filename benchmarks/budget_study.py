@@ -53,6 +53,8 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "batch64": ("batch 64", ["training.batch_size=64"]),
     "clip1": ("gradient clipping to norm 1", ["training.grad_clip=1.0"]),
     "ema999": ("EMA rate 0.999", ["training.ema_rate=0.999"]),
+    "ema_warmup": ("EMA warm-up: rate min(0.995, (1 + t) / (10 + t))",
+                   ["training.ema_warmup=true"]),
     "power_ema": ("power-function EMA, gamma 6.94 (sigma_rel 0.10, Karras et al. 2024)",
                   ["training.ema_rate=null", "training.ema_gamma=6.94"]),
     "pmean-0.3": ("sigma distribution: log-normal p_mean -0.3", ["noise.p_mean=-0.3"]),
@@ -74,8 +76,8 @@ SPEED_ROWS: dict[str, tuple[str, list[str]]] = {
 }
 # rows whose network and batch are the base row's: their steps cost the same, so they share one
 # rate (the median of their measured rates, which is steadier than any one measurement)
-SAME_COMPUTE = {"base", "cosine", "lr4e-3_cosine", "betas099", "clip1", "ema999", "power_ema",
-                "pmean-0.3", "power_weight", "shift1", "uncond"}
+SAME_COMPUTE = {"base", "cosine", "lr4e-3_cosine", "betas099", "clip1", "ema999", "ema_warmup",
+                "power_ema", "pmean-0.3", "power_weight", "shift1", "uncond"}
 # a row "NAME@S" is row NAME trained with seed S (training.seed; the others use the config's 0)
 # the study's base is the demo recipe of 2026-12-03 (p_mean -0.6; the demo moved to -0.3, the
 # `pmean-0.3` row, after this study), so every row keeps -0.6 unless it overrides it

@@ -26,6 +26,7 @@ def _error(raw: dict) -> str:
     ({"training": {"lr": -1e-3}}, "training.lr: must be > 0"),
     ({"training": {"batch_size": 0}}, "training.batch_size: must be > 0"),
     ({"training": {"ema_rate": 1.0}}, "training.ema_rate: must be < 1"),
+    ({"training": {"ema_warmup": True}}, "training: ema_warmup: true needs a constant ema_rate"),
     ({"training": {"weight_decay": -1}}, "training.weight_decay: must be >= 0"),
     ({"training": {"betas": [0.9, 1.5]}}, "training.betas: both values must lie in [0, 1)"),
     ({"training": {"loss": "ism"}}, "training.loss: input should be 'dsm' or 'ssm'"),

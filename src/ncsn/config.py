@@ -183,6 +183,9 @@ class TrainingConfig(_Section):
     adam_eps: float = Field(default=1e-8, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     ema_rate: float | None = Field(default=None, ge=0, lt=1)
+    # warm the constant-rate EMA up: rate min(ema_rate, (1 + t) / (10 + t)) at step t
+    # (TensorFlow's ExponentialMovingAverage with num_updates)
+    ema_warmup: bool = False
     # power-function EMA (Karras et al. 2024): rate (1 - 1/t)^(ema_gamma + 1) at step t, which
     # weights iterate i by about i^ema_gamma (instead of a constant ema_rate)
     ema_gamma: float | None = Field(default=None, gt=0, le=1000)
@@ -223,6 +226,9 @@ class TrainingConfig(_Section):
         if self.ema_rate is not None and self.ema_gamma is not None:
             raise ValueError("set either ema_rate (constant) or ema_gamma (power function), "
                              "not both")
+        if self.ema_warmup and self.ema_rate is None:
+            raise ValueError("ema_warmup: true needs a constant ema_rate (the power-function "
+                             "EMA of ema_gamma has its own start)")
         return self
 
     @field_validator("betas")

@@ -18,22 +18,32 @@ def power_ema_rate(step: int, gamma: float) -> float:
     return (1.0 - 1.0 / step) ** (gamma + 1.0)
 
 
+def warmup_ema_rate(step: int, rate: float) -> float:
+    """beta_t = min(rate, (1 + t) / (10 + t)): the warm-up of TensorFlow's
+    ``ExponentialMovingAverage(num_updates=t)``, so the first steps' average is not dominated
+    by the initial weights (beta_1 = 2/11)."""
+    return min(rate, (1.0 + step) / (10.0 + step))
+
+
 class EMA:
     """theta_ema <- beta_t * theta_ema + (1 - beta_t) * theta after optimizer step t, with
-    beta_t = ``rate`` or, given ``gamma``, :func:`power_ema_rate`.
+    beta_t = ``rate`` (with ``warmup``, :func:`warmup_ema_rate`) or, given ``gamma``,
+    :func:`power_ema_rate`.
 
     Floating-point parameters and buffers are averaged; other buffers are copied.
     """
 
     def __init__(self, net: nn.Module, rate: float | None = None, *,
-                 gamma: float | None = None) -> None:
+                 gamma: float | None = None, warmup: bool = False) -> None:
         if (rate is None) == (gamma is None):
             raise ValueError("give the EMA either a constant rate or a power-function gamma")
         if rate is not None and not 0.0 <= rate < 1.0:
             raise ValueError(f"EMA rate must lie in [0, 1), got {rate}")
         if gamma is not None and not gamma > 0:
             raise ValueError(f"EMA gamma must be > 0, got {gamma}")
-        self.rate, self.gamma = rate, gamma
+        if warmup and rate is None:
+            raise ValueError("the EMA warm-up applies to a constant rate, not a power function")
+        self.rate, self.gamma, self.warmup = rate, gamma, warmup
         self.model = copy.deepcopy(net).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -41,9 +51,12 @@ class EMA:
     @torch.no_grad()
     def update(self, net: nn.Module, step: int = 1) -> None:
         """One EMA step towards ``net``'s weights after optimizer step ``step`` (1-based; only
-        the power function uses it): a single fused ``torch._foreach_lerp_`` over all
+        the power function and the warm-up use it): a single fused ``torch._foreach_lerp_`` over all
         floating-point tensors (not one kernel per tensor)."""
-        rate = self.rate if self.gamma is None else power_ema_rate(step, self.gamma)
+        if self.gamma is not None:
+            rate = power_ema_rate(step, self.gamma)
+        else:
+            rate = warmup_ema_rate(step, self.rate) if self.warmup else self.rate
         source = net.state_dict()
         averaged, targets = [], []
         for name, value in self.model.state_dict().items():

@@ -142,7 +142,7 @@ class Trainer:
         self.train_labels = load_labels(config.data.name, "train",
                                         num_classes=self.num_classes) if self.num_classes else None
         self.optimizer = torch.optim.Adam(self.net.parameters(), **self._adam_settings())
-        self.ema = EMA(self.net, t.ema_rate) if t.ema_rate else \
+        self.ema = EMA(self.net, t.ema_rate, warmup=t.ema_warmup) if t.ema_rate else \
             EMA(self.net, gamma=t.ema_gamma) if t.ema_gamma else None
         self.posthoc = [EMA(self.net, gamma=g) for g in t.posthoc_ema.gammas] \
             if t.posthoc_ema else []
