@@ -25,6 +25,7 @@ def _error(raw: dict) -> str:
     ({"training": {"lr": 0}}, "training.lr: must be > 0"),
     ({"training": {"lr": -1e-3}}, "training.lr: must be > 0"),
     ({"training": {"batch_size": 0}}, "training.batch_size: must be > 0"),
+    ({"training": {"n_iters": 10**8 + 1}}, "training.n_iters: must be <= 100000000"),
     ({"training": {"ema_rate": 1.0}}, "training.ema_rate: must be < 1"),
     ({"training": {"ema_warmup": True}}, "training: ema_warmup: true needs a constant ema_rate"),
     ({"training": {"weight_decay": -1}}, "training.weight_decay: must be >= 0"),

@@ -176,6 +176,10 @@ def test_integer_tensors_in_a_weights_file_are_refused(tmp_path):
     ({"name": "unet_small", "num_classes": -1}, r"network\.num_classes: .* in \[0, 4096\]"),
     ({"name": "unet_small", "ch_mult": [1, -2]}, r"network\.ch_mult: must be a list of numbers"),
     ({"name": "unet_small", "sigma_data": float("nan")}, "network.sigma_data: must be a finite"),
+    ({"name": "unet_small", "data_mean": 1e30}, r"network\.data_mean: .* \[-1e\+06, 1e\+06\]"),
+    ({"name": "unet_small", "sigma_data": 0}, r"network\.sigma_data: .* in \(0, 1e\+06\], got 0"),
+    ({"name": "ncsnpp", "dropout": 1.5}, r"network\.dropout: .* in \[0, 1\], got 1\.5"),
+    ({"name": "ncsnpp", "fourier_scale": -3e7}, r"network\.fourier_scale: .*got -30000000"),
     ({"name": "ncsnpp", "ngf": 8}, "network.ngf: unknown field for network 'ncsnpp'"),
 ])
 def test_a_spec_file_with_a_bad_network_section_is_one_line_naming_it(tmp_path, network,

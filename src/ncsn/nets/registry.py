@@ -85,11 +85,25 @@ def network_fields(name: str) -> dict[str, Any]:
     return fields
 
 
-def _number_problem(value: Any, default: Any) -> str | None:
-    """Why a number fits no network: NaN or infinite, or an integer outside [1, MAX_WIDTH]
-    ([0, MAX_WIDTH] where the default is 0, e.g. ``num_classes``); None when it fits."""
+# a real-valued hyper-parameter beyond this is a typo (no network has one above 20)
+MAX_NETWORK_NUMBER = 1e6
+# real-valued fields with a narrower meaning: (low, high, whether low itself is allowed)
+NUMBER_RANGES: dict[str, tuple[float, float, bool]] = {
+    "dropout": (0.0, 1.0, True), "sigma_data": (0.0, MAX_NETWORK_NUMBER, False)}
+
+
+def _number_problem(value: Any, default: Any, field: str = "") -> str | None:
+    """Why a number fits no network: NaN or infinite, an integer outside [1, MAX_WIDTH]
+    ([0, MAX_WIDTH] where the default is 0, e.g. ``num_classes``), a real number outside its
+    :data:`NUMBER_RANGES` entry or [-MAX_NETWORK_NUMBER, MAX_NETWORK_NUMBER]; None when it
+    fits."""
     if isinstance(value, float) and not math.isfinite(value):
         return f"must be a finite number, got {value!r}"
+    if isinstance(default, float):
+        low, high, closed = NUMBER_RANGES.get(
+            field, (-MAX_NETWORK_NUMBER, MAX_NETWORK_NUMBER, True))
+        if not (low <= value if closed else low < value) or value > high:
+            return f"must be a number in {'[' if closed else '('}{low:g}, {high:g}], got {value!r}"
     if isinstance(value, int) and isinstance(default, int):
         low = 0 if default == 0 else 1
         if not low <= value <= MAX_WIDTH:
@@ -97,7 +111,7 @@ def _number_problem(value: Any, default: Any) -> str | None:
     return None
 
 
-def _value_problem(value: Any, default: Any) -> str | None:
+def _value_problem(value: Any, default: Any, field: str = "") -> str | None:
     """Why ``value`` does not fit a field whose default is ``default``: another type (ints pass
     for floats), a number out of bounds (:func:`_number_problem`), a list of other than at most
     MAX_WIDTH finite numbers in [0, MAX_WIDTH]; None when it fits or the field has no typed
@@ -123,7 +137,7 @@ def _value_problem(value: Any, default: Any) -> str | None:
         if not numbers or len(value) > MAX_WIDTH:
             return f"must be a list of numbers in [0, {MAX_WIDTH}], got {value!r}"
         return None
-    return None if isinstance(value, bool) else _number_problem(value, default)
+    return None if isinstance(value, bool) else _number_problem(value, default, field)
 
 
 def check_network_section(section: Mapping[str, Any], path: str = "network") -> None:
@@ -146,7 +160,7 @@ def check_network_section(section: Mapping[str, Any], path: str = "network") -> 
     if missing:
         raise UserError(f"{path}.{missing[0]}: required for network {name!r}")
     for field, value in section.items():
-        problem = None if field == "name" else _value_problem(value, fields[field])
+        problem = None if field == "name" else _value_problem(value, fields[field], field)
         if problem:
             raise UserError(f"{path}.{field}: {problem} for network {name!r}")
 
